@@ -1,0 +1,31 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)  ## start the service on 127.0.0.1:8000 with the embedded defaults
+	$(BIN)/pixelmill serve --host 127.0.0.1 --port 8000
+
+test: $(STAMP)  ## run every test
+	$(BIN)/pytest
+
+lint: $(STAMP)  ## ruff + mypy
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)  ## speed and memory benchmarks (prints medians and ratios)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) pixelmill-data .pytest_cache .mypy_cache .ruff_cache

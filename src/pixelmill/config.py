@@ -1,0 +1,110 @@
+"""Settings, from ``PIXELMILL_*`` environment variables; read once by the composition roots."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pixelmill.core.specs import (
+    DEFAULT_FORMATS,
+    DEFAULT_PRESETS,
+    Limits,
+    OutputFormat,
+    Preset,
+    RenderSpec,
+)
+
+
+class Settings(BaseSettings):
+    """Every setting with its default; see the README's Settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="PIXELMILL_", frozen=True)
+
+    data_dir: Path = Field(Path("./pixelmill-data"), description="Renditions, spool, store file.")
+    store: str = Field("sqlite", description="'sqlite' or a redis:// URL.")
+    redis_prefix: str = Field("pixelmill:", description="Key prefix in Redis.")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    api_key: str | None = Field(None, description="When set, /v1 needs 'Bearer <key>'.")
+    webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for callbacks.")
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1, description="Per file.")
+    max_batch_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1, description="Per request body.")
+    max_pixels: int = Field(100_000_000, ge=1, description="width x height, inclusive.")
+    image_timeout_s: float = Field(60.0, gt=0)
+    memory_budget_mb: int = Field(
+        640, ge=64, description="Estimated decode memory allowed in flight across workers."
+    )
+    max_tasks_per_child: int = Field(200, ge=1, description="Recycle a worker after this many.")
+    presets_file: Path | None = Field(None, description="JSON presets, replaces the defaults.")
+    formats: str = Field("jpeg,webp", description="Comma-separated output formats.")
+    batch_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="Finished batches expire (redis).")
+    webhook_attempts: int = Field(5, ge=1, le=20)
+
+    @field_validator("store")
+    @classmethod
+    def _store_is_known(cls, value: str) -> str:
+        if value != "sqlite" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("PIXELMILL_STORE must be 'sqlite' or a redis:// URL")
+        return value
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_are_known(cls, value: str) -> str:
+        parse_formats(value)
+        return value
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(
+            max_bytes=self.max_upload_bytes,
+            max_pixels=self.max_pixels,
+            timeout_s=self.image_timeout_s,
+        )
+
+    def render_spec(
+        self, presets_file: Path | None = None, formats: str | None = None
+    ) -> RenderSpec:
+        """The render spec these settings describe (CLI flags may override two parts)."""
+        presets = load_presets(presets_file or self.presets_file)
+        return RenderSpec(
+            presets=presets, formats=parse_formats(formats or self.formats), limits=self.limits
+        )
+
+
+def parse_formats(value: str) -> tuple[OutputFormat, ...]:
+    """``"jpeg,webp"`` -> (JPEG, WEBP); raises ValueError naming the unknown format."""
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    if not names:
+        return DEFAULT_FORMATS
+    aliases = {"jpg": "jpeg"}
+    known = {f.value for f in OutputFormat}
+    formats: list[OutputFormat] = []
+    for name in names:
+        name = aliases.get(name, name)
+        if name not in known:
+            raise ValueError(f"unknown format {name!r}; choose from {', '.join(sorted(known))}")
+        if OutputFormat(name) not in formats:
+            formats.append(OutputFormat(name))
+    return tuple(formats)
+
+
+def load_presets(path: Path | None) -> tuple[Preset, ...]:
+    """Presets from a JSON file ``{"name": [width, height], ...}``, or the defaults."""
+    if path is None:
+        return DEFAULT_PRESETS
+    try:
+        data = json.loads(Path(path).read_text())
+        presets = tuple(Preset(str(name), int(box[0]), int(box[1])) for name, box in data.items())
+    except (OSError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"cannot read presets from {path}: {exc}") from None
+    if not presets:
+        raise ValueError(f"{path} defines no presets")
+    return presets
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,174 @@
+"""Render every rendition of one source from a single decode."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from pixelmill.core import imaging
+from pixelmill.core.encode import save_rendition, write_atomically
+from pixelmill.core.sniff import SourceFormat
+from pixelmill.core.source import (
+    DECODER_ERRORS,
+    Probe,
+    describe,
+    jpeg_draft_scale,
+    open_source,
+    source_info,
+)
+from pixelmill.core.specs import RenderResult, RenderSpec, Rendition, Timings
+from pixelmill.errors import Cancelled, CorruptImage
+
+MANIFEST_NAME = "manifest.json"
+
+
+def render_renditions(
+    source_path: str | Path,
+    out_dir: str | Path,
+    spec: RenderSpec,
+    sha256: str,
+    *,
+    only: frozenset[str] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> RenderResult:
+    """Decode ``source_path`` once and write each rendition of ``spec`` into ``out_dir``.
+
+    ``only`` limits the work to those file names (e.g. ``{"large.avif"}``); the result then
+    lists just those. ``should_cancel`` is asked between renditions. Raises an ImageError
+    subclass for a bad image; never leaves a partial file behind.
+    """
+    started = time.perf_counter()
+    largest = max(max(p.width, p.height) for p in spec.presets)
+    with open_source(source_path, spec.limits, largest) as (image, probe):
+        read_done = time.perf_counter()
+        orientation = imaging.normalise_orientation(_exif_orientation(image))
+        info = source_info(image, probe, orientation)
+        icc = image.info.get("icc_profile") or None
+        sizes = _target_sizes(probe, orientation, spec)
+        try:
+            _decode(image, probe, largest)
+            decode_done = time.perf_counter()
+            base = _prepare(image, icc, orientation, sizes)
+            if base is not image:
+                image.close()  # free the full-size pixels before encoding
+            prepare_done = time.perf_counter()
+        except DECODER_ERRORS as exc:
+            raise CorruptImage(
+                f"cannot decode the {probe.format.value} data: {describe(exc)}"
+            ) from None
+        renditions, resize_s, encode_s = _write_renditions(
+            base, sizes, spec, Path(out_dir), only, should_cancel
+        )
+    timings = Timings(
+        read=(read_done - started) * 1000,
+        decode=(decode_done - read_done) * 1000,
+        resize=(prepare_done - decode_done + resize_s) * 1000,
+        encode=encode_s * 1000,
+        total=(time.perf_counter() - started) * 1000,
+    )
+    return RenderResult(sha256, info, tuple(renditions), timings)
+
+
+def _write_renditions(
+    base: Image.Image,
+    sizes: dict[str, tuple[int, int]],
+    spec: RenderSpec,
+    out: Path,
+    only: frozenset[str] | None,
+    should_cancel: Callable[[], bool] | None,
+) -> tuple[list[Rendition], float, float]:
+    """Resize in a cascade (largest first, each from the previous one) and encode each."""
+    resize_s = encode_s = 0.0
+    written: list[Rendition] = []
+    current = base
+    for preset in sorted(spec.presets, key=lambda p: p.width * p.height, reverse=True):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("cancelled between renditions")
+        t0 = time.perf_counter()
+        size = sizes[preset.name]
+        if current.size != size:
+            current = current.resize(
+                size, Image.Resampling.LANCZOS, reducing_gap=imaging.REDUCING_GAP
+            )
+        t1 = time.perf_counter()
+        resize_s += t1 - t0
+        for fmt in spec.formats:
+            filename = f"{preset.name}.{fmt.extension}"
+            if only is not None and filename not in only:
+                continue
+            encoded = current if fmt.keeps_alpha else imaging.flatten(current, spec.background)
+            nbytes = save_rendition(encoded, out / filename, fmt, spec.quality_of(fmt))
+            written.append(Rendition(preset.name, fmt, size[0], size[1], nbytes, filename))
+        encode_s += time.perf_counter() - t1
+    order = {name: i for i, name in enumerate(spec.rendition_names())}
+    written.sort(key=lambda r: order[r.filename])
+    return written, resize_s, encode_s
+
+
+def _exif_orientation(image: Image.Image) -> object:
+    try:
+        return image.getexif().get(0x0112)
+    except DECODER_ERRORS:
+        return None  # unreadable EXIF: treat as upright
+
+
+def _decode(image: Image.Image, probe: Probe, largest_box: int) -> None:
+    """Load the first frame; a JPEG is DCT-scaled on load to at least 2x the largest box."""
+    if probe.format is SourceFormat.JPEG:
+        scale = jpeg_draft_scale(probe.width, probe.height, 2 * largest_box)
+        if scale > 1:
+            image.draft(None, (-(-probe.width // scale), -(-probe.height // scale)))
+    image.load()
+
+
+def _target_sizes(probe: Probe, orientation: int, spec: RenderSpec) -> dict[str, tuple[int, int]]:
+    width, height = probe.width, probe.height
+    if imaging.swaps_axes(orientation):
+        width, height = height, width
+    return {p.name: imaging.fit_size(width, height, p.width, p.height) for p in spec.presets}
+
+
+def _prepare(
+    decoded: Image.Image, icc: bytes | None, orientation: int, sizes: dict[str, tuple[int, int]]
+) -> Image.Image:
+    """Shrink the decoded pixels towards the largest rendition, upright and in sRGB."""
+    target = imaging.working_mode(decoded.mode, decoded.has_transparency_data)
+    largest = max(sizes.values(), key=lambda s: s[0] * s[1])
+    width, height = decoded.size
+    if imaging.swaps_axes(orientation):
+        largest = (largest[1], largest[0])
+    factor = imaging.reduce_factor(width, height, *largest)
+    shrunk = imaging.shrink(decoded, target, factor)
+    upright = imaging.orient(shrunk, orientation)
+    if upright.mode == "CMYK" and not icc:
+        return upright.convert("RGB")
+    srgb = imaging.to_srgb(upright, icc)
+    if srgb.mode == "RGBA" and imaging.is_opaque(srgb):
+        srgb = srgb.convert("RGB")
+    srgb.info = {}
+    return srgb
+
+
+def manifest_dict(
+    result: RenderResult, renditions: list[Rendition] | None = None
+) -> dict[str, object]:
+    """The manifest.json body of DESIGN.md for ``result``."""
+    return {
+        "sha256": result.sha256,
+        "source": result.source.as_dict(),
+        "renditions": [
+            r.as_dict() for r in (renditions if renditions is not None else result.renditions)
+        ],
+        "timings_ms": result.timings.as_dict(),
+    }
+
+
+def write_manifest(out_dir: str | Path, manifest: dict[str, object]) -> Path:
+    path = Path(out_dir) / MANIFEST_NAME
+    body = json.dumps(manifest, indent=2).encode()
+    write_atomically(path, lambda file: file.write(body))
+    return path

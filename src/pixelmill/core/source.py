@@ -1,0 +1,202 @@
+"""Open a source image: size limit, magic bytes, checksums, header and pixel limit.
+
+Everything here happens before a single pixel is allocated.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pillow_heif
+from PIL import Image
+
+from pixelmill.core.pngcheck import verify_png_crcs
+from pixelmill.core.sniff import HEADER_BYTES, SourceFormat, sniff
+from pixelmill.core.specs import Limits, SourceInfo
+from pixelmill.errors import CorruptImage, FileTooLarge, TooManyPixels, UnsupportedFormat
+
+pillow_heif.register_heif_opener()
+
+# Whatever Pillow and its plugins raise on damaged data. Anything else is a bug of ours.
+DECODER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    SyntaxError,
+    EOFError,
+    MemoryError,
+    OverflowError,
+    ZeroDivisionError,
+    AttributeError,
+    RuntimeError,
+    __import__("struct").error,
+)
+
+_BYTES_PER_PIXEL = {
+    "1": 1,
+    "L": 1,
+    "P": 1,
+    "LA": 2,
+    "PA": 2,
+    "La": 2,
+    "RGB": 3,
+    "YCbCr": 3,
+    "LAB": 3,
+    "HSV": 3,
+    "RGBA": 4,
+    "RGBa": 4,
+    "RGBX": 4,
+    "CMYK": 4,
+    "I": 4,
+    "F": 4,
+    "I;16": 2,
+    "I;16B": 2,
+    "I;16L": 2,
+    "I;16N": 2,
+}
+# Frames are counted only where the container states them; walking frames of a GIF or a
+# TIFF could take minutes on a frame flood.
+_FRAME_COUNT_IN_HEADER = {
+    SourceFormat.PNG,
+    SourceFormat.WEBP,
+    SourceFormat.AVIF,
+    SourceFormat.HEIF,
+    SourceFormat.JPEG,
+}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the header says, and what decoding will cost."""
+
+    format: SourceFormat
+    width: int
+    height: int
+    mode: str
+    bytes: int
+    decode_bytes: int  # estimated peak memory of decoding and shrinking this image
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+@contextmanager
+def open_source(
+    path: str | os.PathLike[str], limits: Limits, largest_box: int = 1920
+) -> Iterator[tuple[Image.Image, Probe]]:
+    """Open ``path`` header-only, enforce limits, verify checksums; yield the lazy image.
+
+    ``largest_box`` is the longest side any rendition may have; it sizes the memory estimate.
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise CorruptImage(f"cannot read the file: {exc.strerror or exc}") from None
+    if size > limits.max_bytes:
+        raise FileTooLarge(f"{size} bytes is over the limit of {limits.max_bytes} bytes")
+    with open(path, "rb") as stream:
+        header = stream.read(HEADER_BYTES)
+        fmt = sniff(header)
+        if fmt is None:
+            raise UnsupportedFormat("not a JPEG, PNG, GIF, WebP, TIFF, BMP, HEIF or AVIF file")
+        if fmt is SourceFormat.PNG:
+            verify_png_crcs(stream)
+        stream.seek(0)
+        image = _open_header(stream, fmt, limits)
+        try:
+            yield (
+                image,
+                Probe(
+                    fmt,
+                    image.width,
+                    image.height,
+                    image.mode,
+                    size,
+                    estimate_decode_bytes(image, fmt, largest_box),
+                ),
+            )
+        finally:
+            image.close()
+
+
+def probe(path: str | os.PathLike[str], limits: Limits, largest_box: int = 1920) -> Probe:
+    """Read only the header: the format, the size and what decoding would cost."""
+    with open_source(path, limits, largest_box) as (_, info):
+        return info
+
+
+def _open_header(stream: BinaryIO, fmt: SourceFormat, limits: Limits) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(stream, formats=list(fmt.pillow_formats))
+    except Image.DecompressionBombError as exc:
+        raise TooManyPixels(f"declared size is over the pixel limit ({exc})") from None
+    except DECODER_ERRORS as exc:
+        raise CorruptImage(f"cannot read the {fmt.value} header: {describe(exc)}") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        image.close()
+        raise CorruptImage(f"declared size {width}x{height} is empty")
+    if width * height > limits.max_pixels:
+        image.close()
+        raise TooManyPixels(
+            f"{width}x{height} = {width * height} pixels is over the limit of {limits.max_pixels}"
+        )
+    return image
+
+
+def estimate_decode_bytes(image: Image.Image, fmt: SourceFormat, largest_box: int) -> int:
+    """Peak bytes to decode and shrink ``image``: pixels once as decoded, plus working room."""
+    width, height = image.size
+    if fmt is SourceFormat.JPEG:
+        scale = jpeg_draft_scale(width, height, 2 * largest_box)
+        width, height = -(-width // scale), -(-height // scale)
+    decoded = width * height * _BYTES_PER_PIXEL.get(image.mode, 4)
+    # Shrinking works in strips and keeps a reduced copy of at most a quarter of the pixels.
+    return decoded + width * height + 32 * 1024 * 1024
+
+
+def jpeg_draft_scale(width: int, height: int, min_side: int) -> int:
+    """The DCT scale (1, 2, 4 or 8) that keeps the longer side at least ``min_side``."""
+    longer = max(width, height)
+    scale = 1
+    while scale < 8 and longer // (scale * 2) >= min_side:
+        scale *= 2
+    return scale
+
+
+def source_info(image: Image.Image, probe: Probe, orientation: int) -> SourceInfo:
+    return SourceInfo(
+        format=probe.format.value,
+        width=probe.width,
+        height=probe.height,
+        bytes=probe.bytes,
+        orientation=orientation,
+        mode=probe.mode,
+        icc=bool(image.info.get("icc_profile")),
+        frames=count_frames(image, probe.format),
+    )
+
+
+def count_frames(image: Image.Image, fmt: SourceFormat) -> int | None:
+    try:
+        if fmt in _FRAME_COUNT_IN_HEADER:
+            return int(getattr(image, "n_frames", 1))
+        return 1 if not getattr(image, "is_animated", False) else None
+    except DECODER_ERRORS:
+        return None
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, traceback-free description of a decoder error."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__

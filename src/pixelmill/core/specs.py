@@ -1,0 +1,165 @@
+"""Value types that cross process boundaries: what to render and what came out.
+
+All are frozen dataclasses of plain values, so they pickle cheaply and never carry pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class OutputFormat(StrEnum):
+    JPEG = "jpeg"
+    WEBP = "webp"
+    AVIF = "avif"
+    PNG = "png"
+
+    @property
+    def extension(self) -> str:
+        return "jpg" if self is OutputFormat.JPEG else self.value
+
+    @property
+    def media_type(self) -> str:
+        return f"image/{self.value}"
+
+    @property
+    def keeps_alpha(self) -> bool:
+        return self is not OutputFormat.JPEG
+
+
+DEFAULT_QUALITY: dict[OutputFormat, int] = {
+    OutputFormat.JPEG: 85,
+    OutputFormat.WEBP: 80,
+    OutputFormat.AVIF: 60,
+    OutputFormat.PNG: 100,  # lossless; quality is ignored
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named box the rendition must fit inside (never upscaled)."""
+
+    name: str
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier() or self.width < 1 or self.height < 1:
+            raise ValueError(f"invalid preset {self.name!r} {self.width}x{self.height}")
+
+
+DEFAULT_PRESETS: tuple[Preset, ...] = (
+    Preset("thumbnail", 150, 150),
+    Preset("medium", 800, 800),
+    Preset("large", 1920, 1920),
+)
+DEFAULT_FORMATS: tuple[OutputFormat, ...] = (OutputFormat.JPEG, OutputFormat.WEBP)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Refuse an image before spending memory or time on it."""
+
+    max_bytes: int = 100 * 1024 * 1024
+    max_pixels: int = 100_000_000
+    timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """Everything the core needs to render one source: sizes, formats, encoders, limits."""
+
+    presets: tuple[Preset, ...] = DEFAULT_PRESETS
+    formats: tuple[OutputFormat, ...] = DEFAULT_FORMATS
+    quality: tuple[tuple[OutputFormat, int], ...] = tuple(DEFAULT_QUALITY.items())
+    background: tuple[int, int, int] = (255, 255, 255)
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not self.presets or not self.formats:
+            raise ValueError("a render spec needs at least one preset and one format")
+        if len({p.name for p in self.presets}) != len(self.presets):
+            raise ValueError("preset names must be unique")
+
+    def quality_of(self, fmt: OutputFormat) -> int:
+        return dict(self.quality).get(fmt, DEFAULT_QUALITY[fmt])
+
+    def rendition_names(self) -> list[str]:
+        """File names of every rendition this spec asks for, e.g. ``large.webp``."""
+        return [f"{p.name}.{f.extension}" for p in self.presets for f in self.formats]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    format: str
+    width: int
+    height: int
+    bytes: int
+    orientation: int
+    mode: str
+    icc: bool
+    frames: int | None  # None: an animated GIF whose frames were not counted (see README)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "bytes": self.bytes,
+            "orientation": self.orientation,
+            "mode": self.mode,
+            "icc": self.icc,
+            "frames": self.frames,
+        }
+
+
+@dataclass(frozen=True)
+class Rendition:
+    name: str
+    format: OutputFormat
+    width: int
+    height: int
+    bytes: int
+    filename: str  # e.g. "large.webp", relative to the image's rendition folder
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "format": self.format.value,
+            "width": self.width,
+            "height": self.height,
+            "bytes": self.bytes,
+            "path": self.filename,
+        }
+
+
+STAGES = ("read", "decode", "resize", "encode")
+
+
+@dataclass(frozen=True)
+class Timings:
+    read: float = 0.0
+    decode: float = 0.0
+    resize: float = 0.0
+    encode: float = 0.0
+    total: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "read": round(self.read, 1),
+            "decode": round(self.decode, 1),
+            "resize": round(self.resize, 1),
+            "encode": round(self.encode, 1),
+            "total": round(self.total, 1),
+        }
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What rendering one source produced (all renditions the spec asked for)."""
+
+    sha256: str
+    source: SourceInfo
+    renditions: tuple[Rendition, ...]
+    timings: Timings

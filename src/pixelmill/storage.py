@@ -1,0 +1,84 @@
+"""Where renditions live: ``<root>/renditions/<sha[:2]>/<sha>/<preset>.<ext>`` + manifest.json.
+
+Content-addressed: the folder of an image is a pure function of its bytes' SHA-256, so the
+same content is rendered once, ever, and a manifest's presence means the work was done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+from pixelmill.core.encode import remove_temp_files
+from pixelmill.core.render import MANIFEST_NAME
+from pixelmill.core.specs import RenderSpec
+
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RenditionStorage(Protocol):
+    """What the engine needs to know about where renditions go."""
+
+    def image_dir(self, sha256: str) -> Path: ...
+
+    def read_manifest(self, sha256: str) -> dict[str, Any] | None: ...
+
+    def missing_renditions(self, sha256: str, spec: RenderSpec) -> frozenset[str]: ...
+
+    def remove_temp_files(self, sha256: str) -> int: ...
+
+
+class LocalStorage:
+    """Renditions on a local (or mounted) filesystem under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.renditions_root = self.root / "renditions"
+
+    def image_dir(self, sha256: str) -> Path:
+        if not SHA256_PATTERN.match(sha256):
+            raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+        return self.renditions_root / sha256[:2] / sha256
+
+    def manifest_path(self, sha256: str) -> Path:
+        return self.image_dir(sha256) / MANIFEST_NAME
+
+    def read_manifest(self, sha256: str) -> dict[str, Any] | None:
+        """The image's manifest, or None when it was never (completely) rendered."""
+        try:
+            data = json.loads(self.manifest_path(sha256).read_text())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def missing_renditions(self, sha256: str, spec: RenderSpec) -> frozenset[str]:
+        """File names ``spec`` asks for that this image does not have yet (all, if new)."""
+        wanted = spec.rendition_names()
+        manifest = self.read_manifest(sha256)
+        if manifest is None:
+            return frozenset(wanted)
+        listed = {r.get("path") for r in manifest.get("renditions", []) if isinstance(r, dict)}
+        folder = self.image_dir(sha256)
+        return frozenset(n for n in wanted if n not in listed or not (folder / n).is_file())
+
+    def rendition_path(self, sha256: str, filename: str) -> Path | None:
+        """The file of one rendition, or None (also for names that try to leave the folder)."""
+        if "/" in filename or "\\" in filename or filename.startswith("."):
+            return None
+        path = self.image_dir(sha256) / filename
+        return path if path.is_file() else None
+
+    def remove_temp_files(self, sha256: str) -> int:
+        return remove_temp_files(self.image_dir(sha256))
+
+    def sweep_temp_files(self) -> int:
+        """Remove every temp file under the renditions tree (at start-up, after a crash)."""
+        removed = 0
+        with contextlib.suppress(FileNotFoundError):
+            for shard in self.renditions_root.iterdir():
+                for folder in shard.iterdir() if shard.is_dir() else ():
+                    removed += remove_temp_files(folder)
+        return removed
