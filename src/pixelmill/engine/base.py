@@ -1,0 +1,68 @@
+"""The engine contract: submit image jobs, get outcomes back, cancel by batch.
+
+An engine runs core renders somewhere (a local process pool now, a distributed engine
+later). Callers see only these types and the ``Engine`` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pixelmill.core.specs import RenderResult
+from pixelmill.errors import ErrorCode
+from pixelmill.states import ImageStatus
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One source file to render. ``sha256`` is of its bytes (the caller hashed them)."""
+
+    job_id: str
+    source: str
+    sha256: str
+    batch_id: str = ""
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    code: ErrorCode
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code.value, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """The final state of one job: done, duplicate, failed or cancelled.
+
+    ``result`` is the image's manifest (every rendition it has) for done and duplicate.
+    """
+
+    job: ImageJob
+    status: ImageStatus
+    result: RenderResult | None = None
+    error: ErrorInfo | None = None
+    elapsed_s: float = field(default=0.0, compare=False)
+
+
+OutcomeCallback = Callable[[ImageOutcome], None]
+StartCallback = Callable[[ImageJob], None]
+
+
+class Engine(Protocol):
+    """Runs jobs; reports each job's start and outcome exactly once through callbacks."""
+
+    def submit(self, job: ImageJob) -> None:
+        """Queue a job; blocks while the engine's bounded queue is full."""
+
+    def cancel_batch(self, batch_id: str) -> None:
+        """No job of the batch starts after this returns; running ones stop between renditions."""
+
+    def join(self) -> None:
+        """Block until every submitted job has its outcome."""
+
+    def shutdown(self, *, cancel_pending: bool = False) -> list[ImageJob]:
+        """Stop: running jobs finish; queued jobs are returned unstarted (or cancelled)."""

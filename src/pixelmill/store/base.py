@@ -1,0 +1,149 @@
+"""The batch store contract: batches, their images, exactly-once transitions, change feed.
+
+Two implementations pass one contract suite: ``SqliteBatchStore`` (embedded default) and
+``RedisBatchStore``. Methods are synchronous; the API calls them from a thread pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pixelmill.states import BatchStatus, ImageStatus
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An uploaded image, spooled and hashed, about to join a batch."""
+
+    image_id: str
+    filename: str
+    sha256: str | None  # None when the upload itself failed (too large, not an image)
+    spool_path: str | None
+    declared_type: str | None = None
+    detected_type: str | None = None
+    error: dict[str, str] | None = None  # an upload that already failed: {"code", "message"}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    image_id: str
+    batch_id: str
+    filename: str
+    status: ImageStatus
+    sha256: str | None
+    spool_path: str | None
+    declared_type: str | None
+    detected_type: str | None
+    error: dict[str, str] | None
+    renditions: list[dict[str, Any]]
+    timings_ms: dict[str, float] | None
+    seq: int  # position in the batch, from 0
+
+    def as_api_dict(self) -> dict[str, Any]:
+        return {
+            "image_id": self.image_id,
+            "filename": self.filename,
+            "status": self.status.value,
+            "sha256": self.sha256,
+            "error": self.error,
+            "renditions": self.renditions,
+            "timings_ms": self.timings_ms,
+            "declared_type": self.declared_type,
+            "detected_type": self.detected_type,
+        }
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    batch_id: str
+    status: BatchStatus
+    total: int
+    completed: int  # done + duplicate
+    duplicates: int
+    failed: int
+    cancelled: int
+    pending: int  # pending + processing
+    created_at: str  # ISO 8601, UTC
+    finished_at: str | None
+    callback_url: str | None
+    version: int  # increases with every applied transition
+    images: list[ImageRecord] = field(default_factory=list)
+
+    @property
+    def progress(self) -> float:
+        return 1.0 if self.total == 0 else round((self.total - self.pending) / self.total, 4)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.pending == 0 and self.status in (BatchStatus.COMPLETED, BatchStatus.CANCELLED)
+
+    def as_api_dict(self, include_images: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "batch_id": self.batch_id,
+            "status": self.status.value,
+            "total": self.total,
+            "completed": self.completed,
+            "duplicates": self.duplicates,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "pending": self.pending,
+            "progress": self.progress,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+        if include_images:
+            body["images"] = [image.as_api_dict() for image in self.images]
+        return body
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a state change did: ``applied`` False means it had already happened."""
+
+    applied: bool
+    batch_finished: bool = False  # this transition finished the batch (fire the webhook)
+
+
+class BatchStore(Protocol):
+    def ping(self) -> bool:
+        """True when the store is reachable."""
+
+    def create_batch(
+        self, batch_id: str, images: list[NewImage], callback_url: str | None = None
+    ) -> BatchRecord:
+        """A new batch; images with ``error`` set start (and count) as failed."""
+
+    def get_batch(self, batch_id: str, include_images: bool = True) -> BatchRecord | None: ...
+
+    def get_image(self, batch_id: str, image_id: str) -> ImageRecord | None: ...
+
+    def mark_processing(self, batch_id: str, image_id: str) -> Transition:
+        """pending -> processing (batch queued -> processing). Not applied once final."""
+
+    def finish_image(
+        self,
+        batch_id: str,
+        image_id: str,
+        status: ImageStatus,
+        *,
+        sha256: str | None = None,
+        error: dict[str, str] | None = None,
+        renditions: list[dict[str, Any]] | None = None,
+        timings_ms: dict[str, float] | None = None,
+    ) -> Transition:
+        """pending|processing -> a final status, counters updated in the same atomic step.
+
+        Applied at most once per image: a second call (a task that ran twice) changes nothing.
+        """
+
+    def cancel_batch(self, batch_id: str) -> tuple[BatchRecord | None, Transition]:
+        """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent."""
+
+    def unfinished_images(self) -> list[ImageRecord]:
+        """Every pending or processing image of every batch, oldest batch first (resume)."""
+
+    def wait_for_change(self, batch_id: str, since_version: int, timeout_s: float) -> int:
+        """Block until the batch's version exceeds ``since_version`` or the timeout; return it."""
+
+    def close(self) -> None: ...
