@@ -1,0 +1,360 @@
+"""The embedded batch store: one SQLite file in WAL mode.
+
+Threads: one connection guarded by a lock. SQLite admits one writer at a time anyway and
+every operation here is a short statement or two, so a lock costs little; it spares us
+per-thread connections whose lifetimes follow the API's thread pool, which ``close()``
+could not reach. Other processes on the same file are serialised by SQLite itself
+(``BEGIN IMMEDIATE`` + ``busy_timeout``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pixelmill.states import BatchStatus, ImageStatus
+from pixelmill.store._common import (
+    COUNTERS_BY_FINAL_STATUS,
+    dump_json,
+    load_json,
+    require_final,
+    utc_now,
+)
+from pixelmill.store.base import BatchRecord, ImageRecord, NewImage, Transition
+
+BUSY_TIMEOUT_MS = 10_000
+# How often a waiter re-reads the version, to see writes made by another process.
+POLL_INTERVAL_S = 0.25
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_seq    INTEGER PRIMARY KEY AUTOINCREMENT,  -- creation order, for resume
+    batch_id     TEXT NOT NULL UNIQUE,
+    status       TEXT NOT NULL,
+    total        INTEGER NOT NULL,
+    completed    INTEGER NOT NULL DEFAULT 0,
+    duplicates   INTEGER NOT NULL DEFAULT 0,
+    failed       INTEGER NOT NULL DEFAULT 0,
+    cancelled    INTEGER NOT NULL DEFAULT 0,
+    pending      INTEGER NOT NULL,
+    created_at   TEXT NOT NULL,
+    finished_at  TEXT,
+    callback_url TEXT,
+    version      INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS images (
+    batch_id      TEXT NOT NULL REFERENCES batches (batch_id),
+    image_id      TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    filename      TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    sha256        TEXT,
+    spool_path    TEXT,
+    declared_type TEXT,
+    detected_type TEXT,
+    error         TEXT,   -- JSON
+    renditions    TEXT,   -- JSON
+    timings_ms    TEXT,   -- JSON
+    PRIMARY KEY (batch_id, image_id)
+);
+CREATE INDEX IF NOT EXISTS images_by_seq ON images (batch_id, seq);
+CREATE INDEX IF NOT EXISTS images_unfinished ON images (status)
+    WHERE status IN ('pending', 'processing');
+"""
+
+IMAGE_COLUMNS = (
+    "image_id, batch_id, filename, status, sha256, spool_path, declared_type, detected_type,"
+    " error, renditions, timings_ms, seq"
+)
+BATCH_COLUMNS = (
+    "batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,"
+    " finished_at, callback_url, version"
+)
+
+
+class SqliteBatchStore:
+    """Batches and images in one SQLite file; survives restarts."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE.
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        self._lock = threading.RLock()
+        # Notified after every transition this process applies; waiters also poll the file.
+        self._changed = threading.Condition()
+        with self._lock:
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")  # durable enough under WAL
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.executescript(SCHEMA)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _finish_batch_if_drained(self, conn: sqlite3.Connection, batch_id: str) -> bool:
+        """Inside a transaction: when nothing is pending, set the final status and time."""
+        cursor = conn.execute(
+            "UPDATE batches SET finished_at = ?,"
+            " status = CASE WHEN status = 'cancelled' THEN 'cancelled' ELSE 'completed' END"
+            " WHERE batch_id = ? AND pending = 0 AND finished_at IS NULL",
+            (utc_now(), batch_id),
+        )
+        return cursor.rowcount == 1
+
+    # -- the BatchStore protocol ----------------------------------------------------------
+
+    def ping(self) -> bool:
+        """True when the database file answers a query."""
+        try:
+            with self._lock:
+                self._conn.execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        return True
+
+    def create_batch(
+        self, batch_id: str, images: list[NewImage], callback_url: str | None = None
+    ) -> BatchRecord:
+        """A new batch; images with ``error`` set start (and count) as failed."""
+        failed = sum(1 for image in images if image.error is not None)
+        pending = len(images) - failed
+        now = utc_now()
+        status = BatchStatus.QUEUED if pending else BatchStatus.COMPLETED
+        with self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO batches (batch_id, status, total, failed, pending, created_at,"
+                    " finished_at, callback_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (batch_id, status, len(images), failed, pending, now,
+                     None if pending else now, callback_url),
+                )  # fmt: skip
+            except sqlite3.IntegrityError:
+                raise ValueError(f"batch {batch_id!r} already exists") from None
+            conn.executemany(
+                f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (image.image_id, batch_id, image.filename,
+                     ImageStatus.FAILED if image.error is not None else ImageStatus.PENDING,
+                     image.sha256, image.spool_path, image.declared_type, image.detected_type,
+                     dump_json(image.error), "[]", None, seq)
+                    for seq, image in enumerate(images)
+                ],
+            )  # fmt: skip
+        record = self.get_batch(batch_id)
+        assert record is not None
+        return record
+
+    def get_batch(self, batch_id: str, include_images: bool = True) -> BatchRecord | None:
+        """The batch with its images in upload order, or None."""
+        with self._lock:
+            # One read transaction, so counters and image rows are the same snapshot.
+            self._conn.execute("BEGIN")
+            try:
+                row = self._conn.execute(
+                    f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
+                ).fetchone()
+                rows = []
+                if row is not None and include_images:
+                    rows = self._conn.execute(
+                        f"SELECT {IMAGE_COLUMNS} FROM images WHERE batch_id = ? ORDER BY seq",
+                        (batch_id,),
+                    ).fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+        if row is None:
+            return None
+        return _batch_record(row, [_image_record(r) for r in rows])
+
+    def get_image(self, batch_id: str, image_id: str) -> ImageRecord | None:
+        """One image of a batch, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {IMAGE_COLUMNS} FROM images WHERE batch_id = ? AND image_id = ?",
+                (batch_id, image_id),
+            ).fetchone()
+        return None if row is None else _image_record(row)
+
+    def mark_processing(self, batch_id: str, image_id: str) -> Transition:
+        """pending -> processing (batch queued -> processing). Not applied once final."""
+        with self._write() as conn:
+            changed = conn.execute(
+                "UPDATE images SET status = 'processing'"
+                " WHERE batch_id = ? AND image_id = ? AND status = 'pending'",
+                (batch_id, image_id),
+            ).rowcount
+            if changed:
+                conn.execute(
+                    "UPDATE batches SET version = version + 1,"
+                    " status = CASE WHEN status = 'queued' THEN 'processing' ELSE status END"
+                    " WHERE batch_id = ?",
+                    (batch_id,),
+                )
+        if not changed:
+            return Transition(applied=False)
+        self._notify()
+        return Transition(applied=True)
+
+    def finish_image(
+        self,
+        batch_id: str,
+        image_id: str,
+        status: ImageStatus,
+        *,
+        sha256: str | None = None,
+        error: dict[str, str] | None = None,
+        renditions: list[dict[str, Any]] | None = None,
+        timings_ms: dict[str, float] | None = None,
+    ) -> Transition:
+        """pending|processing -> a final status, counters updated in the same transaction."""
+        status = require_final(status)
+        bumps = COUNTERS_BY_FINAL_STATUS[status]
+        finished = False
+        with self._write() as conn:
+            changed = conn.execute(
+                "UPDATE images SET status = ?, sha256 = COALESCE(?, sha256),"
+                " error = COALESCE(?, error), renditions = COALESCE(?, renditions),"
+                " timings_ms = COALESCE(?, timings_ms)"
+                " WHERE batch_id = ? AND image_id = ? AND status IN ('pending', 'processing')",
+                (status, sha256, dump_json(error), dump_json(renditions), dump_json(timings_ms),
+                 batch_id, image_id),
+            ).rowcount  # fmt: skip
+            if changed:
+                increments = "".join(f", {name} = {name} + 1" for name in bumps)
+                conn.execute(
+                    f"UPDATE batches SET pending = pending - 1, version = version + 1{increments},"
+                    " status = CASE WHEN status = 'queued' THEN 'processing' ELSE status END"
+                    " WHERE batch_id = ?",
+                    (batch_id,),
+                )
+                finished = self._finish_batch_if_drained(conn, batch_id)
+        if not changed:
+            return Transition(applied=False)
+        self._notify()
+        return Transition(applied=True, batch_finished=finished)
+
+    def cancel_batch(self, batch_id: str) -> tuple[BatchRecord | None, Transition]:
+        """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent."""
+        finished = False
+        with self._write() as conn:
+            changed = conn.execute(
+                "UPDATE batches SET status = 'cancelled', version = version + 1"
+                " WHERE batch_id = ? AND status IN ('queued', 'processing')",
+                (batch_id,),
+            ).rowcount
+            if changed:
+                dropped = conn.execute(
+                    "UPDATE images SET status = 'cancelled'"
+                    " WHERE batch_id = ? AND status = 'pending'",
+                    (batch_id,),
+                ).rowcount
+                conn.execute(
+                    "UPDATE batches SET cancelled = cancelled + ?, pending = pending - ?"
+                    " WHERE batch_id = ?",
+                    (dropped, dropped, batch_id),
+                )
+                finished = self._finish_batch_if_drained(conn, batch_id)
+        if changed:
+            self._notify()
+        return self.get_batch(batch_id), Transition(applied=bool(changed), batch_finished=finished)
+
+    def unfinished_images(self) -> list[ImageRecord]:
+        """Every pending or processing image of every batch, oldest batch first (resume)."""
+        columns = ", ".join(f"i.{name.strip()}" for name in IMAGE_COLUMNS.split(","))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {columns} FROM images AS i JOIN batches AS b USING (batch_id)"
+                " WHERE i.status IN ('pending', 'processing') ORDER BY b.batch_seq, i.seq"
+            ).fetchall()
+        return [_image_record(row) for row in rows]
+
+    def wait_for_change(self, batch_id: str, since_version: int, timeout_s: float) -> int:
+        """Block until the batch's version exceeds ``since_version`` or the timeout; return it.
+
+        An unknown batch returns 0 at once.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                # Read under the condition: a transition committed after this read notifies
+                # only once we wait, so no wake-up is lost.
+                version = self._version(batch_id)
+                remaining = deadline - time.monotonic()
+                if version is None:
+                    return 0
+                if version > since_version or remaining <= 0:
+                    return version
+                self._changed.wait(min(remaining, POLL_INTERVAL_S))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _version(self, batch_id: str) -> int | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT version FROM batches WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+
+def _image_record(row: tuple[Any, ...]) -> ImageRecord:
+    (image_id, batch_id, filename, status, sha256, spool_path, declared_type, detected_type,
+     error, renditions, timings_ms, seq) = row  # fmt: skip
+    return ImageRecord(
+        image_id=image_id,
+        batch_id=batch_id,
+        filename=filename,
+        status=ImageStatus(status),
+        sha256=sha256,
+        spool_path=spool_path,
+        declared_type=declared_type,
+        detected_type=detected_type,
+        error=load_json(error),
+        renditions=load_json(renditions) or [],
+        timings_ms=load_json(timings_ms),
+        seq=int(seq),
+    )
+
+
+def _batch_record(row: tuple[Any, ...], images: list[ImageRecord]) -> BatchRecord:
+    (batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,
+     finished_at, callback_url, version) = row  # fmt: skip
+    return BatchRecord(
+        batch_id=batch_id,
+        status=BatchStatus(status),
+        total=total,
+        completed=completed,
+        duplicates=duplicates,
+        failed=failed,
+        cancelled=cancelled,
+        pending=pending,
+        created_at=created_at,
+        finished_at=finished_at,
+        callback_url=callback_url,
+        version=version,
+        images=images,
+    )
