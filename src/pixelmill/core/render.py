@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,21 +46,24 @@ def render_renditions(
     largest = max(max(p.width, p.height) for p in spec.presets)
     with open_source(source_path, spec.limits, largest) as (image, probe):
         read_done = time.perf_counter()
-        orientation = imaging.normalise_orientation(_exif_orientation(image))
-        info = source_info(image, probe, orientation)
-        icc = image.info.get("icc_profile") or None
-        sizes = _target_sizes(probe, orientation, spec)
-        try:
-            _decode(image, probe, largest)
-            decode_done = time.perf_counter()
-            base = _prepare(image, icc, orientation, sizes)
-            if base is not image:
-                image.close()  # free the full-size pixels before encoding
-            prepare_done = time.perf_counter()
-        except DECODER_ERRORS as exc:
-            raise CorruptImage(
-                f"cannot decode the {probe.format.value} data: {describe(exc)}"
-            ) from None
+        # Decoders warn about damaged tags and EXIF on the console; the outcome says enough.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            orientation = imaging.normalise_orientation(_exif_orientation(image))
+            info = source_info(image, probe, orientation)
+            icc = image.info.get("icc_profile") or None
+            sizes = _target_sizes(probe, orientation, spec)
+            try:
+                _decode(image, probe, largest)
+                decode_done = time.perf_counter()
+                base = _prepare(image, icc, orientation, sizes)
+                if base is not image:
+                    image.close()  # free the full-size pixels before encoding
+                prepare_done = time.perf_counter()
+            except DECODER_ERRORS as exc:
+                raise CorruptImage(
+                    f"cannot decode the {probe.format.value} data: {describe(exc)}"
+                ) from None
         renditions, resize_s, encode_s = _write_renditions(
             base, sizes, spec, Path(out_dir), only, should_cancel
         )
