@@ -1,0 +1,114 @@
+"""``python -m bench``: speed, memory and API benchmarks; a table on stdout, JSON on disk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import inputs
+from bench.api import api_available, run_api_vs_cli, run_upload_memory
+from bench.contenders import DESCRIPTIONS, cli_available
+from bench.memory import run_memory
+from bench.report import machine, render
+from bench.speed import SpeedConfig, ratios, run_speed
+
+PARTS = ("speed", "memory", "api")
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="pixelmill vs a naive sequential loop and a bare pooled loop (the floor).",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="speed rounds (default 5)")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 speed rounds, 1 API round, fewer memory runs"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="pool size for every contender")
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="run only this part (repeatable)"
+    )
+    parser.add_argument(
+        "--baselines-only", action="store_true", help="leave pixelmill out (harness check)"
+    )
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to save results")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    parts = args.only or list(PARTS)
+    rounds = min(args.rounds, 2) if args.quick else args.rounds
+    with_pixelmill = not args.baselines_only and cli_available()
+    if not with_pixelmill and not args.baselines_only:
+        log("pixelmill CLI not installed yet: running the baselines only")
+    photos = inputs.corpus_photos()
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "quick": args.quick,
+        "contenders": DESCRIPTIONS,
+    }
+
+    if "speed" in parts:
+        log(f"speed: {len(photos)} photos, {rounds} rounds, {args.workers} workers")
+        config = SpeedConfig(photos, rounds, args.workers, with_pixelmill)
+        runs = run_speed(config)
+        r = ratios(runs)
+        results["speed"] = {
+            "files": len(photos),
+            "rounds": rounds,
+            "workers": args.workers,
+            "contenders": {name: c.as_dict() for name, c in runs.items()},
+            "ratios": r,
+            "targets": {
+                "vs_naive": None if r["speedup_vs_naive"] is None else r["speedup_vs_naive"] >= 2,
+                "vs_floor": None if r["time_vs_floor"] is None else r["time_vs_floor"] <= 1.10,
+            },
+        }
+
+    if "memory" in parts:
+        log(f"memory: generating inputs (cached under {inputs.CACHE})")
+        results["memory"] = run_memory(args.workers, with_pixelmill, quick=args.quick)
+
+    if "api" in parts:
+        results["api"] = _api(args, photos, with_pixelmill)
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(render(results))
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+def _api(args: argparse.Namespace, photos: list[Path], with_pixelmill: bool) -> dict[str, Any]:
+    if not with_pixelmill:
+        return {"skipped": "needs the pixelmill CLI"}
+    if not api_available():
+        return {"skipped": "pixelmill.api.create_app is not available yet"}
+    result: dict[str, Any] = {"errors": []}
+    api_rounds = 1 if args.quick else 3
+    log(f"api: {len(photos)} photos as one batch, {api_rounds} rounds alternating with the CLI")
+    try:
+        result["batch"] = run_api_vs_cli(photos, api_rounds, args.workers)
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        result["errors"].append(f"batch: {exc}")
+    try:
+        result["upload"] = run_upload_memory(inputs.many_jpegs(), args.workers)
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        result["errors"].append(f"upload: {exc}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

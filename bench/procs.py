@@ -1,0 +1,116 @@
+"""Run a contender as a subprocess: wall time, exit code, and the peak RSS of its process tree."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+SAMPLE_INTERVAL_S = 0.02
+
+
+class TreeRssSampler:
+    """Samples the summed RSS of a process and all its descendants every ~20 ms; keeps the max.
+
+    The sum counts pages shared between a parent and its forked children once per process,
+    so it over-states real memory use slightly; it is the conservative reading.
+    """
+
+    def __init__(self, pid: int, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self.peak_processes = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> TreeRssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> int:
+        """One reading of the tree's summed RSS (0 once the root is gone)."""
+        try:
+            root = psutil.Process(self.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for process in tree:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                continue  # exited between listing and reading
+        self.peak_processes = max(self.peak_processes, len(tree))
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self.sample())
+            self.samples += 1
+            self._stop.wait(self.interval_s)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One timed subprocess run."""
+
+    seconds: float
+    returncode: int
+    peak_rss_bytes: int | None
+    stderr_tail: str
+
+
+def run_timed(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    sample_rss: bool = False,
+    cwd: Path | None = None,
+    timeout_s: float = 900.0,
+) -> RunResult:
+    """Run ``argv`` to completion; time it from spawn to exit.
+
+    RSS sampling is off by default: the sampler thread costs a little CPU, which on a
+    2-core machine would tax the contenders being timed.
+    """
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        list(argv),
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sampler = TreeRssSampler(process.pid) if sample_rss else None
+    if sampler is not None:
+        sampler.__enter__()
+    try:
+        _, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    seconds = time.perf_counter() - started
+    return RunResult(
+        seconds=seconds,
+        returncode=process.returncode,
+        peak_rss_bytes=sampler.peak_bytes if sampler is not None else None,
+        stderr_tail=(stderr or "")[-2000:],
+    )

@@ -1,0 +1,145 @@
+"""The readable table printed at the end, and the machine description saved with the results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from typing import Any
+
+import PIL
+import psutil
+
+from bench.contenders import DESCRIPTIONS, FLOOR, NAIVE, PIXELMILL, PIXELMILL_RERUN
+
+
+def machine() -> dict[str, object]:
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "pillow": PIL.__version__,
+    }
+
+
+def _fmt(value: Any, suffix: str = "", digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{suffix}"
+    return f"{value}{suffix}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "MISSED")
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole result as plain-text tables."""
+    lines: list[str] = []
+    m = results["machine"]
+    lines.append(
+        f"pixelmill bench — {m['date']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, "
+        f"Python {m['python']}, Pillow {m['pillow']}"
+    )
+    speed = results.get("speed")
+    if speed:
+        lines += ["", _speed_table(speed)]
+    memory = results.get("memory")
+    if memory:
+        lines += ["", _memory_table(memory)]
+    api = results.get("api")
+    if api:
+        lines += ["", _api_table(api)]
+    return "\n".join(lines)
+
+
+def _speed_table(speed: dict[str, Any]) -> str:
+    contenders = speed["contenders"]
+    header = (
+        f"Speed: {speed['files']} corpus photos, {speed['workers']} workers, "
+        f"{speed['rounds']} rounds (alternating, medians)"
+    )
+    rows = [header, f"  {'contender':<16} {'median s':>9} {'min s':>7} {'max s':>7} {'runs':>5}"]
+    for name in (NAIVE, FLOOR, PIXELMILL, PIXELMILL_RERUN):
+        c = contenders.get(name)
+        if c is None:
+            continue
+        rows.append(
+            f"  {name:<16} {_fmt(c['median_s']):>9} {_fmt(c['min_s']):>7} "
+            f"{_fmt(c['max_s']):>7} {c['runs']:>5}   {DESCRIPTIONS[name]}"
+        )
+    r = speed["ratios"]
+    rows.append(f"  naive / floor: {_fmt(r['naive_over_floor'], 'x')}")
+    if r.get("speedup_vs_naive") is not None:
+        t = speed["targets"]
+        rows.append(
+            f"  pixelmill speed-up vs naive baseline: {_fmt(r['speedup_vs_naive'], 'x')} "
+            f"(per-round median {_fmt(r['speedup_vs_naive_paired'], 'x')}; target >= 2x, "
+            f"aim 2.5x: {_verdict(t['vs_naive'])})"
+        )
+        rows.append(
+            f"  pixelmill time vs floor baseline: {_fmt(r['time_vs_floor'], 'x')} "
+            f"(per-round median {_fmt(r['time_vs_floor_paired'], 'x')}; target <= 1.10x: "
+            f"{_verdict(t['vs_floor'])})"
+        )
+        rows.append(f"  re-run (all duplicate) time vs fresh run: {_fmt(r['rerun_time_vs_fresh'])}")
+        for name in (PIXELMILL, PIXELMILL_RERUN):
+            report = contenders[name]["last_report"]
+            if report:
+                rows.append(
+                    f"  {name} report: done {report['done']}, duplicate {report['duplicate']}, "
+                    f"failed {report['failed']} of {report['total']}"
+                )
+    for name, c in contenders.items():
+        for error in c["errors"][:2]:
+            rows.append(f"  ! {name}: {error}")
+    return "\n".join(rows)
+
+
+def _memory_table(memory: list[dict[str, Any]]) -> str:
+    rows = [
+        "Memory: peak RSS of the process tree (sampled every 20 ms), 2 workers",
+        f"  {'scenario':<13} {'contender':<10} {'peak MiB':>9} {'s':>7}  target",
+    ]
+    for row in memory:
+        target = row["target"]
+        verdict = f"{target}: {_verdict(row['meets_target'])}" if target else "(context)"
+        rows.append(
+            f"  {row['scenario']:<13} {row['contender']:<10} {row['peak_rss_mib']:>9.0f} "
+            f"{row['seconds']:>7.1f}  {verdict}"
+        )
+        report = row.get("report")
+        if report and (report["failed"] or row["returncode"]):
+            rows.append(f"    ! exit {row['returncode']}, failures: {report['failures']}")
+    return "\n".join(rows)
+
+
+def _api_table(api: dict[str, Any]) -> str:
+    if api.get("skipped"):
+        return f"API: skipped — {api['skipped']}"
+    rows = ["API (pixelmill serve, 127.0.0.1)"]
+    batch = api.get("batch")
+    if batch:
+        rows += [
+            f"  one batch of {batch['files']} photos, {batch['rounds']} rounds alternating with "
+            f"the CLI: API median {batch['api_median_s']:.2f}s, CLI median "
+            f"{batch['cli_median_s']:.2f}s",
+            f"  API throughput vs CLI: {batch['api_throughput_vs_cli']:.2f}x (target >= 0.9: "
+            f"{_verdict(batch['meets_throughput_target'])})",
+            f"  GET /v1/batches/{{id}} while busy: p50 {_fmt(batch['status_p50_ms'], ' ms')}, "
+            f"p99 {_fmt(batch['status_p99_ms'], ' ms')} over {batch['status_polls']} polls "
+            f"(target p99 < 20 ms: {_verdict(batch['meets_latency_target'])})",
+        ]
+    upload = api.get("upload")
+    if upload:
+        rows.append(
+            f"  receiving {upload['files']} files ({upload['upload_mib']} MiB) in one batch: "
+            f"server tree peak {upload['peak_rss_receiving_mib']:.0f} MiB "
+            f"(idle {upload['idle_rss_mib']:.0f} MiB), upload {upload['upload_s']:.1f}s"
+        )
+    for error in api.get("errors", []):
+        rows.append(f"  ! {error}")
+    return "\n".join(rows)

@@ -1,0 +1,146 @@
+"""Speed: the contenders run alternately (A B C A B C ...) on the same photos; medians win.
+
+Each run writes into a fresh temporary folder, so pixelmill never finds a duplicate except in
+the deliberate re-run, which goes over the folder its fresh run of the same round just made.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.contenders import (
+    FLOOR,
+    NAIVE,
+    PIXELMILL,
+    PIXELMILL_RERUN,
+    ReportSummary,
+    baseline_argv,
+    pixelmill_argv,
+)
+from bench.procs import RunResult, run_timed
+
+
+@dataclass
+class ContenderRuns:
+    """Every timed run of one contender."""
+
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    reports: list[ReportSummary] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds else None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "runs": len(self.seconds),
+            "seconds": [round(s, 4) for s in self.seconds],
+            "median_s": _round(self.median),
+            "min_s": _round(min(self.seconds, default=None)),
+            "max_s": _round(max(self.seconds, default=None)),
+            "last_report": self.reports[-1].as_dict() if self.reports else None,
+            "errors": self.errors,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    sources: Sequence[Path]
+    rounds: int
+    workers: int
+    with_pixelmill: bool
+    warmup: bool = True
+
+
+def run_speed(config: SpeedConfig, log: bool = True) -> dict[str, ContenderRuns]:
+    """Run ``config.rounds`` rounds; each round runs every contender once, in the same order."""
+    order = [NAIVE, FLOOR]
+    if config.with_pixelmill:
+        order += [PIXELMILL, PIXELMILL_RERUN]
+    results = {name: ContenderRuns(name) for name in order}
+    with tempfile.TemporaryDirectory(prefix="pixelmill-bench-") as scratch:
+        root = Path(scratch)
+        if config.warmup:  # fills the page cache and imports; not counted
+            _round_of(config, root, order, None, log, label="warm-up")
+        for index in range(config.rounds):
+            _round_of(config, root, order, results, log, label=f"round {index + 1}")
+    return results
+
+
+def _round_of(
+    config: SpeedConfig,
+    root: Path,
+    order: list[str],
+    results: dict[str, ContenderRuns] | None,
+    log: bool,
+    label: str,
+) -> None:
+    timings: list[str] = []
+    pixelmill_out = root / "pixelmill-out"
+    for name in order:
+        report = root / f"{name}-report.json"
+        report.unlink(missing_ok=True)
+        if name == PIXELMILL_RERUN:
+            out = pixelmill_out  # the folder the fresh run just filled
+        else:
+            out = pixelmill_out if name == PIXELMILL else root / f"{name}-out"
+            shutil.rmtree(out, ignore_errors=True)
+        if name in (PIXELMILL, PIXELMILL_RERUN):
+            argv = pixelmill_argv(config.sources, out, config.workers, report)
+        else:
+            argv = baseline_argv(name, config.sources, out, config.workers)
+        run = run_timed(argv)
+        timings.append(f"{name} {run.seconds:.2f}s")
+        if results is not None:
+            _record(results[name], run, report, name)
+        if name != PIXELMILL:
+            shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(pixelmill_out, ignore_errors=True)
+    if log:
+        print(f"  {label}: " + ", ".join(timings), file=sys.stderr, flush=True)
+
+
+def _record(runs: ContenderRuns, run: RunResult, report: Path, name: str) -> None:
+    runs.seconds.append(run.seconds)
+    # pixelmill exits 1 when some image failed; the run still counts, the report says which.
+    if run.returncode not in (0, 1) or (run.returncode == 1 and name in (NAIVE, FLOOR)):
+        runs.errors.append(f"exit {run.returncode}: {run.stderr_tail.strip()[-400:]}")
+    if name in (PIXELMILL, PIXELMILL_RERUN):
+        runs.reports.append(ReportSummary.read(report))
+
+
+def ratios(results: dict[str, ContenderRuns]) -> dict[str, float | None]:
+    """Ratios of medians, plus the median of per-round ratios (robust to a noisy round)."""
+
+    def of(a: str, b: str) -> float | None:
+        if a not in results or b not in results:
+            return None
+        ma, mb = results[a].median, results[b].median
+        return None if not ma or not mb else round(ma / mb, 3)
+
+    def paired(a: str, b: str) -> float | None:
+        if a not in results or b not in results:
+            return None
+        pairs = [x / y for x, y in zip(results[a].seconds, results[b].seconds, strict=False)]
+        return round(statistics.median(pairs), 3) if pairs else None
+
+    return {
+        "naive_over_floor": of(NAIVE, FLOOR),
+        "speedup_vs_naive": of(NAIVE, PIXELMILL),
+        "speedup_vs_naive_paired": paired(NAIVE, PIXELMILL),
+        "time_vs_floor": of(PIXELMILL, FLOOR),
+        "time_vs_floor_paired": paired(PIXELMILL, FLOOR),
+        "rerun_time_vs_fresh": of(PIXELMILL_RERUN, PIXELMILL),
+    }
