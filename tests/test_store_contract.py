@@ -1,0 +1,584 @@
+"""The BatchStore contract, run against both stores: SQLite on a temp file, Redis on a prefix."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+import pixelmill.store.redis
+import pixelmill.store.sqlite
+from pixelmill.states import BatchStatus, ImageStatus
+from pixelmill.store import (
+    BatchRecord,
+    BatchStore,
+    NewImage,
+    RedisBatchStore,
+    SqliteBatchStore,
+    Transition,
+    open_store,
+)
+
+StoreFactory = Callable[[], BatchStore]
+NOT_APPLIED = Transition(applied=False)
+UPLOAD_ERROR = {"code": "unsupported_format", "message": "not an image"}
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Builds store objects over one backing (a file, or a Redis prefix): a new one = a restart."""
+    opened: list[BatchStore] = []
+
+    def make() -> BatchStore:
+        store: BatchStore
+        if request.param == "sqlite":
+            store = SqliteBatchStore(tmp_path / "pixelmill.db")
+        else:
+            url = request.getfixturevalue("redis_server_url")
+            store = RedisBatchStore(url, prefix=request.getfixturevalue("redis_prefix"))
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> BatchStore:
+    return make_store()
+
+
+@pytest.fixture
+def redis_store(redis_server_url: str, redis_prefix: str) -> Iterator[RedisBatchStore]:
+    store = RedisBatchStore(redis_server_url, prefix=redis_prefix, ttl_s=3600)
+    yield store
+    store.close()
+
+
+def new_images(count: int, failed: int = 0) -> list[NewImage]:
+    """``count`` uploaded images, the last ``failed`` of them already failed at upload."""
+    images = []
+    for seq in range(count):
+        bad = seq >= count - failed
+        images.append(
+            NewImage(
+                image_id=f"img-{seq:03d}",
+                filename=f"photo-{seq}.jpg",
+                sha256=None if bad else f"{seq:064x}",
+                spool_path=None if bad else f"/spool/{seq}",
+                declared_type="image/jpeg",
+                detected_type=None if bad else "jpeg",
+                error=UPLOAD_ERROR if bad else None,
+            )
+        )
+    return images
+
+
+def new_batch_id() -> str:
+    return f"batch-{uuid.uuid4().hex}"
+
+
+def checked(store: BatchStore, batch_id: str) -> BatchRecord:
+    """The batch, after asserting the invariant and that counters match the image statuses."""
+    batch = store.get_batch(batch_id)
+    assert batch is not None
+    assert batch.completed + batch.failed + batch.cancelled + batch.pending == batch.total
+    statuses = Counter(image.status for image in batch.images)
+    assert batch.total == len(batch.images)
+    assert batch.completed == statuses[ImageStatus.DONE] + statuses[ImageStatus.DUPLICATE]
+    assert batch.duplicates == statuses[ImageStatus.DUPLICATE]
+    assert batch.failed == statuses[ImageStatus.FAILED]
+    assert batch.cancelled == statuses[ImageStatus.CANCELLED]
+    assert batch.pending == statuses[ImageStatus.PENDING] + statuses[ImageStatus.PROCESSING]
+    return batch
+
+
+def counts(batch: BatchRecord) -> tuple[int, int, int, int, int]:
+    return (batch.completed, batch.duplicates, batch.failed, batch.cancelled, batch.pending)
+
+
+def is_utc_iso(text: str | None) -> bool:
+    return text is not None and datetime.fromisoformat(text).utcoffset() is not None
+
+
+# -- creation and reading ---------------------------------------------------------------------
+
+
+def test_create_returns_queued_batch_with_images_in_order(store: BatchStore) -> None:
+    """A new batch is queued, counts every image pending and keeps upload order."""
+    batch_id = new_batch_id()
+    created = store.create_batch(batch_id, new_images(3), callback_url="http://127.0.0.1/hook")
+    assert created == checked(store, batch_id)
+    assert created.status is BatchStatus.QUEUED
+    assert (created.total, *counts(created)) == (3, 0, 0, 0, 0, 3)
+    assert created.callback_url == "http://127.0.0.1/hook"
+    assert is_utc_iso(created.created_at)
+    assert created.finished_at is None
+    assert [(i.image_id, i.seq) for i in created.images] == [
+        ("img-000", 0),
+        ("img-001", 1),
+        ("img-002", 2),
+    ]
+    first = created.images[0]
+    assert (first.status, first.batch_id, first.filename) == (
+        ImageStatus.PENDING,
+        batch_id,
+        "photo-0.jpg",
+    )
+    assert (first.sha256, first.spool_path, first.detected_type) == ("0" * 64, "/spool/0", "jpeg")
+    assert (first.error, first.renditions, first.timings_ms) == (None, [], None)
+
+
+def test_get_batch_without_images_and_get_image(store: BatchStore) -> None:
+    """include_images=False leaves images out; get_image returns one image record."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(2))
+    bare = store.get_batch(batch_id, include_images=False)
+    assert bare is not None and bare.images == [] and bare.total == 2
+    image = store.get_image(batch_id, "img-001")
+    assert image is not None and (image.image_id, image.seq) == ("img-001", 1)
+
+
+def test_unknown_ids_answer_none_or_not_applied(store: BatchStore) -> None:
+    """Unknown batches and images: None from reads, nothing applied by transitions."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(1))
+    assert store.get_batch("no-such-batch") is None
+    assert store.get_image(batch_id, "no-such-image") is None
+    assert store.get_image("no-such-batch", "img-000") is None
+    assert store.cancel_batch("no-such-batch") == (None, NOT_APPLIED)
+    assert store.mark_processing(batch_id, "no-such-image") == NOT_APPLIED
+    assert store.finish_image("no-such-batch", "img-000", ImageStatus.DONE) == NOT_APPLIED
+    assert store.wait_for_change("no-such-batch", 0, timeout_s=5) == 0
+    assert checked(store, batch_id).pending == 1
+
+
+def test_duplicate_batch_id_is_refused(store: BatchStore) -> None:
+    """Creating a batch twice with one id raises and leaves the first untouched."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(2))
+    with pytest.raises(ValueError, match="already exists"):
+        store.create_batch(batch_id, new_images(5))
+    assert checked(store, batch_id).total == 2
+
+
+def test_images_failed_at_upload_count_as_failed(store: BatchStore) -> None:
+    """Images created with an error start failed, keep the error and count in ``failed``."""
+    batch_id = new_batch_id()
+    created = store.create_batch(batch_id, new_images(4, failed=1))
+    assert created.status is BatchStatus.QUEUED
+    assert counts(checked(store, batch_id)) == (0, 0, 1, 0, 3)
+    bad = store.get_image(batch_id, "img-003")
+    assert bad is not None and bad.status is ImageStatus.FAILED and bad.error == UPLOAD_ERROR
+    assert store.finish_image(batch_id, "img-003", ImageStatus.DONE) == NOT_APPLIED
+
+
+@pytest.mark.parametrize(("count", "failed"), [(3, 3), (0, 0)])
+def test_batch_with_nothing_to_do_is_completed_at_once(
+    store: BatchStore, count: int, failed: int
+) -> None:
+    """All images failed at upload (or none at all): completed and finished on creation."""
+    batch_id = new_batch_id()
+    created = store.create_batch(batch_id, new_images(count, failed=failed))
+    assert created.status is BatchStatus.COMPLETED and created.is_finished
+    assert is_utc_iso(created.finished_at)
+    assert counts(checked(store, batch_id)) == (0, 0, failed, 0, 0)
+    assert store.unfinished_images() == []
+    assert store.cancel_batch(batch_id)[1] == NOT_APPLIED
+
+
+# -- transitions ------------------------------------------------------------------------------
+
+
+def test_lifecycle_keeps_counts_and_invariant_at_every_step(store: BatchStore) -> None:
+    """queued -> processing -> completed, with exact counts after each transition."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(5, failed=1))
+    steps: list[tuple[str, ImageStatus | None, tuple[int, ...], BatchStatus]] = [
+        ("img-000", None, (0, 0, 1, 0, 4), BatchStatus.PROCESSING),
+        ("img-000", ImageStatus.DONE, (1, 0, 1, 0, 3), BatchStatus.PROCESSING),
+        ("img-001", ImageStatus.DUPLICATE, (2, 1, 1, 0, 2), BatchStatus.PROCESSING),
+        ("img-002", None, (2, 1, 1, 0, 2), BatchStatus.PROCESSING),
+        ("img-002", ImageStatus.FAILED, (2, 1, 2, 0, 1), BatchStatus.PROCESSING),
+        ("img-003", ImageStatus.CANCELLED, (2, 1, 2, 1, 0), BatchStatus.COMPLETED),
+    ]
+    version = checked(store, batch_id).version
+    for image_id, final, expected, batch_status in steps:
+        if final is None:
+            transition = store.mark_processing(batch_id, image_id)
+        else:
+            transition = store.finish_image(batch_id, image_id, final)
+        batch = checked(store, batch_id)
+        assert transition.applied
+        assert transition.batch_finished == (batch_status is BatchStatus.COMPLETED)
+        assert counts(batch) == expected
+        assert batch.status is batch_status
+        assert batch.version > version
+        version = batch.version
+    assert is_utc_iso(checked(store, batch_id).finished_at)
+
+
+def test_first_finish_moves_a_queued_batch_to_processing(store: BatchStore) -> None:
+    """Finishing an image that was never marked processing still starts the batch."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(2))
+    assert store.finish_image(batch_id, "img-001", ImageStatus.DONE).applied
+    assert checked(store, batch_id).status is BatchStatus.PROCESSING
+
+
+def test_finish_records_result_fields(store: BatchStore) -> None:
+    """sha256, error, renditions and timings given to finish_image round-trip."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(2))
+    renditions = [{"name": "large", "format": "webp", "width": 1440, "height": 1920}]
+    timings = {"decode": 40.5, "total": 312.25}
+    store.finish_image(
+        batch_id, "img-000", ImageStatus.DONE, sha256="f" * 64, renditions=renditions,
+        timings_ms=timings,
+    )  # fmt: skip
+    error = {"code": "corrupt_image", "message": "bad CRC"}
+    store.finish_image(batch_id, "img-001", ImageStatus.FAILED, error=error)
+    done, failed = checked(store, batch_id).images
+    assert (done.sha256, done.renditions, done.timings_ms, done.error) == (
+        "f" * 64,
+        renditions,
+        timings,
+        None,
+    )
+    assert (failed.error, failed.sha256) == (error, f"{1:064x}")
+
+
+def test_finish_twice_is_applied_once(store: BatchStore) -> None:
+    """A second finish (a task that ran twice) changes no status, field, counter or version."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(2))
+    assert store.finish_image(batch_id, "img-000", ImageStatus.DUPLICATE).applied
+    before = checked(store, batch_id)
+    again = store.finish_image(
+        batch_id, "img-000", ImageStatus.FAILED, error={"code": "internal", "message": "x"}
+    )
+    after = checked(store, batch_id)
+    assert again == NOT_APPLIED
+    assert after == before
+    assert after.images[0].status is ImageStatus.DUPLICATE and after.images[0].error is None
+
+
+def test_mark_processing_is_applied_once_and_never_after_final(store: BatchStore) -> None:
+    """pending -> processing happens once; a final image does not go back to processing."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(2))
+    assert store.mark_processing(batch_id, "img-000").applied
+    version = checked(store, batch_id).version
+    assert store.mark_processing(batch_id, "img-000") == NOT_APPLIED
+    store.finish_image(batch_id, "img-000", ImageStatus.DONE)
+    assert store.mark_processing(batch_id, "img-000") == NOT_APPLIED
+    batch = checked(store, batch_id)
+    assert batch.images[0].status is ImageStatus.DONE
+    assert batch.version == version + 1
+
+
+def test_finish_image_refuses_a_non_final_status(store: BatchStore) -> None:
+    """pending and processing are not results: finish_image raises and changes nothing."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(1))
+    for status in (ImageStatus.PENDING, ImageStatus.PROCESSING):
+        with pytest.raises(ValueError, match="final status"):
+            store.finish_image(batch_id, "img-000", status)
+    assert checked(store, batch_id).images[0].status is ImageStatus.PENDING
+
+
+def test_concurrent_finishers_count_exactly_once(store: BatchStore) -> None:
+    """8 threads racing to start and finish the same 50 images: every image counted once."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(50))
+    finals = [ImageStatus.DONE, ImageStatus.DUPLICATE, ImageStatus.FAILED]
+    applied: list[str] = []
+    finished: list[Transition] = []
+    barrier = threading.Barrier(8)
+    lock = threading.Lock()
+
+    def race(offset: int) -> None:
+        barrier.wait()
+        for k in range(50):
+            seq = (k + offset * 7) % 50
+            image_id = f"img-{seq:03d}"
+            store.mark_processing(batch_id, image_id)
+            transition = store.finish_image(batch_id, image_id, finals[seq % 3])
+            with lock:
+                if transition.applied:
+                    applied.append(image_id)
+                if transition.batch_finished:
+                    finished.append(transition)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batch = checked(store, batch_id)
+    assert sorted(applied) == [f"img-{seq:03d}" for seq in range(50)]
+    assert len(finished) == 1
+    assert counts(batch) == (34, 17, 16, 0, 0)
+    assert batch.status is BatchStatus.COMPLETED
+
+
+# -- cancellation -----------------------------------------------------------------------------
+
+
+def test_cancel_cancels_pending_images_and_spares_processing_ones(store: BatchStore) -> None:
+    """Cancel: batch cancelled, pending images cancelled, the processing one left to finish."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(4))
+    store.finish_image(batch_id, "img-000", ImageStatus.DONE)
+    store.mark_processing(batch_id, "img-001")
+    record, transition = store.cancel_batch(batch_id)
+    assert transition == Transition(applied=True, batch_finished=False)
+    assert record == checked(store, batch_id)
+    assert record is not None and record.status is BatchStatus.CANCELLED
+    assert [i.status for i in record.images] == [
+        ImageStatus.DONE,
+        ImageStatus.PROCESSING,
+        ImageStatus.CANCELLED,
+        ImageStatus.CANCELLED,
+    ]
+    assert counts(record) == (1, 0, 0, 2, 1)
+    assert record.finished_at is None and not record.is_finished
+    assert store.mark_processing(batch_id, "img-002") == NOT_APPLIED
+    assert store.finish_image(batch_id, "img-003", ImageStatus.DONE) == NOT_APPLIED
+
+
+def test_last_processing_image_finishes_a_cancelled_batch_once(store: BatchStore) -> None:
+    """After cancel, finishing the last processing image reports batch_finished exactly once."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(3))
+    store.mark_processing(batch_id, "img-000")
+    store.mark_processing(batch_id, "img-001")
+    store.cancel_batch(batch_id)
+    first = store.finish_image(batch_id, "img-000", ImageStatus.DONE)
+    last = store.finish_image(batch_id, "img-001", ImageStatus.CANCELLED)
+    repeat = store.finish_image(batch_id, "img-001", ImageStatus.CANCELLED)
+    assert (first, last, repeat) == (
+        Transition(applied=True, batch_finished=False),
+        Transition(applied=True, batch_finished=True),
+        NOT_APPLIED,
+    )
+    batch = checked(store, batch_id)
+    assert batch.status is BatchStatus.CANCELLED and batch.is_finished
+    assert counts(batch) == (1, 0, 0, 2, 0)
+    assert is_utc_iso(batch.finished_at)
+    assert store.cancel_batch(batch_id)[1] == NOT_APPLIED
+
+
+def test_cancel_with_nothing_processing_finishes_at_once(store: BatchStore) -> None:
+    """Cancelling a batch with no image in flight finishes it in that one call."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(3, failed=1))
+    record, transition = store.cancel_batch(batch_id)
+    assert transition == Transition(applied=True, batch_finished=True)
+    assert record is not None and record.is_finished and is_utc_iso(record.finished_at)
+    assert counts(checked(store, batch_id)) == (0, 0, 1, 2, 0)
+
+
+def test_cancel_is_idempotent(store: BatchStore) -> None:
+    """A second cancel is not applied and changes nothing, not even the version."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(2))
+    store.mark_processing(batch_id, "img-000")
+    first, _ = store.cancel_batch(batch_id)
+    second, transition = store.cancel_batch(batch_id)
+    assert transition == NOT_APPLIED
+    assert second == first == checked(store, batch_id)
+
+
+def test_cancel_after_completion_is_not_applied(store: BatchStore) -> None:
+    """A completed batch stays completed when cancelled."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(1))
+    store.finish_image(batch_id, "img-000", ImageStatus.DONE)
+    record, transition = store.cancel_batch(batch_id)
+    assert transition == NOT_APPLIED
+    assert record is not None and record.status is BatchStatus.COMPLETED
+    assert counts(checked(store, batch_id)) == (1, 0, 0, 0, 0)
+
+
+# -- restart and resume -----------------------------------------------------------------------
+
+
+def test_new_store_object_sees_state_and_unfinished_images(make_store: StoreFactory) -> None:
+    """After a restart every batch reads the same; unfinished images come oldest batch first."""
+    first = make_store()
+    older, newer, done, cancelled = (new_batch_id() for _ in range(4))
+    first.create_batch(older, new_images(4, failed=1))
+    first.create_batch(done, new_images(1))
+    first.create_batch(newer, new_images(2))
+    first.create_batch(cancelled, new_images(2))
+    first.mark_processing(older, "img-001")
+    first.finish_image(older, "img-000", ImageStatus.DONE)
+    first.finish_image(done, "img-000", ImageStatus.DONE)
+    first.mark_processing(cancelled, "img-001")
+    first.cancel_batch(cancelled)
+    snapshot = [first.get_batch(batch_id) for batch_id in (older, newer, done, cancelled)]
+    first.close()
+
+    second = make_store()
+    assert [second.get_batch(batch_id) for batch_id in (older, newer, done, cancelled)] == snapshot
+    resume = [(i.batch_id, i.image_id, i.status) for i in second.unfinished_images()]
+    assert resume == [
+        (older, "img-001", ImageStatus.PROCESSING),
+        (older, "img-002", ImageStatus.PENDING),
+        (newer, "img-000", ImageStatus.PENDING),
+        (newer, "img-001", ImageStatus.PENDING),
+        (cancelled, "img-001", ImageStatus.PROCESSING),
+    ]
+    assert second.finish_image(older, "img-000", ImageStatus.DONE) == NOT_APPLIED
+    assert second.finish_image(cancelled, "img-001", ImageStatus.CANCELLED).batch_finished
+    assert [i.batch_id for i in second.unfinished_images()] == [older, older, newer, newer]
+
+
+# -- change feed ------------------------------------------------------------------------------
+
+
+TRANSITIONS: dict[str, Callable[[BatchStore, str], object]] = {
+    "mark_processing": lambda store, batch_id: store.mark_processing(batch_id, "img-000"),
+    "finish_image": lambda store, batch_id: store.finish_image(
+        batch_id, "img-000", ImageStatus.DONE
+    ),
+    "cancel_batch": lambda store, batch_id: store.cancel_batch(batch_id),
+}
+
+
+@pytest.mark.parametrize("transition", TRANSITIONS)
+def test_wait_for_change_wakes_on_a_transition_from_another_thread(
+    store: BatchStore, monkeypatch: pytest.MonkeyPatch, transition: str
+) -> None:
+    """A waiter is woken by the notification (not the polling fallback) of each transition."""
+    monkeypatch.setattr(pixelmill.store.sqlite, "POLL_INTERVAL_S", 30.0)
+    monkeypatch.setattr(pixelmill.store.redis, "POLL_INTERVAL_S", 30.0)
+    batch_id = new_batch_id()
+    version = store.create_batch(batch_id, new_images(2)).version
+    timer = threading.Timer(0.2, TRANSITIONS[transition], args=(store, batch_id))
+    started = time.monotonic()
+    timer.start()
+    try:
+        woke_with = store.wait_for_change(batch_id, version, timeout_s=5)
+    finally:
+        timer.join()
+    assert woke_with == version + 1
+    assert 0.15 < time.monotonic() - started < 2
+
+
+def test_wait_for_change_sees_writes_of_another_store_object(make_store: StoreFactory) -> None:
+    """A write through a second store object (as from another process) wakes the waiter."""
+    waiter, writer = make_store(), make_store()
+    batch_id = new_batch_id()
+    version = waiter.create_batch(batch_id, new_images(2)).version
+    timer = threading.Timer(0.1, writer.cancel_batch, args=(batch_id,))
+    started = time.monotonic()
+    timer.start()
+    try:
+        woke_with = waiter.wait_for_change(batch_id, version, timeout_s=5)
+    finally:
+        timer.join()
+    assert woke_with > version
+    assert time.monotonic() - started < 2
+
+
+def test_wait_for_change_times_out_without_a_change(store: BatchStore) -> None:
+    """With no transition the waiter returns the unchanged version after the timeout."""
+    batch_id = new_batch_id()
+    version = store.create_batch(batch_id, new_images(1)).version
+    started = time.monotonic()
+    assert store.wait_for_change(batch_id, version, timeout_s=0.3) == version
+    assert 0.29 < time.monotonic() - started < 1.5
+
+
+def test_wait_for_change_returns_at_once_when_already_newer(store: BatchStore) -> None:
+    """A version newer than ``since_version`` is returned without waiting."""
+    batch_id = new_batch_id()
+    version = store.create_batch(batch_id, new_images(1)).version
+    store.mark_processing(batch_id, "img-000")
+    started = time.monotonic()
+    assert store.wait_for_change(batch_id, version, timeout_s=5) == version + 1
+    assert time.monotonic() - started < 0.5
+
+
+# -- backend specifics ------------------------------------------------------------------------
+
+
+def test_open_store_picks_the_backend(tmp_path: Path, redis_server_url: str) -> None:
+    """'sqlite' opens a file in the data dir, a redis:// URL opens Redis, anything else fails."""
+    sqlite_store = open_store("sqlite", tmp_path)
+    redis_store = open_store(redis_server_url, tmp_path, prefix="pixelmill-test:unused:")
+    try:
+        assert isinstance(sqlite_store, SqliteBatchStore)
+        assert (tmp_path / "pixelmill.db").is_file()
+        assert isinstance(redis_store, RedisBatchStore) and redis_store.ping()
+    finally:
+        sqlite_store.close()
+        redis_store.close()
+    with pytest.raises(ValueError, match="unknown store"):
+        open_store("postgres://127.0.0.1/db", tmp_path)
+
+
+def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
+    """The SQLite file uses write-ahead logging, seen from an independent connection."""
+    SqliteBatchStore(tmp_path / "pixelmill.db").close()
+    with sqlite3.connect(tmp_path / "pixelmill.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_redis_finished_batch_expires_and_leaves_unfinished_set(
+    redis_store: RedisBatchStore, redis_server_url: str, redis_prefix: str
+) -> None:
+    """Every key of a finished batch gets a TTL; an unfinished batch's keys have none."""
+    client = redis.Redis.from_url(redis_server_url, decode_responses=True)
+    finished, running = new_batch_id(), new_batch_id()
+    redis_store.create_batch(finished, new_images(2))
+    redis_store.create_batch(running, new_images(1))
+    unfinished_key = f"{redis_prefix}unfinished"
+    assert set(client.zrange(unfinished_key, 0, -1)) == {finished, running}
+    redis_store.mark_processing(finished, "img-000")
+    redis_store.cancel_batch(finished)
+    assert client.ttl(f"{redis_prefix}batch:{finished}") == -1  # img-000 still processing
+    redis_store.finish_image(finished, "img-000", ImageStatus.DONE)
+    finished_keys = list(client.scan_iter(match=f"{redis_prefix}*{finished}*"))
+    running_keys = list(client.scan_iter(match=f"{redis_prefix}*{running}*"))
+    assert len(finished_keys) == 4 and len(running_keys) == 3  # batch, list, image hashes
+    assert all(0 < client.ttl(key) <= 3600 for key in finished_keys)
+    assert all(client.ttl(key) == -1 for key in running_keys)
+    assert client.zrange(unfinished_key, 0, -1) == [running]
+    client.close()
+
+
+def test_redis_keys_live_only_under_the_prefix(
+    redis_store: RedisBatchStore, redis_server_url: str, redis_prefix: str
+) -> None:
+    """Every key naming the batch, anywhere in the database, starts with the store's prefix."""
+    batch_id = new_batch_id()
+    redis_store.create_batch(batch_id, new_images(3, failed=1))
+    redis_store.finish_image(batch_id, "img-000", ImageStatus.DONE, renditions=[{"n": 1}])
+    redis_store.cancel_batch(batch_id)
+    client = redis.Redis.from_url(redis_server_url, decode_responses=True)
+    keys = list(client.scan_iter(match=f"*{batch_id}*", count=1000))
+    client.close()
+    assert len(keys) == 5
+    assert all(key.startswith(redis_prefix) for key in keys)
+
+
+def test_redis_store_refuses_a_client_without_decoded_responses(redis_server_url: str) -> None:
+    """A client returning bytes is refused up front rather than failing on the first read."""
+    client = redis.Redis.from_url(redis_server_url)
+    try:
+        with pytest.raises(ValueError, match="decode_responses"):
+            RedisBatchStore(client)
+    finally:
+        client.close()
