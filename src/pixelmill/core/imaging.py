@@ -65,10 +65,14 @@ def working_mode(mode: str, has_transparency: bool) -> str:
 def to_working_mode(image: Image.Image, target: str) -> Image.Image:
     if image.mode == target:
         return image
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+    if image.mode.startswith("I;16") or image.mode == "I":
         # 16-bit data scales to 8 bits (÷257); a plain convert would clip everything over 255.
-        wide = image if image.mode in ("I", "F") else image.convert("I")
+        wide = image if image.mode == "I" else image.convert("I")
         image = wide.point(lambda value: value / 257).convert("L")
+        return image if target == "L" else image.convert(target)
+    if image.mode == "F":
+        # Float pixels have no standard range; Pillow's own is 0..255 (what L -> F yields).
+        image = image.convert("L")
         return image if target == "L" else image.convert(target)
     return image.convert(target)
 

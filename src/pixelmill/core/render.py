@@ -40,7 +40,10 @@ def render_renditions(
 
     ``only`` limits the work to those file names (e.g. ``{"large.avif"}``); the result then
     lists just those. ``should_cancel`` is asked between renditions. Raises an ImageError
-    subclass for a bad image; never leaves a partial file behind.
+    subclass for a bad image (``Cancelled`` when asked to stop); never leaves a partial file
+    behind. An ``OSError`` from creating or writing files in ``out_dir`` (read-only folder,
+    full disk) propagates unchanged: it is no fault of the image, so callers must not report
+    it as one.
     """
     started = time.perf_counter()
     largest = max(max(p.width, p.height) for p in spec.presets)
