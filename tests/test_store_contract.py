@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -582,3 +584,36 @@ def test_redis_store_refuses_a_client_without_decoded_responses(redis_server_url
             RedisBatchStore(client)
     finally:
         client.close()
+
+
+RACE_SCRIPT = """
+import sys
+from pixelmill.states import ImageStatus
+from pixelmill.store import SqliteBatchStore
+store = SqliteBatchStore(sys.argv[1])
+applied = 0
+for seq in range(50):
+    store.mark_processing(sys.argv[2], f"img-{seq:03d}")
+    applied += store.finish_image(sys.argv[2], f"img-{seq:03d}", ImageStatus.DONE).applied
+print(applied)
+"""
+
+
+def test_sqlite_processes_sharing_a_file_finish_each_image_once(tmp_path: Path) -> None:
+    """Two processes racing over one file apply each transition once between them."""
+    path = tmp_path / "pixelmill.db"
+    store = SqliteBatchStore(path)
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(50))
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE_SCRIPT, str(path), batch_id], stdout=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    applied = [int(racer.communicate(timeout=60)[0]) for racer in racers]
+    batch = checked(store, batch_id)
+    store.close()
+    assert all(racer.returncode == 0 for racer in racers)
+    assert sum(applied) == 50
+    assert counts(batch) == (50, 0, 0, 0, 0) and batch.status is BatchStatus.COMPLETED
