@@ -7,7 +7,6 @@ same content is rendered once, ever, and a manifest's presence means the work wa
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +14,7 @@ from typing import Any, Protocol
 from pixelmill.core.encode import remove_temp_files
 from pixelmill.core.render import MANIFEST_NAME
 from pixelmill.core.specs import RenderSpec
+from pixelmill.manifests import read_manifest_file
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
@@ -48,11 +48,7 @@ class LocalStorage:
 
     def read_manifest(self, sha256: str) -> dict[str, Any] | None:
         """The image's manifest, or None when it was never (completely) rendered."""
-        try:
-            data = json.loads(self.manifest_path(sha256).read_text())
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return read_manifest_file(self.image_dir(sha256))
 
     def missing_renditions(self, sha256: str, spec: RenderSpec) -> frozenset[str]:
         """File names ``spec`` asks for that this image does not have yet (all, if new)."""

@@ -1,0 +1,226 @@
+"""``pixelmill run`` and ``pixelmill serve``: the command-line composition root."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from pixelmill.config import Settings, get_settings
+from pixelmill.core.specs import RenderSpec
+from pixelmill.engine.base import ImageOutcome
+from pixelmill.runner import EngineOptions, iter_files, render_paths
+from pixelmill.states import ImageStatus
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+app = typer.Typer(
+    help="Turn images into every rendition a product needs, on all cores.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class RunRecorder:
+    """Collects outcomes (thread-safe): counts for the summary, entries for the report."""
+
+    def __init__(self, out_arg: str, keep_entries: bool) -> None:
+        self.out_arg = out_arg
+        self.keep_entries = keep_entries
+        self.entries: list[tuple[int, dict[str, Any]]] = []
+        self.statuses: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+        self.stage_ms: dict[str, float] = dict.fromkeys(
+            ("read", "decode", "resize", "encode", "total"), 0.0
+        )
+        self.rendered = 0
+        self._lock = threading.Lock()
+
+    def record(self, outcome: ImageOutcome) -> None:
+        with self._lock:
+            self.statuses[outcome.status.value] += 1
+            if outcome.error is not None and outcome.status is ImageStatus.FAILED:
+                self.failures[outcome.error.code.value] += 1
+            if outcome.status is ImageStatus.DONE and outcome.result is not None:
+                self.rendered += 1
+                for stage, ms in outcome.result.timings.as_dict().items():
+                    self.stage_ms[stage] += ms
+            if self.keep_entries:
+                self.entries.append((int(outcome.job.job_id), self._entry(outcome)))
+
+    def _entry(self, outcome: ImageOutcome) -> dict[str, Any]:
+        sha = outcome.job.sha256 or None
+        renditions = []
+        if outcome.result is not None and sha:
+            folder = os.path.join(self.out_arg, "renditions", sha[:2], sha)
+            renditions = [
+                {**r.as_dict(), "path": os.path.join(folder, r.filename)}
+                for r in outcome.result.renditions
+            ]
+        return {
+            "source": outcome.job.source,
+            "status": outcome.status.value,
+            "sha256": sha,
+            "error": outcome.error.as_dict() if outcome.error else None,
+            "renditions": renditions,
+        }
+
+    @property
+    def total(self) -> int:
+        return sum(self.statuses.values())
+
+    def summary(self, elapsed_s: float) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "done": self.statuses["done"],
+            "duplicate": self.statuses["duplicate"],
+            "failed": self.statuses["failed"],
+            "cancelled": self.statuses["cancelled"],
+            "elapsed_s": round(elapsed_s, 3),
+        }
+
+    def report(self, elapsed_s: float) -> dict[str, Any]:
+        images = [entry for _, entry in sorted(self.entries, key=lambda pair: pair[0])]
+        return {"summary": self.summary(elapsed_s), "images": images}
+
+
+def _usage_error(console: Console, message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(EXIT_USAGE)
+
+
+@app.command()
+def run(
+    sources: Annotated[list[str], typer.Argument(help="Image files or folders (recursive).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder.")],
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes [default: CPU count].", min=1)
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write a JSON report here.")] = None,
+    presets: Annotated[Path | None, typer.Option(help='JSON {"name": [w, h]}.')] = None,
+    formats: Annotated[str | None, typer.Option(help="e.g. jpeg,webp,avif,png.")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Render every image under SOURCES into OUT; exit 1 if any image failed."""
+    console = Console(stderr=True)
+    try:
+        settings = get_settings()
+        spec = settings.render_spec(presets, formats)
+    except ValueError as exc:
+        raise _usage_error(console, str(exc)) from None
+    missing = [s for s in sources if not os.path.exists(s)]
+    if missing:
+        raise _usage_error(console, f"no such file or folder: {', '.join(missing)}")
+    options = EngineOptions(
+        workers=workers or settings.workers,
+        memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024,
+        max_tasks_per_child=settings.max_tasks_per_child,
+    )
+    recorder = RunRecorder(out, keep_entries=report is not None)
+    started = time.monotonic()
+    code = _run_with_progress(sources, out, spec, options, recorder, console, not no_progress)
+    elapsed = time.monotonic() - started
+    _print_summary(console, recorder, elapsed)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(recorder.report(elapsed), indent=2))
+    if code == EXIT_OK and recorder.statuses["failed"]:
+        code = EXIT_FAILED
+    raise typer.Exit(code)
+
+
+def _run_with_progress(
+    sources: list[str],
+    out: str,
+    spec: RenderSpec,
+    options: EngineOptions,
+    recorder: RunRecorder,
+    console: Console,
+    show_progress: bool,
+) -> int:
+    total = sum(1 for _ in iter_files(sources))
+    progress = Progress(
+        TextColumn("[bold]rendering"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not (show_progress and console.is_terminal),
+    )
+    task = progress.add_task("images", total=total, rate="")
+    started = time.monotonic()
+
+    def on_outcome(outcome: ImageOutcome) -> None:
+        recorder.record(outcome)
+        rate = recorder.total / max(time.monotonic() - started, 1e-6)
+        progress.update(task, advance=1, rate=f"{rate:.1f} img/s")
+
+    with progress:
+        try:
+            render_paths(sources, out, on_outcome, spec=spec, options=options)
+        except KeyboardInterrupt:
+            progress.stop()
+            console.print("[yellow]interrupted: pending images cancelled[/yellow]")
+            return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _print_summary(console: Console, recorder: RunRecorder, elapsed: float) -> None:
+    summary = recorder.summary(elapsed)
+    rate = summary["total"] / elapsed if elapsed > 0 else 0.0
+    console.print(
+        f"[bold]{summary['total']} images[/bold] in {elapsed:.2f} s ({rate:.1f} images/s): "
+        f"[green]{summary['done']} done[/green], {summary['duplicate']} duplicate, "
+        f"[red]{summary['failed']} failed[/red], {summary['cancelled']} cancelled"
+    )
+    for code, count in sorted(recorder.failures.items()):
+        console.print(f"  failed {code}: {count}")
+    if recorder.rendered:
+        stages = ", ".join(
+            f"{stage} {recorder.stage_ms[stage] / recorder.rendered:.0f} ms"
+            for stage in ("read", "decode", "resize", "encode")
+        )
+        console.print(f"  mean per rendered image: {stages}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Start the HTTP service (settings from PIXELMILL_* environment variables)."""
+    from pixelmill.api.app import serve as serve_app
+
+    settings: Settings = get_settings()
+    serve_app(settings, host, port)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

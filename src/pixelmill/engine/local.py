@@ -1,0 +1,558 @@
+"""The local engine: a process pool on this machine, fed by one dispatcher thread.
+
+The dispatcher admits queued jobs while there is a free worker and room in the memory
+budget (each image's decode cost is estimated from its header), de-duplicates by SHA-256,
+hands work to a ``ProcessPoolExecutor`` and turns what comes back into exactly one outcome
+per job. It survives dead workers: the pool is rebuilt, unfinished jobs are resubmitted,
+and an image that kills its worker twice is ``worker_crashed``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import logging
+import multiprocessing
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pixelmill.core.source import probe
+from pixelmill.core.specs import RenderResult, RenderSpec
+from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
+from pixelmill.engine.task import RenderTask, TaskResult, init_worker, run_render_task
+from pixelmill.errors import ErrorCode, ImageError
+from pixelmill.manifests import render_result_from_manifest
+from pixelmill.states import ImageStatus
+from pixelmill.storage import RenditionStorage
+
+log = logging.getLogger(__name__)
+
+_WAKE_INTERVAL_S = 0.5
+
+
+@dataclass
+class _Entry:
+    job: ImageJob
+    queued_at: float = field(default_factory=time.monotonic)
+    strikes: int = 0  # times the job was running when its worker died
+    isolate: bool = False  # run alone, to learn whether it is the one that kills workers
+    cost: int | None = None  # estimated decode bytes, from the header
+
+
+@dataclass
+class _Running:
+    entry: _Entry
+    future: Future[TaskResult]
+    pool_generation: int
+    started: float
+    deadline: float
+    timeout_marker: Path
+    killed_for_timeout: bool = False
+
+
+class LocalEngine:
+    """Runs image jobs on a pool of worker processes; see the module docstring."""
+
+    def __init__(
+        self,
+        spec: RenderSpec,
+        storage: RenditionStorage,
+        *,
+        workers: int,
+        memory_budget_bytes: int,
+        max_tasks_per_child: int,
+        work_dir: Path,
+        on_outcome: OutcomeCallback,
+        on_start: StartCallback | None = None,
+        queue_size: int = 256,
+    ) -> None:
+        self.spec = spec
+        self.storage = storage
+        self.workers = workers
+        self.memory_budget_bytes = memory_budget_bytes
+        self.max_tasks_per_child = max_tasks_per_child
+        self._on_outcome = on_outcome
+        self._on_start = on_start
+        self._queue_size = max(1, queue_size)
+        self._largest_box = max(max(p.width, p.height) for p in spec.presets)
+
+        self._run_dir = Path(work_dir) / f"engine-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._cancel_dir = self._run_dir / "cancel"
+        self._timeout_dir = self._run_dir / "timeouts"
+
+        self._cond = threading.Condition()
+        self._queue: deque[_Entry] = deque()
+        self._done: deque[Future[TaskResult]] = deque()
+        self._cancelled_batches: set[str] = set()
+        self._cancel_all = False
+        self._closing = False
+        self._dropped: list[ImageJob] = []
+        self._drop_queued = False
+
+        # Owned by the dispatcher thread only.
+        self._running: dict[Future[TaskResult], _Running] = {}
+        self._by_sha: dict[str, _Running] = {}
+        self._followers: dict[str, list[_Entry]] = {}
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_generation = 0
+        self._thread: threading.Thread | None = None
+
+    # ---- public API -------------------------------------------------------------------
+
+    def start(self) -> LocalEngine:
+        self._cancel_dir.mkdir(parents=True, exist_ok=True)
+        self._timeout_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self._remove_run_dir)
+        self._thread = threading.Thread(target=self._dispatch, name="pixelmill-dispatcher")
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def submit(self, job: ImageJob) -> None:
+        """Queue a job; blocks while the queue is full (so a huge folder runs in bounded memory)."""
+        with self._cond:
+            while len(self._queue) >= self._queue_size and not self._closing:
+                self._cond.wait()
+            if self._closing:
+                raise RuntimeError("the engine is shutting down")
+            self._queue.append(_Entry(job))
+            self._cond.notify_all()
+
+    def cancel_batch(self, batch_id: str) -> None:
+        """No job of the batch starts after this returns; running ones stop between renditions."""
+        with self._cond:
+            self._cancelled_batches.add(batch_id)
+            self._cancel_flag(batch_id).touch()
+            self._cond.notify_all()
+
+    def cancel_all(self) -> None:
+        """Cancel every queued and running job (Ctrl-C)."""
+        with self._cond:
+            self._cancel_all = True
+            self._cancel_flag("*").touch()
+            self._cond.notify_all()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Block until every submitted job has its outcome; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._running or self._followers or self._done:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining if remaining is not None else _WAKE_INTERVAL_S)
+        return True
+
+    def shutdown(
+        self, *, cancel_pending: bool = False, kill_after_s: float | None = None
+    ) -> list[ImageJob]:
+        """Stop the engine and return the jobs that never started.
+
+        Running jobs finish (or, after ``kill_after_s``, their workers are killed and they
+        are cancelled). Queued jobs are cancelled when ``cancel_pending``, else returned.
+        """
+        with self._cond:
+            if cancel_pending:
+                self._cancel_all = True
+                self._cancel_flag("*").touch()
+            else:
+                self._drop_queued = True
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(kill_after_s)
+            if self._thread.is_alive():
+                self._kill_workers()
+                self._thread.join()
+        self._shutdown_pool()
+        self._remove_run_dir()
+        with self._cond:
+            dropped, self._dropped = self._dropped, []
+        return dropped
+
+    # ---- dispatcher -------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        try:
+            while True:
+                self._sweep_cancelled()
+                self._admit()
+                self._collect()
+                self._enforce_deadlines()
+                with self._cond:
+                    if (
+                        self._closing
+                        and not self._running
+                        and not self._done
+                        and (not self._queue or self._drop_queued)
+                    ):
+                        self._drop_remaining()
+                        return
+                    if not self._done:
+                        self._cond.wait(self._next_wake())
+        except Exception as exc:  # a bug here must not hang callers: fail what is left
+            log.exception("the dispatcher stopped on an internal error")
+            with self._cond:
+                self._closing = True
+                leftovers = list(self._queue) + [r.entry for r in self._running.values()]
+                leftovers += [f for fs in self._followers.values() for f in fs]
+                self._queue.clear()
+                self._running.clear()
+                self._followers.clear()
+                self._done.clear()
+            for entry in leftovers:
+                self._emit_error(entry.job, ImageStatus.FAILED, ErrorCode.INTERNAL, str(exc))
+            self._kill_workers()
+            self._shutdown_pool()
+
+    def _next_wake(self) -> float:
+        if not self._running:
+            return _WAKE_INTERVAL_S
+        soonest = min(r.deadline for r in self._running.values())
+        return max(0.01, min(_WAKE_INTERVAL_S, soonest - time.monotonic()))
+
+    def _sweep_cancelled(self) -> None:
+        """Queued jobs of cancelled batches get their outcome now, not when they reach the head."""
+        with self._cond:
+            if not (self._cancelled_batches or self._cancel_all):
+                return
+            keep: deque[_Entry] = deque()
+            doomed: list[_Entry] = []
+            for entry in self._queue:
+                (doomed if self._is_cancelled(entry.job) else keep).append(entry)
+            self._queue = keep
+            if doomed:
+                self._cond.notify_all()
+        for entry in doomed:
+            self._emit_error(entry.job, ImageStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled")
+
+    def _is_cancelled(self, job: ImageJob) -> bool:
+        return self._cancel_all or job.batch_id in self._cancelled_batches
+
+    def _admit(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue or self._drop_queued or len(self._running) >= self.workers:
+                    return
+                if any(r.entry.isolate for r in self._running.values()):
+                    return
+                entry = self._queue[0]
+                if entry.isolate and self._running:
+                    return
+            if not self._admit_one(entry):
+                return
+
+    def _admit_one(self, entry: _Entry) -> bool:
+        """Start ``entry`` or settle it without a worker; False when it must wait for room."""
+        job = entry.job
+        if self._is_cancelled(job):
+            self._pop(entry)
+            self._emit_error(job, ImageStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled")
+            return True
+        if entry.cost is None:
+            try:
+                entry.cost = probe(job.source, self.spec.limits, self._largest_box).decode_bytes
+            except ImageError as exc:
+                self._pop(entry)
+                self._emit_error(job, ImageStatus.FAILED, exc.code, exc.message)
+                return True
+        if job.sha256 in self._by_sha:
+            self._pop(entry)
+            self._followers.setdefault(job.sha256, []).append(entry)
+            return True
+        missing = self.storage.missing_renditions(job.sha256, self.spec)
+        if not missing:
+            self._pop(entry)
+            self._emit_duplicate(job)
+            return True
+        in_use = sum(r.entry.cost or 0 for r in self._running.values())
+        if self._running and in_use + entry.cost > self.memory_budget_bytes:
+            return False
+        self._pop(entry)
+        only = None if len(missing) == len(self.spec.rendition_names()) else missing
+        self._start(entry, only)
+        return True
+
+    def _pop(self, entry: _Entry) -> None:
+        with self._cond:
+            popped = self._queue.popleft()
+            assert popped is entry, "only the dispatcher pops the queue"
+            self._cond.notify_all()
+
+    def _start(self, entry: _Entry, only: frozenset[str] | None) -> None:
+        job = entry.job
+        marker = self._timeout_dir / uuid.uuid4().hex
+        task = RenderTask(
+            job_id=job.job_id,
+            source=job.source,
+            sha256=job.sha256,
+            out_dir=str(self.storage.image_dir(job.sha256)),
+            spec=self.spec,
+            only=only,
+            cancel_flags=(str(self._cancel_flag(job.batch_id)), str(self._cancel_flag("*"))),
+            timeout_marker=str(marker),
+        )
+        future = self._submit_to_pool(task)
+        now = time.monotonic()
+        timeout = self.spec.limits.timeout_s
+        running = _Running(
+            entry,
+            future,
+            self._pool_generation,
+            now,
+            # The worker's own watchdog fires at `timeout`; this is the backstop for a
+            # worker too stuck to run its watchdog thread.
+            deadline=now + timeout + max(5.0, timeout / 4),
+            timeout_marker=marker,
+        )
+        self._running[future] = running
+        self._by_sha[job.sha256] = running
+        future.add_done_callback(self._on_future_done)
+        if self._on_start is not None:
+            self._call(self._on_start, job)
+
+    def _submit_to_pool(self, task: RenderTask) -> Future[TaskResult]:
+        for _ in range(3):
+            pool = self._ensure_pool()
+            try:
+                return pool.submit(run_render_task, task)
+            except (BrokenProcessPool, RuntimeError):
+                self._shutdown_pool()
+        raise RuntimeError("cannot start worker processes")
+
+    def _on_future_done(self, future: Future[TaskResult]) -> None:
+        with self._cond:
+            self._done.append(future)
+            self._cond.notify_all()
+
+    def _collect(self) -> None:
+        broken: list[_Running] = []
+        while True:
+            with self._cond:
+                if not self._done:
+                    break
+                future = self._done.popleft()
+            running = self._running.pop(future)
+            if self._by_sha.get(running.entry.job.sha256) is running:
+                del self._by_sha[running.entry.job.sha256]
+            try:
+                result = future.result()
+            except (BrokenProcessPool, CancelledError):
+                broken.append(running)
+                continue
+            except Exception as exc:  # e.g. a task that could not be pickled: a bug of ours
+                log.exception("task for %s failed in the pool", running.entry.job.source)
+                self._settle(
+                    running.entry,
+                    ImageStatus.FAILED,
+                    None,
+                    ErrorInfo(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"),
+                )
+                continue
+            self._settle_result(running.entry, result)
+        if broken:
+            self._recover(broken)
+
+    def _settle_result(self, entry: _Entry, result: TaskResult) -> None:
+        if result.result is not None:
+            self._settle(entry, ImageStatus.DONE, result.result, None)
+            return
+        code = result.error_code or ErrorCode.INTERNAL
+        status = ImageStatus.CANCELLED if code is ErrorCode.CANCELLED else ImageStatus.FAILED
+        self._settle(entry, status, None, ErrorInfo(code, result.error_message or code.value))
+
+    def _recover(self, broken: list[_Running]) -> None:
+        """A worker died: wait for the whole pool's fate, then decide per job."""
+        generation = broken[0].pool_generation
+        others = [r for r in self._running.values() if r.pool_generation == generation]
+        with self._cond:
+            for running in others:
+                if running.future in self._done:
+                    self._done.remove(running.future)
+        victims = list(broken)
+        for running in others:  # the rest of a broken pool fails within moments
+            self._running.pop(running.future, None)
+            if self._by_sha.get(running.entry.job.sha256) is running:
+                del self._by_sha[running.entry.job.sha256]
+            try:
+                self._settle_result(running.entry, running.future.result(timeout=10))
+            except Exception:
+                victims.append(running)
+        if generation == self._pool_generation:
+            self._shutdown_pool()
+        timed_out = [r for r in victims if r.killed_for_timeout or r.timeout_marker.exists()]
+        suspects = [r for r in victims if r not in timed_out]
+        for running in timed_out:
+            limit = self.spec.limits.timeout_s
+            self._cleanup_temp(running)
+            self._settle(
+                running.entry,
+                ImageStatus.FAILED,
+                None,
+                ErrorInfo(ErrorCode.TIMEOUT, f"took longer than {limit:g} s"),
+            )
+        requeue: list[_Entry] = []
+        for running in suspects:
+            self._cleanup_temp(running)
+            entry = running.entry
+            if self._cancel_all:
+                self._settle(
+                    entry, ImageStatus.CANCELLED, None, ErrorInfo(ErrorCode.CANCELLED, "cancelled")
+                )
+                continue
+            if not timed_out:  # nobody ran out of time, so one of these killed its worker
+                entry.strikes += 1
+                entry.isolate = True  # run alone next time, so a second death is conclusive
+            if entry.strikes >= 2:
+                self._settle(
+                    entry,
+                    ImageStatus.FAILED,
+                    None,
+                    ErrorInfo(
+                        ErrorCode.WORKER_CRASHED, "the worker process died twice on this image"
+                    ),
+                )
+            else:
+                requeue.append(entry)
+        with self._cond:
+            for entry in reversed(requeue):
+                self._queue.appendleft(entry)
+                for follower in reversed(self._followers.pop(entry.job.sha256, [])):
+                    self._queue.appendleft(follower)
+            self._cond.notify_all()
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        late = [r for r in self._running.values() if r.deadline < now]
+        if late:
+            for running in late:
+                running.killed_for_timeout = True
+            self._kill_workers()
+
+    def _settle(
+        self,
+        entry: _Entry,
+        status: ImageStatus,
+        result: RenderResult | None,
+        error: ErrorInfo | None,
+    ) -> None:
+        """Report ``entry``'s outcome, then its followers' (same bytes, waiting on it)."""
+        job = entry.job
+        self._emit(ImageOutcome(job, status, result, error, time.monotonic() - entry.queued_at))
+        followers = self._followers.pop(job.sha256, [])
+        if status is ImageStatus.CANCELLED:
+            with self._cond:  # the copy's own batch may still want it: run it after all
+                self._queue.extendleft(reversed(followers))
+                self._cond.notify_all()
+            return
+        for follower in followers:
+            if status is ImageStatus.DONE:
+                self._emit(
+                    ImageOutcome(
+                        follower.job,
+                        ImageStatus.DUPLICATE,
+                        result,
+                        None,
+                        time.monotonic() - follower.queued_at,
+                    )
+                )
+            else:
+                self._emit(
+                    ImageOutcome(
+                        follower.job, status, None, error, time.monotonic() - follower.queued_at
+                    )
+                )
+
+    def _emit_duplicate(self, job: ImageJob) -> None:
+        manifest = self.storage.read_manifest(job.sha256)
+        result = render_result_from_manifest(manifest) if manifest else None
+        self._emit(ImageOutcome(job, ImageStatus.DUPLICATE, result, None))
+
+    def _emit_error(
+        self, job: ImageJob, status: ImageStatus, code: ErrorCode, message: str
+    ) -> None:
+        self._emit(ImageOutcome(job, status, None, ErrorInfo(code, message)))
+
+    def _emit(self, outcome: ImageOutcome) -> None:
+        self._call(self._on_outcome, outcome)
+        with self._cond:
+            self._cond.notify_all()
+
+    @staticmethod
+    def _call(callback: OutcomeCallback | StartCallback, arg: object) -> None:
+        try:
+            callback(arg)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("an engine callback raised; the engine goes on")
+
+    def _drop_remaining(self) -> None:
+        """At shutdown: queued and waiting jobs are handed back unstarted."""
+        leftovers = list(self._queue) + [f for fs in self._followers.values() for f in fs]
+        self._queue.clear()
+        self._followers.clear()
+        self._dropped.extend(entry.job for entry in leftovers)
+        self._cond.notify_all()
+
+    # ---- pool and files ---------------------------------------------------------------
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            # Recycled workers fork from a server that has already imported the core.
+            context.set_forkserver_preload(["pixelmill.engine.task"])
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=init_worker,
+                max_tasks_per_child=self.max_tasks_per_child,
+            )
+            self._pool_generation += 1
+        return self._pool
+
+    def _shutdown_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _kill_workers(self) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        # ProcessPoolExecutor has no public "kill" before Python 3.14; its process table is
+        # the only handle on a worker stuck in native code.
+        processes = dict(getattr(pool, "_processes", None) or {})
+        for process in processes.values():
+            with contextlib.suppress(Exception):
+                process.kill()
+
+    def _cleanup_temp(self, running: _Running) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.storage.remove_temp_files(running.entry.job.sha256)
+
+    def _cancel_flag(self, batch_id: str) -> Path:
+        return self._cancel_dir / hashlib.sha1(batch_id.encode()).hexdigest()
+
+    def _remove_run_dir(self) -> None:
+        shutil.rmtree(self._run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self._run_dir.parent.rmdir()  # only when no other engine uses it

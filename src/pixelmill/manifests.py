@@ -1,0 +1,54 @@
+"""Read manifest.json back into result objects (the inverse of ``core.manifest_dict``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pixelmill.core.render import MANIFEST_NAME
+from pixelmill.core.specs import OutputFormat, RenderResult, Rendition, SourceInfo, Timings
+
+
+def read_manifest_file(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def render_result_from_manifest(data: dict[str, Any]) -> RenderResult | None:
+    """The RenderResult a manifest describes, or None if it is not a manifest we wrote."""
+    try:
+        source = data["source"]
+        timings = data.get("timings_ms") or {}
+        return RenderResult(
+            sha256=str(data["sha256"]),
+            source=SourceInfo(
+                format=str(source["format"]),
+                width=int(source["width"]),
+                height=int(source["height"]),
+                bytes=int(source["bytes"]),
+                orientation=int(source["orientation"]),
+                mode=str(source["mode"]),
+                icc=bool(source["icc"]),
+                frames=None if source.get("frames") is None else int(source["frames"]),
+            ),
+            renditions=tuple(
+                Rendition(
+                    name=str(r["name"]),
+                    format=OutputFormat(r["format"]),
+                    width=int(r["width"]),
+                    height=int(r["height"]),
+                    bytes=int(r["bytes"]),
+                    filename=str(r["path"]),
+                )
+                for r in data["renditions"]
+            ),
+            timings=Timings(
+                **{k: float(v) for k, v in timings.items() if k in Timings.__annotations__}
+            ),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -1,0 +1,124 @@
+"""Render files and folders on the local engine: the library's batch entry point.
+
+``render`` does one image in this process; ``render_paths`` walks files and folders,
+hashes each file, and runs them all on a process pool, calling back with each outcome.
+Both write the content-addressed layout of DESIGN.md under ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pixelmill.core.render import manifest_dict, render_renditions, write_manifest
+from pixelmill.core.specs import RenderResult, RenderSpec
+from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
+from pixelmill.engine.local import LocalEngine
+from pixelmill.errors import CorruptImage, ErrorCode, FileTooLarge
+from pixelmill.states import ImageStatus
+from pixelmill.storage import LocalStorage
+
+_HASH_CHUNK = 1 << 20
+
+
+def render(source: str | Path, out_dir: str | Path, spec: RenderSpec | None = None) -> RenderResult:
+    """Render every rendition of one image into ``out_dir`` (in this process) and return it.
+
+    Raises an ``ImageError`` subclass (with a stable ``code``) for a bad image.
+    """
+    spec = spec or RenderSpec()
+    sha256 = hash_file(source, spec.limits.max_bytes)
+    folder = LocalStorage(Path(out_dir)).image_dir(sha256)
+    result = render_renditions(source, folder, spec, sha256)
+    write_manifest(folder, manifest_dict(result))
+    return result
+
+
+def hash_file(path: str | Path, max_bytes: int) -> str:
+    """SHA-256 of a file's bytes; FileTooLarge before reading a file over ``max_bytes``."""
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise FileTooLarge(f"{size} bytes is over the limit of {max_bytes} bytes")
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
+            while chunk := file.read(_HASH_CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise CorruptImage(f"cannot read the file: {exc.strerror or exc}") from None
+    return digest.hexdigest()
+
+
+def iter_files(sources: Iterable[str]) -> Iterator[str]:
+    """Every file under ``sources`` (files as given, folders recursively, sorted, no dotfiles)."""
+    for source in sources:
+        if os.path.isdir(source):
+            for root, dirs, files in os.walk(source):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield os.path.join(root, name)
+        else:
+            yield source
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    workers: int = os.cpu_count() or 1
+    memory_budget_bytes: int = 640 * 1024 * 1024
+    max_tasks_per_child: int = 200
+
+
+def render_paths(
+    sources: Iterable[str],
+    out_dir: str | Path,
+    on_outcome: Callable[[ImageOutcome], None],
+    *,
+    spec: RenderSpec | None = None,
+    options: EngineOptions | None = None,
+    on_engine: Callable[[LocalEngine], None] | None = None,
+) -> None:
+    """Render every file under ``sources`` in parallel; ``on_outcome`` gets each result.
+
+    Runs in bounded memory whatever the number of files. On KeyboardInterrupt the pending
+    work is cancelled, temp files are removed and the interrupt is re-raised.
+    ``on_engine`` receives the engine before the first job (to cancel it from elsewhere).
+    """
+    spec = spec or RenderSpec()
+    options = options or EngineOptions()
+    storage = LocalStorage(Path(out_dir))
+    engine = LocalEngine(
+        spec,
+        storage,
+        workers=options.workers,
+        memory_budget_bytes=options.memory_budget_bytes,
+        max_tasks_per_child=options.max_tasks_per_child,
+        work_dir=Path(out_dir) / "tmp",
+        on_outcome=on_outcome,
+        queue_size=max(64, 8 * options.workers),
+    ).start()
+    if on_engine is not None:
+        on_engine(engine)
+    try:
+        for index, path in enumerate(iter_files(sources)):
+            try:
+                sha256 = hash_file(path, spec.limits.max_bytes)
+            except (CorruptImage, FileTooLarge) as exc:
+                job = ImageJob(str(index), path, "")
+                on_outcome(
+                    ImageOutcome(job, ImageStatus.FAILED, None, ErrorInfo(exc.code, exc.message))
+                )
+                continue
+            engine.submit(ImageJob(str(index), path, sha256))
+        engine.join()
+    except BaseException:
+        engine.cancel_all()
+        engine.shutdown(cancel_pending=True, kill_after_s=2.0)
+        raise
+    engine.shutdown()
+
+
+__all__ = ["EngineOptions", "ErrorCode", "hash_file", "iter_files", "render", "render_paths"]
