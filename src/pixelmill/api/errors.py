@@ -1,0 +1,73 @@
+"""The one place where errors become HTTP answers: ``{"error": {"code", "message"}}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pixelmill.errors import HTTP_STATUS, ErrorCode, PixelmillError
+
+log = logging.getLogger(__name__)
+
+# Starlette raises these for routing failures (unknown path, wrong method, ...).
+_CODE_BY_HTTP_STATUS: dict[int, ErrorCode] = {
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    413: ErrorCode.FILE_TOO_LARGE,
+}
+
+
+def error_response(
+    code: ErrorCode,
+    message: str,
+    status: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON error shape of DESIGN.md, with the status ``HTTP_STATUS`` gives ``code``."""
+    return JSONResponse(
+        {"error": {"code": code.value, "message": message}},
+        status_code=status if status is not None else HTTP_STATUS[code],
+        headers=headers,
+    )
+
+
+async def _pixelmill_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PixelmillError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
+    return error_response(exc.code, exc.message, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for problem in exc.errors():
+        where = ".".join(str(part) for part in problem.get("loc", ()))
+        problems.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return error_response(ErrorCode.INVALID_REQUEST, "; ".join(problems) or "invalid request")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _CODE_BY_HTTP_STATUS.get(exc.status_code, ErrorCode.INVALID_REQUEST)
+    if exc.status_code >= 500:
+        code = ErrorCode.INTERNAL
+    return error_response(code, str(exc.detail), status=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # A bug of ours: log the traceback, answer in the same shape as every other error.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(ErrorCode.INTERNAL, "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error, ours or the framework's, in the JSON error shape."""
+    app.add_exception_handler(PixelmillError, _pixelmill_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

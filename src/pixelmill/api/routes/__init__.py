@@ -1,0 +1,1 @@
+"""Route modules: batches, images (uploads and rendition files), health and metrics."""

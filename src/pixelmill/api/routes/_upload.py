@@ -1,0 +1,63 @@
+"""The upload step both upload routes share: size checks, streaming parse, spool folder."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from pixelmill.api.service import BatchService
+from pixelmill.api.uploads import UploadForm, receive_upload
+from pixelmill.errors import FileTooLarge, InvalidRequest
+
+
+def multipart_openapi(
+    file_field: str, many: bool, text_fields: tuple[str, ...] = ()
+) -> dict[str, object]:
+    """The request body as OpenAPI sees it (the route parses the stream itself)."""
+    binary: dict[str, object] = {"type": "string", "format": "binary"}
+    properties: dict[str, object] = {
+        file_field: {"type": "array", "items": binary} if many else binary
+    }
+    for name in text_fields:
+        properties[name] = {"type": "string"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": properties,
+                        "required": [file_field],
+                    }
+                }
+            },
+        }
+    }
+
+
+async def read_upload(
+    request: Request,
+    service: BatchService,
+    batch_id: str,
+    *,
+    file_field: str,
+    text_fields: frozenset[str] = frozenset(),
+) -> UploadForm:
+    """Spool the request's files under the batch's spool folder; at least one file."""
+    settings = service.settings
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_batch_bytes:
+        raise FileTooLarge(f"the request body is over {settings.max_batch_bytes} bytes")
+    form = await receive_upload(
+        request.stream(),
+        request.headers.get("content-type"),
+        service.spool_dir(batch_id),
+        file_fields=frozenset({file_field}),
+        text_fields=text_fields,
+        max_file_bytes=settings.max_upload_bytes,
+        max_body_bytes=settings.max_batch_bytes,
+    )
+    if not form.files:
+        form.discard()
+        raise InvalidRequest(f"send one or more images as {file_field!r} parts")
+    return form

@@ -1,0 +1,97 @@
+"""``/v1/batches``: create (multipart upload), status, progress events, cancel."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from pixelmill.api.deps import ServiceDep, checked_id
+from pixelmill.api.events import batch_events
+from pixelmill.api.routes._upload import multipart_openapi, read_upload
+from pixelmill.api.schemas import BatchAccepted, BatchOut, error_responses
+from pixelmill.api.service import new_id
+from pixelmill.api.webhooks import validate_callback_url
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+def batch_url(batch_id: str) -> str:
+    return f"/v1/batches/{batch_id}"
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Upload images as a new batch",
+    response_model=BatchAccepted,
+    responses=error_responses(400, 401, 413),
+    openapi_extra=multipart_openapi("files", many=True, text_fields=("callback_url",)),
+)
+async def create_batch(request: Request, service: ServiceDep) -> JSONResponse:
+    """Spool every ``files`` part and answer at once; rendering goes on in the background."""
+    batch_id = new_id()
+    form = await read_upload(
+        request, service, batch_id, file_field="files", text_fields=frozenset({"callback_url"})
+    )
+    try:
+        callback_url = form.fields.get("callback_url", "").strip() or None
+        if callback_url is not None:
+            callback_url = validate_callback_url(callback_url)
+    except BaseException:
+        form.discard()
+        raise
+    record = await run_in_threadpool(service.create_batch, batch_id, form, callback_url)
+    body = BatchAccepted(
+        batch_id=batch_id,
+        status=record.status.value,
+        total=record.total,
+        status_url=batch_url(batch_id),
+        events_url=f"{batch_url(batch_id)}/events",
+    )
+    return JSONResponse(body.model_dump(), status_code=202)
+
+
+@router.get(
+    "/{batch_id}",
+    summary="Batch status with per-image records",
+    response_model=BatchOut,
+    responses=error_responses(401, 404),
+)
+async def get_batch(batch_id: str, service: ServiceDep) -> JSONResponse:
+    record = await run_in_threadpool(service.get_batch, checked_id(batch_id, "batch"))
+    return JSONResponse(record.as_api_dict())
+
+
+@router.get(
+    "/{batch_id}/events",
+    summary="Progress as Server-Sent Events (progress, image, done)",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **error_responses(401, 404),
+    },
+)
+async def batch_events_stream(
+    batch_id: str, request: Request, service: ServiceDep
+) -> StreamingResponse:
+    # Look the batch up first, so an unknown id is a plain 404, not an event stream.
+    await run_in_threadpool(service.get_batch, checked_id(batch_id, "batch"), include_images=False)
+    return StreamingResponse(
+        batch_events(service.store, batch_id, request.app.state.sse_limiter),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post(
+    "/{batch_id}/cancel",
+    status_code=202,
+    summary="Cancel a batch (idempotent)",
+    response_model=BatchOut,
+    responses=error_responses(401, 404),
+)
+async def cancel_batch(batch_id: str, service: ServiceDep) -> JSONResponse:
+    """No image of the batch starts after this answers; running ones stop soon after."""
+    record = await run_in_threadpool(service.cancel_batch, checked_id(batch_id, "batch"))
+    return JSONResponse(record.as_api_dict(), status_code=202)

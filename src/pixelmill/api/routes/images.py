@@ -1,0 +1,113 @@
+"""``/v1/images``: upload one image (optionally waiting), manifests and rendition files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from pixelmill.api.deps import ServiceDep
+from pixelmill.api.routes._upload import multipart_openapi, read_upload
+from pixelmill.api.routes.batches import batch_url
+from pixelmill.api.schemas import ImageAccepted, ImageOut, error_responses
+from pixelmill.api.service import new_id, rendition_url
+from pixelmill.core.specs import OutputFormat
+from pixelmill.errors import InvalidRequest, NotFound
+from pixelmill.storage import SHA256_PATTERN
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+
+# Renditions are content-addressed: a URL's bytes never change, so caches may keep them.
+IMMUTABLE = "public, max-age=31536000, immutable"
+MEDIA_TYPES = {f.extension: f.media_type for f in OutputFormat}
+MAX_WAIT_S = 300.0
+
+
+def _checked_sha(sha256: str) -> str:
+    if not SHA256_PATTERN.match(sha256):
+        raise NotFound(f"no image {sha256!r} (image ids are SHA-256 hex digests)")
+    return sha256
+
+
+def _etag_matches(request: Request, etag: str) -> bool:
+    given = request.headers.get("if-none-match", "")
+    return any(tag.strip() in (etag, "*", f"W/{etag}") for tag in given.split(","))
+
+
+@router.post(
+    "",
+    summary="Upload one image; ?wait=true answers with its record when it is finished",
+    responses={
+        200: {"model": ImageOut},
+        202: {"model": ImageAccepted},
+        **error_responses(400, 401, 413),
+    },
+    openapi_extra=multipart_openapi("file", many=False),
+)
+async def upload_image(
+    request: Request,
+    service: ServiceDep,
+    wait: bool = False,
+    timeout: Annotated[float, Query(gt=0, le=MAX_WAIT_S, description="Seconds to wait.")] = 30.0,
+) -> JSONResponse:
+    batch_id = new_id()
+    form = await read_upload(request, service, batch_id, file_field="file")
+    if len(form.files) != 1:
+        form.discard()
+        raise InvalidRequest("send exactly one 'file' part (use /v1/batches for several)")
+    image_id = form.files[0].image_id
+    await run_in_threadpool(service.create_batch, batch_id, form, None)
+    if wait:
+        image = await run_in_threadpool(service.wait_for_image, batch_id, image_id, timeout)
+        if image.status.is_final:
+            return JSONResponse({"batch_id": batch_id, **image.as_api_dict()})
+    accepted = ImageAccepted(batch_id=batch_id, image_id=image_id, status_url=batch_url(batch_id))
+    return JSONResponse(accepted.model_dump(), status_code=202)
+
+
+@router.get(
+    "/{sha256}",
+    summary="An image's manifest: source facts, renditions (as URLs), timings",
+    responses=error_responses(401, 404),
+)
+async def get_manifest(sha256: str, request: Request, service: ServiceDep) -> Response:
+    manifest = await run_in_threadpool(service.storage.read_manifest, _checked_sha(sha256))
+    if manifest is None:
+        raise NotFound(f"no renditions for {sha256}")
+    for rendition in manifest.get("renditions", []):
+        if isinstance(rendition, dict) and isinstance(rendition.get("path"), str):
+            rendition["path"] = rendition_url(sha256, rendition["path"])
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    # A manifest can grow (new presets add renditions): revalidate, but cheaply.
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if _etag_matches(request, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/{sha256}/{filename}",
+    summary="One rendition's bytes, e.g. large.webp",
+    response_class=FileResponse,
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}, **error_responses(404)},
+)
+async def get_rendition(
+    sha256: str, filename: str, request: Request, service: ServiceDep
+) -> Response:
+    extension = filename.rpartition(".")[2]
+    if extension not in MEDIA_TYPES:
+        raise NotFound(f"no rendition {filename!r}")
+    path = await run_in_threadpool(service.storage.rendition_path, _checked_sha(sha256), filename)
+    if path is None:
+        raise NotFound(f"no rendition {filename!r} of {sha256}")
+    size = (await run_in_threadpool(path.stat)).st_size
+    etag = f'"{sha256[:32]}-{filename}-{size}"'
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
+    if _etag_matches(request, etag):
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type=MEDIA_TYPES[extension], headers=headers)

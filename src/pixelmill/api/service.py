@@ -1,0 +1,273 @@
+"""The batch service: uploads become store records and engine jobs; outcomes become transitions.
+
+One engine serves every batch, so de-duplication by SHA-256 is race-free across batches.
+Engine callbacks run on the engine's dispatcher thread; they only touch the (thread-safe,
+synchronous) store and the file system, and hand webhooks to their own threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pixelmill.api.metrics import Metrics
+from pixelmill.api.uploads import UploadForm
+from pixelmill.api.webhooks import MAX_IMAGES_IN_CALLBACK, WebhookSender, callback_body
+from pixelmill.config import Settings
+from pixelmill.engine.base import ImageJob, ImageOutcome
+from pixelmill.engine.local import LocalEngine
+from pixelmill.errors import ErrorCode, NotFound
+from pixelmill.states import BatchStatus, ImageStatus
+from pixelmill.storage import LocalStorage
+from pixelmill.store import BatchRecord, BatchStore, ImageRecord, NewImage, open_store
+
+log = logging.getLogger(__name__)
+
+SPOOL_LOST_MESSAGE = "the uploaded file was lost before it was rendered (spool file missing)"
+
+
+def new_id() -> str:
+    """A batch or image id: 32 lowercase hex digits."""
+    return uuid.uuid4().hex
+
+
+def rendition_url(sha256: str, filename: str) -> str:
+    return f"/v1/images/{sha256}/{filename}"
+
+
+class BatchService:
+    """Wires the store, the spool, the engine, metrics and webhooks together."""
+
+    def __init__(self, settings: Settings, *, webhook_backoff_s: float = 1.0) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir)
+        self.spool_root = self.data_dir / "spool"
+        self.storage = LocalStorage(self.data_dir)
+        self.spec = settings.render_spec()
+        self.store: BatchStore = open_store(
+            settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
+        )
+        self.metrics = Metrics()
+        self.webhooks = WebhookSender(
+            settings.webhook_secret, settings.webhook_attempts, backoff_s=webhook_backoff_s
+        )
+        self.engine = LocalEngine(
+            self.spec,
+            self.storage,
+            workers=settings.workers,
+            memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024,
+            max_tasks_per_child=settings.max_tasks_per_child,
+            work_dir=self.data_dir / "tmp",
+            on_outcome=self._on_outcome,
+            on_start=self._on_start,
+        )
+        self.metrics.watch_engine(lambda: self.engine.queued, lambda: self.engine.in_flight)
+        # engine.submit blocks while the engine's queue is full; a feeder thread absorbs that,
+        # so a request with hundreds of files is answered as soon as its body is read.
+        self._feed: queue.Queue[ImageJob | None] = queue.Queue()
+        self._feeder = threading.Thread(target=self._feed_engine, name="pixelmill-feeder")
+        self._feeder.daemon = True
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the engine and resume every unfinished image from the spool."""
+        self.spool_root.mkdir(parents=True, exist_ok=True)
+        self.storage.sweep_temp_files()
+        self.engine.start()
+        self._feeder.start()
+        self.resume()
+
+    def stop(self) -> None:
+        """Drain: running images finish, unstarted ones stay pending for the next start."""
+        self._feed.put(None)
+        unstarted = self.engine.shutdown(cancel_pending=False)
+        self._feeder.join(10)
+        if unstarted:
+            log.info("%d image(s) left pending for the next start", len(unstarted))
+        self.webhooks.close()
+        self.store.close()
+
+    def healthy(self) -> dict[str, Any]:
+        """What /healthz reports; ``status`` is ``ok`` only when everything answers."""
+        store_ok = self.store.ping()
+        engine_ok = self.engine.is_alive() and self._feeder.is_alive()
+        return {
+            "status": "ok" if store_ok and engine_ok else "unavailable",
+            "store": "ok" if store_ok else "unreachable",
+            "engine": "ok" if engine_ok else "stopped",
+            "workers": self.settings.workers,
+            "queued": self.engine.queued,
+            "in_flight": self.engine.in_flight,
+        }
+
+    def resume(self) -> None:
+        """Queue again what a previous run left unfinished; forget spool files of no image."""
+        keep: set[Path] = set()
+        status_of: dict[str, BatchStatus | None] = {}
+        for image in self.store.unfinished_images():
+            if image.batch_id not in status_of:
+                batch = self.store.get_batch(image.batch_id, include_images=False)
+                status_of[image.batch_id] = None if batch is None else batch.status
+                if batch is not None and batch.status is BatchStatus.CANCELLED:
+                    self.engine.cancel_batch(image.batch_id)
+            path = Path(image.spool_path) if image.spool_path else None
+            if image.sha256 is None or path is None or not path.is_file():
+                self._finish_lost(image)
+                continue
+            keep.add(path)
+            self._feed.put(ImageJob(image.image_id, str(path), image.sha256, image.batch_id))
+        self._sweep_spool(keep)
+
+    def _finish_lost(self, image: ImageRecord) -> None:
+        transition = self.store.finish_image(
+            image.batch_id,
+            image.image_id,
+            ImageStatus.FAILED,
+            error={"code": ErrorCode.INTERNAL.value, "message": SPOOL_LOST_MESSAGE},
+        )
+        if transition.batch_finished:
+            self._schedule_webhook(image.batch_id)
+
+    def _sweep_spool(self, keep: set[Path]) -> None:
+        """Remove spool files no unfinished image needs (uploads cut short by a crash)."""
+        for batch_dir in self.spool_root.iterdir():
+            for path in batch_dir.iterdir() if batch_dir.is_dir() else (batch_dir,):
+                if path not in keep:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+            with contextlib.suppress(OSError):
+                batch_dir.rmdir()
+
+    # -- requests -------------------------------------------------------------------------
+
+    def spool_dir(self, batch_id: str) -> Path:
+        return self.spool_root / batch_id
+
+    def create_batch(
+        self, batch_id: str, form: UploadForm, callback_url: str | None
+    ) -> BatchRecord:
+        """Record the batch (failed uploads count as failed images) and queue its images."""
+        images = [
+            NewImage(
+                image_id=f.image_id,
+                filename=f.filename,
+                sha256=f.sha256,
+                spool_path=None if f.path is None else str(f.path),
+                declared_type=f.declared_type,
+                detected_type=f.detected_type,
+                error=f.error,
+            )
+            for f in form.files
+        ]
+        try:
+            record = self.store.create_batch(batch_id, images, callback_url)
+        except BaseException:
+            form.discard()
+            raise
+        self.metrics.batches.inc()
+        with contextlib.suppress(OSError):
+            self.spool_dir(batch_id).rmdir()  # succeeds only when every upload failed
+        for f in form.files:
+            self.metrics.bytes_in.inc(f.size if f.error is None else 0)
+            if f.error is None and f.path is not None and f.sha256 is not None:
+                self._feed.put(ImageJob(f.image_id, str(f.path), f.sha256, batch_id))
+            elif f.error is not None:
+                self.metrics.images.labels(status=ImageStatus.FAILED.value).inc()
+        if record.is_finished:  # every upload failed: the batch is over already
+            self._schedule_webhook(batch_id)
+        return record
+
+    def get_batch(self, batch_id: str, include_images: bool = True) -> BatchRecord:
+        record = self.store.get_batch(batch_id, include_images=include_images)
+        if record is None:
+            raise NotFound(f"no batch {batch_id!r}")
+        return record
+
+    def cancel_batch(self, batch_id: str) -> BatchRecord:
+        """Cancel (idempotent): no image of the batch starts after this returns."""
+        self.get_batch(batch_id, include_images=False)
+        self.engine.cancel_batch(batch_id)
+        _, transition = self.store.cancel_batch(batch_id)
+        if transition.batch_finished:
+            self._schedule_webhook(batch_id)
+        return self.get_batch(batch_id)
+
+    def wait_for_image(self, batch_id: str, image_id: str, timeout_s: float) -> ImageRecord:
+        """The image once final, or as it is when ``timeout_s`` runs out."""
+        deadline = time.monotonic() + timeout_s
+        version = 0
+        while True:
+            image = self.store.get_image(batch_id, image_id)
+            if image is None:
+                raise NotFound(f"no image {image_id!r} in batch {batch_id!r}")
+            remaining = deadline - time.monotonic()
+            if image.status.is_final or remaining <= 0:
+                return image
+            version = self.store.wait_for_change(batch_id, version, min(remaining, 1.0))
+
+    # -- engine callbacks (dispatcher thread) ---------------------------------------------
+
+    def _feed_engine(self) -> None:
+        while True:
+            job = self._feed.get()
+            if job is None:
+                return
+            try:
+                self.engine.submit(job)
+            except RuntimeError:  # shutting down: the image stays pending for the next start
+                return
+
+    def _on_start(self, job: ImageJob) -> None:
+        self.store.mark_processing(job.batch_id, job.job_id)
+
+    def _on_outcome(self, outcome: ImageOutcome) -> None:
+        job, result = outcome.job, outcome.result
+        renditions = None
+        if result is not None:
+            renditions = [
+                {**r.as_dict(), "path": rendition_url(job.sha256, r.filename)}
+                for r in result.renditions
+            ]
+        done = outcome.status is ImageStatus.DONE and result is not None
+        transition = self.store.finish_image(
+            job.batch_id,
+            job.job_id,
+            outcome.status,
+            sha256=job.sha256,
+            error=None if outcome.error is None else outcome.error.as_dict(),
+            renditions=renditions,
+            timings_ms=result.timings.as_dict() if done and result is not None else None,
+        )
+        if transition.applied:
+            self.metrics.observe_outcome(outcome.status, result, outcome.elapsed_s)
+        if transition.batch_finished:
+            self._schedule_webhook(job.batch_id)
+        # Only once the store has the outcome: a crash before this line resumes the image.
+        self._remove_spool_file(Path(job.source))
+
+    def _remove_spool_file(self, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # the batch's spool folder, once its last file is gone
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    def _schedule_webhook(self, batch_id: str) -> None:
+        self.webhooks.schedule(lambda: self._callback_for(batch_id))
+
+    def _callback_for(self, batch_id: str) -> tuple[str, bytes] | None:
+        record = self.store.get_batch(batch_id, include_images=False)
+        if record is None or not record.callback_url:
+            return None
+        url = record.callback_url
+        if record.total <= MAX_IMAGES_IN_CALLBACK:
+            record = self.store.get_batch(batch_id) or record
+        return url, callback_body(record.as_api_dict())
