@@ -147,3 +147,22 @@ def test_remove_temp_files_removes_only_temp_files(tmp_path: Path) -> None:
     assert remove_temp_files(tmp_path) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["large.jpg"]
     assert remove_temp_files(tmp_path / "missing") == 0
+
+
+def _gif_with_frame_extent(width: int, height: int) -> bytes:
+    """A GIF whose screen is 10 x 10 but whose first frame claims ``width`` x ``height``."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", 10, 10, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00"
+    return screen + frame + b"\x3b"
+
+
+@pytest.mark.parametrize("side", [12_000, 30_000])
+def test_gif_frame_larger_than_its_screen_is_refused(side: int, tmp_path: Path) -> None:
+    """A GIF frame that grows the image past the pixel limit fails before any allocation."""
+    source = tmp_path / "frame.gif"
+    source.write_bytes(_gif_with_frame_extent(side, side))
+    blocks_before = Image.core.get_stats()["new_count"]
+    with pytest.raises(ImageError) as caught:
+        probe(source, Limits(max_pixels=100_000_000))
+    assert caught.value.code == "too_many_pixels"
+    assert Image.core.get_stats()["new_count"] == blocks_before
