@@ -96,7 +96,6 @@ def render_paths(
         workers=options.workers,
         memory_budget_bytes=options.memory_budget_bytes,
         max_tasks_per_child=options.max_tasks_per_child,
-        work_dir=Path(out_dir) / "tmp",
         on_outcome=on_outcome,
         queue_size=max(64, 8 * options.workers),
     ).start()

@@ -16,10 +16,12 @@ import logging
 import multiprocessing
 import os
 import shutil
+import tempfile
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -28,7 +30,13 @@ from pathlib import Path
 from pixelmill.core.source import probe
 from pixelmill.core.specs import RenderResult, RenderSpec
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
-from pixelmill.engine.task import RenderTask, TaskResult, init_worker, run_render_task
+from pixelmill.engine.task import (
+    RenderTask,
+    TaskResult,
+    init_worker,
+    run_guarded,
+    run_render_task,
+)
 from pixelmill.errors import ErrorCode, ImageError
 from pixelmill.manifests import render_result_from_manifest
 from pixelmill.states import ImageStatus
@@ -70,11 +78,14 @@ class LocalEngine:
         workers: int,
         memory_budget_bytes: int,
         max_tasks_per_child: int,
-        work_dir: Path,
         on_outcome: OutcomeCallback,
         on_start: StartCallback | None = None,
+        work_dir: Path | None = None,
         queue_size: int = 256,
+        task_function: Callable[[RenderTask], TaskResult] = run_render_task,
     ) -> None:
+        """``work_dir`` holds this engine's cancel flags and timeout markers (default: the
+        system temp folder); ``task_function`` is what workers run (tests inject faults)."""
         self.spec = spec
         self.storage = storage
         self.workers = workers
@@ -85,7 +96,9 @@ class LocalEngine:
         self._queue_size = max(1, queue_size)
         self._largest_box = max(max(p.width, p.height) for p in spec.presets)
 
-        self._run_dir = Path(work_dir) / f"engine-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._task_function = task_function
+        base_dir = Path(work_dir) if work_dir else Path(tempfile.gettempdir()) / "pixelmill"
+        self._run_dir = base_dir / f"engine-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._cancel_dir = self._run_dir / "cancel"
         self._timeout_dir = self._run_dir / "timeouts"
 
@@ -97,6 +110,7 @@ class LocalEngine:
         self._closing = False
         self._dropped: list[ImageJob] = []
         self._drop_queued = False
+        self._events = 0  # bumped by every submit, cancel and finished task: "look again"
 
         # Owned by the dispatcher thread only.
         self._running: dict[Future[TaskResult], _Running] = {}
@@ -125,6 +139,7 @@ class LocalEngine:
             if self._closing:
                 raise RuntimeError("the engine is shutting down")
             self._queue.append(_Entry(job))
+            self._events += 1
             self._cond.notify_all()
 
     def cancel_batch(self, batch_id: str) -> None:
@@ -132,6 +147,7 @@ class LocalEngine:
         with self._cond:
             self._cancelled_batches.add(batch_id)
             self._cancel_flag(batch_id).touch()
+            self._events += 1
             self._cond.notify_all()
 
     def cancel_all(self) -> None:
@@ -139,6 +155,7 @@ class LocalEngine:
         with self._cond:
             self._cancel_all = True
             self._cancel_flag("*").touch()
+            self._events += 1
             self._cond.notify_all()
 
     @property
@@ -178,6 +195,7 @@ class LocalEngine:
             else:
                 self._drop_queued = True
             self._closing = True
+            self._events += 1
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(kill_after_s)
@@ -195,10 +213,12 @@ class LocalEngine:
     def _dispatch(self) -> None:
         try:
             while True:
+                with self._cond:
+                    seen = self._events
                 self._sweep_cancelled()
-                self._admit()
                 self._collect()
                 self._enforce_deadlines()
+                self._admit()
                 with self._cond:
                     if (
                         self._closing
@@ -208,7 +228,7 @@ class LocalEngine:
                     ):
                         self._drop_remaining()
                         return
-                    if not self._done:
+                    if self._events == seen:  # nothing happened since this round began
                         self._cond.wait(self._next_wake())
         except Exception as exc:  # a bug here must not hang callers: fail what is left
             log.exception("the dispatcher stopped on an internal error")
@@ -335,7 +355,7 @@ class LocalEngine:
         for _ in range(3):
             pool = self._ensure_pool()
             try:
-                return pool.submit(run_render_task, task)
+                return pool.submit(run_guarded, self._task_function, task)
             except (BrokenProcessPool, RuntimeError):
                 self._shutdown_pool()
         raise RuntimeError("cannot start worker processes")
@@ -343,6 +363,7 @@ class LocalEngine:
     def _on_future_done(self, future: Future[TaskResult]) -> None:
         with self._cond:
             self._done.append(future)
+            self._events += 1
             self._cond.notify_all()
 
     def _collect(self) -> None:

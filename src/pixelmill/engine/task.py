@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,12 @@ class _Watchdog:
         self._timer.cancel()
 
 
+def run_guarded(function: Callable[[RenderTask], TaskResult], task: RenderTask) -> TaskResult:
+    """Run ``function(task)`` in a worker under the image's time limit."""
+    with _Watchdog(task.spec.limits.timeout_s, task.timeout_marker):
+        return function(task)
+
+
 def run_render_task(task: RenderTask) -> TaskResult:
     """Render ``task`` and write its manifest; every failure becomes a TaskResult."""
     out_dir = Path(task.out_dir)
@@ -84,22 +91,24 @@ def run_render_task(task: RenderTask) -> TaskResult:
         return any(os.path.exists(flag) for flag in task.cancel_flags)
 
     try:
-        with _Watchdog(task.spec.limits.timeout_s, task.timeout_marker):
-            result = render_renditions(
-                task.source,
-                out_dir,
-                task.spec,
-                task.sha256,
-                only=task.only,
-                should_cancel=should_cancel,
-            )
-            result = _merge_with_existing(result, out_dir, task.spec)
-            write_manifest(out_dir, manifest_dict(result))
+        result = render_renditions(
+            task.source,
+            out_dir,
+            task.spec,
+            task.sha256,
+            only=task.only,
+            should_cancel=should_cancel,
+        )
+        result = _merge_with_existing(result, out_dir, task.spec)
+        write_manifest(out_dir, manifest_dict(result))
         return TaskResult(task.job_id, result)
     except ImageError as exc:
         remove_temp_files(out_dir)
         return TaskResult(task.job_id, None, exc.code, exc.message)
-    except Exception as exc:  # a bug of ours or an I/O fault: that image fails, the run goes on
+    except OSError as exc:  # the output side: a read-only or full disk is not the image's fault
+        remove_temp_files(out_dir)
+        return TaskResult(task.job_id, None, ErrorCode.INTERNAL, f"cannot write renditions: {exc}")
+    except Exception as exc:  # a bug of ours: that image fails, the run goes on
         remove_temp_files(out_dir)
         log.exception("internal error rendering %s", task.source)
         return TaskResult(task.job_id, None, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
