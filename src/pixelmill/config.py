@@ -33,7 +33,13 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for callbacks.")
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1, description="Per file.")
     max_batch_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1, description="Per request body.")
-    max_pixels: int = Field(100_000_000, ge=1, description="width x height, inclusive.")
+    max_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        # Pillow refuses more than 2 x Image.MAX_IMAGE_PIXELS at open, whatever we allow.
+        le=178_956_970,
+        description="width x height, inclusive.",
+    )
     image_timeout_s: float = Field(60.0, gt=0)
     memory_budget_mb: int = Field(
         640, ge=64, description="Estimated decode memory allowed in flight across workers."
