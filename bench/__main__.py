@@ -35,6 +35,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--baselines-only", action="store_true", help="leave pixelmill out (harness check)"
     )
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="start each run at once instead of waiting (up to 20 s) for other work to calm",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to save results")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -62,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if "speed" in parts:
         log(f"speed: {len(photos)} photos, {rounds} rounds, {args.workers} workers")
-        config = SpeedConfig(photos, rounds, args.workers, with_pixelmill)
+        config = SpeedConfig(
+            photos, rounds, args.workers, with_pixelmill, wait_for_quiet=not args.no_wait
+        )
         runs = run_speed(config)
         r = ratios(runs)
         results["speed"] = {
@@ -95,12 +102,14 @@ def _api(args: argparse.Namespace, photos: list[Path], with_pixelmill: bool) -> 
     if not with_pixelmill:
         return {"skipped": "needs the pixelmill CLI"}
     if not api_available():
-        return {"skipped": "pixelmill.api.create_app is not available yet"}
+        return {"skipped": "pixelmill.api.app (create_app, serve) is not available yet"}
     result: dict[str, Any] = {"errors": []}
     api_rounds = 1 if args.quick else 3
     log(f"api: {len(photos)} photos as one batch, {api_rounds} rounds alternating with the CLI")
     try:
-        result["batch"] = run_api_vs_cli(photos, api_rounds, args.workers)
+        result["batch"] = run_api_vs_cli(
+            photos, api_rounds, args.workers, wait_quiet=not args.no_wait
+        )
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         result["errors"].append(f"batch: {exc}")
     try:

@@ -27,7 +27,7 @@ import httpx
 from PIL import Image
 
 from bench.contenders import pixelmill_argv, pixelmill_executable
-from bench.procs import TreeRssSampler, run_timed
+from bench.procs import TreeRssSampler, run_timed, wait_for_quiet
 
 POLL_INTERVAL_S = 0.05
 STARTUP_TIMEOUT_S = 60.0
@@ -37,12 +37,13 @@ MiB = 1024 * 1024
 
 
 def api_available() -> bool:
-    """True once ``pixelmill.api`` provides ``create_app`` (it is written alongside)."""
+    """True once ``pixelmill.api.app`` provides ``create_app`` and ``serve``."""
     try:
-        from pixelmill import api
+        from pixelmill.api import app
     except ImportError:
         return False
-    return hasattr(api, "create_app") and pixelmill_executable() is not None
+    has_app = hasattr(app, "create_app") and hasattr(app, "serve")
+    return has_app and pixelmill_executable() is not None
 
 
 def _free_port() -> int:
@@ -163,7 +164,7 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def run_api_vs_cli(
-    sources: Sequence[Path], rounds: int, workers: int, log: bool = True
+    sources: Sequence[Path], rounds: int, workers: int, wait_quiet: bool = True, log: bool = True
 ) -> dict[str, object]:
     """Alternate API batch and CLI run on the same photos; medians, ratio, poll latency."""
     api_seconds: list[float] = []
@@ -176,12 +177,16 @@ def run_api_vs_cli(
             httpx.Client(base_url=server.base_url, timeout=120.0) as client,
         ):
             _warm_up(client)
+            if wait_quiet:
+                wait_for_quiet()
             batch = run_batch(client, sources)
         api_seconds.append(batch.seconds)
         latencies.extend(batch.poll_latencies_s)
         finals.append({k: batch.final.get(k) for k in ("status", "total", "completed", "failed")})
         with tempfile.TemporaryDirectory(prefix="pixelmill-bench-cli-") as scratch:
             argv = pixelmill_argv(sources, Path(scratch) / "out", workers, Path(scratch) / "r.json")
+            if wait_quiet:
+                wait_for_quiet()
             cli = run_timed(argv)
         cli_seconds.append(cli.seconds)
         if log:

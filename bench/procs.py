@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import threading
 import time
@@ -66,12 +67,44 @@ class TreeRssSampler:
 
 @dataclass(frozen=True)
 class RunResult:
-    """One timed subprocess run."""
+    """One timed subprocess run.
+
+    ``cpu_s`` is the user + system time of the reaped process tree; ``others_cores`` is how
+    many cores everything else on the machine kept busy meanwhile (noise, on a shared box).
+    """
 
     seconds: float
     returncode: int
     peak_rss_bytes: int | None
     stderr_tail: str
+    cpu_s: float = 0.0
+    others_cores: float = 0.0
+
+
+def _busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_for_quiet(
+    max_busy_cores: float = 0.3, max_wait_s: float = 20.0, window_s: float = 0.5
+) -> float:
+    """Wait (bounded) until the rest of the machine uses under ``max_busy_cores``.
+
+    Returns the seconds waited. Other people's work on a shared machine is the main source
+    of noise; waiting it out beats averaging it in.
+    """
+    started = time.monotonic()
+    cores = psutil.cpu_count() or 1
+    while time.monotonic() - started < max_wait_s:
+        if psutil.cpu_percent(interval=window_s) / 100 * cores < max_busy_cores:
+            break
+    return time.monotonic() - started
 
 
 def run_timed(
@@ -87,6 +120,7 @@ def run_timed(
     RSS sampling is off by default: the sampler thread costs a little CPU, which on a
     2-core machine would tax the contenders being timed.
     """
+    busy_before, cpu_before = _busy_seconds(), _children_cpu_seconds()
     started = time.perf_counter()
     process = subprocess.Popen(
         list(argv),
@@ -108,9 +142,13 @@ def run_timed(
         if sampler is not None:
             sampler.stop()
     seconds = time.perf_counter() - started
+    cpu_s = _children_cpu_seconds() - cpu_before
+    others = max(0.0, _busy_seconds() - busy_before - cpu_s) / seconds if seconds else 0.0
     return RunResult(
         seconds=seconds,
         returncode=process.returncode,
         peak_rss_bytes=sampler.peak_bytes if sampler is not None else None,
         stderr_tail=(stderr or "")[-2000:],
+        cpu_s=cpu_s,
+        others_cores=others,
     )

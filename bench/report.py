@@ -62,15 +62,24 @@ def _speed_table(speed: dict[str, Any]) -> str:
         f"Speed: {speed['files']} corpus photos, {speed['workers']} workers, "
         f"{speed['rounds']} rounds (alternating, medians)"
     )
-    rows = [header, f"  {'contender':<16} {'median s':>9} {'min s':>7} {'max s':>7} {'runs':>5}"]
+    rows = [
+        header,
+        f"  {'contender':<16} {'median s':>9} {'min s':>7} {'max s':>7} {'runs':>5} "
+        f"{'cpu s':>6} {'noise':>6}",
+    ]
     for name in (NAIVE, FLOOR, PIXELMILL, PIXELMILL_RERUN):
         c = contenders.get(name)
         if c is None:
             continue
         rows.append(
             f"  {name:<16} {_fmt(c['median_s']):>9} {_fmt(c['min_s']):>7} "
-            f"{_fmt(c['max_s']):>7} {c['runs']:>5}   {DESCRIPTIONS[name]}"
+            f"{_fmt(c['max_s']):>7} {c['runs']:>5} {_fmt(c['median_cpu_s'], digits=1):>6} "
+            f"{_fmt(c['median_others_cores'], digits=2):>6}   {DESCRIPTIONS[name]}"
         )
+    rows.append(
+        "  cpu s: user+system seconds of the contender's process tree (median); noise: cores"
+        " busy with other work during the run (median)"
+    )
     r = speed["ratios"]
     rows.append(f"  naive / floor: {_fmt(r['naive_over_floor'], 'x')}")
     if r.get("speedup_vs_naive") is not None:

@@ -23,7 +23,7 @@ from bench.contenders import (
     baseline_argv,
     pixelmill_argv,
 )
-from bench.procs import RunResult, run_timed
+from bench.procs import RunResult, run_timed, wait_for_quiet
 
 
 @dataclass
@@ -32,6 +32,8 @@ class ContenderRuns:
 
     name: str
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    others_cores: list[float] = field(default_factory=list)
     reports: list[ReportSummary] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -46,6 +48,14 @@ class ContenderRuns:
             "median_s": _round(self.median),
             "min_s": _round(min(self.seconds, default=None)),
             "max_s": _round(max(self.seconds, default=None)),
+            "cpu_s": [round(s, 3) for s in self.cpu_seconds],
+            "median_cpu_s": _round(
+                statistics.median(self.cpu_seconds) if self.cpu_seconds else None
+            ),
+            "others_cores": [round(s, 2) for s in self.others_cores],
+            "median_others_cores": _round(
+                statistics.median(self.others_cores) if self.others_cores else None
+            ),
             "last_report": self.reports[-1].as_dict() if self.reports else None,
             "errors": self.errors,
         }
@@ -62,6 +72,7 @@ class SpeedConfig:
     workers: int
     with_pixelmill: bool
     warmup: bool = True
+    wait_for_quiet: bool = True
 
 
 def run_speed(config: SpeedConfig, log: bool = True) -> dict[str, ContenderRuns]:
@@ -101,8 +112,11 @@ def _round_of(
             argv = pixelmill_argv(config.sources, out, config.workers, report)
         else:
             argv = baseline_argv(name, config.sources, out, config.workers)
+        waited = wait_for_quiet() if config.wait_for_quiet else 0.0
         run = run_timed(argv)
-        timings.append(f"{name} {run.seconds:.2f}s")
+        noise = f", others {run.others_cores:.1f} cores" if run.others_cores >= 0.2 else ""
+        quiet = f", waited {waited:.0f}s" if waited >= 1 else ""
+        timings.append(f"{name} {run.seconds:.2f}s{noise}{quiet}")
         if results is not None:
             _record(results[name], run, report, name)
         if name != PIXELMILL:
@@ -114,6 +128,8 @@ def _round_of(
 
 def _record(runs: ContenderRuns, run: RunResult, report: Path, name: str) -> None:
     runs.seconds.append(run.seconds)
+    runs.cpu_seconds.append(run.cpu_s)
+    runs.others_cores.append(run.others_cores)
     # pixelmill exits 1 when some image failed; the run still counts, the report says which.
     if run.returncode not in (0, 1) or (run.returncode == 1 and name in (NAIVE, FLOOR)):
         runs.errors.append(f"exit {run.returncode}: {run.stderr_tail.strip()[-400:]}")
