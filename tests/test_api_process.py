@@ -1,0 +1,171 @@
+"""The service as its own process: SIGKILL and restart, SIGTERM drain, memory during uploads."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from api_helpers import (
+    slow_jpeg,
+    small_jpeg,
+    spool_files,
+    temp_files,
+    upload,
+    wait_for_batch,
+)
+from api_server import ServerProcess
+
+pytestmark = pytest.mark.slow
+# After a graceful shutdown uvicorn re-raises the signal it caught, so -SIGTERM is clean too.
+DRAINED = (0, -signal.SIGTERM)
+
+
+def server_env(
+    data_dir: Path, store: str = "sqlite", prefix: str = "", **extra: str
+) -> dict[str, str]:
+    env = {
+        "PIXELMILL_DATA_DIR": str(data_dir),
+        "PIXELMILL_STORE": store,
+        "PIXELMILL_WORKERS": "1",
+        "PIXELMILL_API_KEY": "",
+        "PIXELMILL_WEBHOOK_SECRET": "",
+        **extra,
+    }
+    if prefix:
+        env["PIXELMILL_REDIS_PREFIX"] = prefix
+    return env
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Settings for a server process, on each store."""
+    if request.param == "sqlite":
+        yield server_env(tmp_path / "data")
+        return
+    url = request.getfixturevalue("redis_server_url")
+    prefix = request.getfixturevalue("redis_prefix")
+    yield server_env(tmp_path / "data", store=url, prefix=prefix)
+
+
+def wait_for(predicate: Any, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_batch_survives_sigkill_and_finishes_after_a_restart(
+    store_env: dict[str, str], tmp_path: Path
+) -> None:
+    data_dir = Path(store_env["PIXELMILL_DATA_DIR"])
+    first = ServerProcess(store_env, tmp_path / "server.log").start()
+    try:
+        files = [upload(f"{i}.jpg", slow_jpeg(1000 + i)) for i in range(8)]
+        files.append(upload("note.jpg", b"not an image at all"))
+        created = httpx.post(f"{first.url}/v1/batches", files=files, timeout=30)
+        assert created.status_code == 202, created.text
+        batch_id = created.json()["batch_id"]
+
+        def one_done() -> bool:
+            status = httpx.get(f"{first.url}/v1/batches/{batch_id}").json()
+            return bool(status["completed"] >= 1)
+
+        wait_for(one_done)
+    finally:
+        first.kill()
+    assert spool_files(data_dir), "the kill came too late to leave work behind"
+
+    second = ServerProcess(store_env, tmp_path / "server.log").start()
+    try:
+        with httpx.Client(base_url=second.url, timeout=30) as client:
+            status = wait_for_batch(client, batch_id, timeout_s=60)
+    finally:
+        assert second.terminate() in DRAINED, second.log()
+    assert status["status"] == "completed"
+    assert status["completed"] == 8 and status["failed"] == 1 and status["pending"] == 0
+    assert {i["status"] for i in status["images"][:8]} <= {"done", "duplicate"}
+    assert spool_files(data_dir) == []
+    assert temp_files(data_dir) == []
+
+
+def test_sigterm_drains_and_leaves_unstarted_images_for_the_next_start(tmp_path: Path) -> None:
+    env = server_env(tmp_path / "data")
+    data_dir = tmp_path / "data"
+    first = ServerProcess(env, tmp_path / "server.log").start()
+    files = [upload(f"{i}.jpg", slow_jpeg(2000 + i)) for i in range(6)]
+    batch_id = httpx.post(f"{first.url}/v1/batches", files=files, timeout=30).json()["batch_id"]
+    wait_for(lambda: httpx.get(f"{first.url}/v1/batches/{batch_id}").json()["completed"] >= 1)
+    assert first.terminate() in DRAINED, first.log()  # uvicorn's shutdown runs the lifespan exit
+
+    second = ServerProcess(env, tmp_path / "server.log").start()
+    try:
+        with httpx.Client(base_url=second.url, timeout=30) as client:
+            during = client.get(f"/v1/batches/{batch_id}").json()
+            assert during["cancelled"] == 0 and during["failed"] == 0  # nothing was dropped
+            status = wait_for_batch(client, batch_id)
+    finally:
+        second.terminate()
+    assert status["status"] == "completed" and status["completed"] == 6
+    assert spool_files(data_dir) == []
+
+
+def test_a_100_mib_upload_does_not_grow_the_server_by_100_mib(tmp_path: Path) -> None:
+    """Uploads stream to the spool: server memory stays far below the file's size."""
+    size = 100 * 1024 * 1024 - 4096
+    server = ServerProcess(server_env(tmp_path / "data"), tmp_path / "server.log").start()
+    try:
+        process = psutil.Process(server.pid)
+        baseline = process.memory_info().rss
+        peak = baseline
+        sampling = True
+
+        def sample() -> None:
+            nonlocal peak
+            while sampling:
+                peak = max(peak, process.memory_info().rss)
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+
+        def body() -> Iterator[bytes]:
+            # A real JPEG with ~100 MiB of trailing bytes: renders quickly, uploads slowly.
+            image = small_jpeg(3000)
+            yield b'--memtest\r\nContent-Disposition: form-data; name="files"; '
+            yield b'filename="huge.jpg"\r\nContent-Type: image/jpeg\r\n\r\n' + image
+            block = b"\0" * (1024 * 1024)
+            sent = len(image)
+            while sent + len(block) <= size:
+                yield block
+                sent += len(block)
+            yield b"\0" * (size - sent) + b"\r\n--memtest--\r\n"
+
+        try:
+            response = httpx.post(
+                f"{server.url}/v1/batches",
+                content=body(),
+                headers={"Content-Type": "multipart/form-data; boundary=memtest"},
+                timeout=60,
+            )
+        finally:
+            sampling = False
+            sampler.join()
+        assert response.status_code == 202, response.text
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            status = wait_for_batch(client, response.json()["batch_id"])
+        assert status["images"][0]["status"] == "done"
+        assert spool_files(tmp_path / "data") == []
+        assert peak - baseline < 40 * 1024 * 1024, f"RSS grew by {(peak - baseline) >> 20} MiB"
+    finally:
+        server.terminate()
