@@ -28,7 +28,7 @@ def small_jpeg(seed: int, size: tuple[int, int] = (240, 160)) -> bytes:
 
 
 def small_png(seed: int, size: tuple[int, int] = (200, 120)) -> bytes:
-    image = Image.new("RGBA", size, (20, seed % 256, 200, 128))
+    image = Image.new("RGBA", size, (seed // 256 % 256, seed % 256, 200, 128))
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -368,6 +369,31 @@ def test_a_cancelled_batch_posts_its_callback_too(client: httpx.Client) -> None:
         payload = json.loads(receiver.wait_for(1)[0].body)
     assert payload["status"] == "cancelled"
     check_invariant(payload)
+
+
+def test_a_batch_whose_uploads_all_failed_is_finished_at_once_and_calls_back(
+    client: httpx.Client,
+) -> None:
+    with webhook_receiver() as receiver:
+        created = post_batch(
+            client, [upload("a.txt", b"text", "text/plain")], callback_url=receiver.url
+        )
+        assert created["status"] == "completed"
+        payload = json.loads(receiver.wait_for(1)[0].body)
+    assert payload["failed"] == 1 and payload["images"][0]["error"]["code"] == "unsupported_format"
+
+
+def test_hundreds_of_files_in_one_request_are_accepted_at_once(client: httpx.Client) -> None:
+    """The 202 comes when the body is read; rendering 300 images goes on afterwards."""
+    files = [upload(f"{i}.png", small_png(10_000 + i % 250, (24, 16))) for i in range(300)]
+    started = time.monotonic()
+    created = post_batch(client, files)
+    assert time.monotonic() - started < 5
+    assert created["total"] == 300
+    events = read_events(client, created["batch_id"])
+    assert [name for name, _ in events].count("image") == 300
+    status = wait_for_batch(client, created["batch_id"])
+    assert status["completed"] == 300 and status["duplicates"] == 50
 
 
 def test_health_metrics_and_docs(client: httpx.Client) -> None:

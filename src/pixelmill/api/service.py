@@ -46,7 +46,8 @@ class BatchService:
 
     def __init__(self, settings: Settings, *, webhook_backoff_s: float = 1.0) -> None:
         self.settings = settings
-        self.data_dir = Path(settings.data_dir)
+        # Absolute, so spool paths in the store still hold when started from another folder.
+        self.data_dir = Path(settings.data_dir).resolve()
         self.spool_root = self.data_dir / "spool"
         self.storage = LocalStorage(self.data_dir)
         self.spec = settings.render_spec()
@@ -96,7 +97,10 @@ class BatchService:
 
     def healthy(self) -> dict[str, Any]:
         """What /healthz reports; ``status`` is ``ok`` only when everything answers."""
-        store_ok = self.store.ping()
+        try:
+            store_ok = self.store.ping()
+        except Exception:  # a store that cannot even answer ping is unreachable, not a 500
+            store_ok = False
         engine_ok = self.engine.is_alive() and self._feeder.is_alive()
         return {
             "status": "ok" if store_ok and engine_ok else "unavailable",
@@ -118,6 +122,9 @@ class BatchService:
                 if batch is not None and batch.status is BatchStatus.CANCELLED:
                     self.engine.cancel_batch(image.batch_id)
             path = Path(image.spool_path) if image.spool_path else None
+            if path is not None and not path.is_relative_to(self.spool_root):
+                # Spooled by another service sharing this store (Redis): its owner resumes it.
+                continue
             if image.sha256 is None or path is None or not path.is_file():
                 self._finish_lost(image)
                 continue

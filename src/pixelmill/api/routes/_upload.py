@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from pixelmill.api.service import BatchService
 from pixelmill.api.uploads import UploadForm, receive_upload
@@ -48,15 +49,19 @@ async def read_upload(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_batch_bytes:
         raise FileTooLarge(f"the request body is over {settings.max_batch_bytes} bytes")
-    form = await receive_upload(
-        request.stream(),
-        request.headers.get("content-type"),
-        service.spool_dir(batch_id),
-        file_fields=frozenset({file_field}),
-        text_fields=text_fields,
-        max_file_bytes=settings.max_upload_bytes,
-        max_body_bytes=settings.max_batch_bytes,
-    )
+    try:
+        form = await receive_upload(
+            request.stream(),
+            request.headers.get("content-type"),
+            service.spool_dir(batch_id),
+            file_fields=frozenset({file_field}),
+            text_fields=text_fields,
+            max_file_bytes=settings.max_upload_bytes,
+            max_body_bytes=settings.max_batch_bytes,
+        )
+    except ClientDisconnect:
+        # Nobody is left to answer; say so in the usual shape rather than log a traceback.
+        raise InvalidRequest("the client went away before the upload ended") from None
     if not form.files:
         form.discard()
         raise InvalidRequest(f"send one or more images as {file_field!r} parts")
