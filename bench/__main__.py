@@ -38,13 +38,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-wait",
         action="store_true",
-        help="start each run at once instead of waiting (up to 20 s) for other work to calm",
+        help="start each run at once instead of waiting (up to 10 s, 3 s when --quick) "
+        "for other work on the machine to calm down",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to save results")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
+
+
+def _quiet_wait(args: argparse.Namespace) -> float:
+    return 0.0 if args.no_wait else (3.0 if args.quick else 10.0)
 
 
 def log(message: str) -> None:
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if "speed" in parts:
         log(f"speed: {len(photos)} photos, {rounds} rounds, {args.workers} workers")
         config = SpeedConfig(
-            photos, rounds, args.workers, with_pixelmill, wait_for_quiet=not args.no_wait
+            photos, rounds, args.workers, with_pixelmill, quiet_wait_s=_quiet_wait(args)
         )
         runs = run_speed(config)
         r = ratios(runs)
@@ -108,7 +113,7 @@ def _api(args: argparse.Namespace, photos: list[Path], with_pixelmill: bool) -> 
     log(f"api: {len(photos)} photos as one batch, {api_rounds} rounds alternating with the CLI")
     try:
         result["batch"] = run_api_vs_cli(
-            photos, api_rounds, args.workers, wait_quiet=not args.no_wait
+            photos, api_rounds, args.workers, quiet_wait_s=_quiet_wait(args)
         )
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         result["errors"].append(f"batch: {exc}")

@@ -27,7 +27,7 @@ import httpx
 from PIL import Image
 
 from bench.contenders import pixelmill_argv, pixelmill_executable
-from bench.procs import TreeRssSampler, run_timed, wait_for_quiet
+from bench.procs import CPU_INTERVAL_S, TreeSampler, busy_seconds, run_timed, wait_for_quiet
 
 POLL_INTERVAL_S = 0.05
 STARTUP_TIMEOUT_S = 60.0
@@ -163,13 +163,39 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank]
 
 
+def _run_batch_measuring_noise(
+    client: httpx.Client, server: Server, sources: Sequence[Path]
+) -> tuple[BatchRun, float]:
+    """``run_batch``, plus the cores other work on the machine kept busy meanwhile."""
+    sampler = TreeSampler(server.process.pid, CPU_INTERVAL_S)
+    sampler.sample()
+    server_before, own_before, busy_before = (
+        sampler.cpu_seconds,
+        time.process_time(),
+        busy_seconds(),
+    )
+    with sampler:
+        batch = run_batch(client, sources)
+    sampler.sample()
+    server_cpu = sampler.cpu_seconds - server_before
+    own_cpu = time.process_time() - own_before
+    others = max(0.0, busy_seconds() - busy_before - server_cpu - own_cpu) / batch.seconds
+    return batch, others
+
+
 def run_api_vs_cli(
-    sources: Sequence[Path], rounds: int, workers: int, wait_quiet: bool = True, log: bool = True
+    sources: Sequence[Path],
+    rounds: int,
+    workers: int,
+    quiet_wait_s: float = 10.0,
+    log: bool = True,
 ) -> dict[str, object]:
     """Alternate API batch and CLI run on the same photos; medians, ratio, poll latency."""
     api_seconds: list[float] = []
     cli_seconds: list[float] = []
     latencies: list[float] = []
+    api_noise: list[float] = []
+    cli_noise: list[float] = []
     finals: list[dict[str, object]] = []
     for index in range(rounds):
         with (
@@ -177,22 +203,25 @@ def run_api_vs_cli(
             httpx.Client(base_url=server.base_url, timeout=120.0) as client,
         ):
             _warm_up(client)
-            if wait_quiet:
-                wait_for_quiet()
-            batch = run_batch(client, sources)
+            if quiet_wait_s:
+                wait_for_quiet(max_wait_s=quiet_wait_s)
+            batch, others = _run_batch_measuring_noise(client, server, sources)
         api_seconds.append(batch.seconds)
+        api_noise.append(others)
         latencies.extend(batch.poll_latencies_s)
         finals.append({k: batch.final.get(k) for k in ("status", "total", "completed", "failed")})
         with tempfile.TemporaryDirectory(prefix="pixelmill-bench-cli-") as scratch:
             argv = pixelmill_argv(sources, Path(scratch) / "out", workers, Path(scratch) / "r.json")
-            if wait_quiet:
-                wait_for_quiet()
+            if quiet_wait_s:
+                wait_for_quiet(max_wait_s=quiet_wait_s)
             cli = run_timed(argv)
         cli_seconds.append(cli.seconds)
+        cli_noise.append(cli.others_cores)
         if log:
             print(
                 f"  api round {index + 1}: api {batch.seconds:.2f}s "
-                f"(upload {batch.upload_s:.2f}s), cli {cli.seconds:.2f}s",
+                f"(upload {batch.upload_s:.2f}s, others {others:.1f} cores), "
+                f"cli {cli.seconds:.2f}s (others {cli.others_cores:.1f} cores)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -206,6 +235,8 @@ def run_api_vs_cli(
         "cli_seconds": [round(s, 4) for s in cli_seconds],
         "api_median_s": round(api_median, 4),
         "cli_median_s": round(cli_median, 4),
+        "api_others_cores": [round(x, 2) for x in api_noise],
+        "cli_others_cores": [round(x, 2) for x in cli_noise],
         "api_throughput_vs_cli": round(cli_median / api_median, 3),
         "throughput_target": ">= 0.9",
         "meets_throughput_target": cli_median / api_median >= 0.9,
@@ -228,10 +259,10 @@ def run_upload_memory(sources: Sequence[Path], workers: int, log: bool = True) -
         running_server(workers) as server,
         httpx.Client(base_url=server.base_url, timeout=300.0) as client,
     ):
-        baseline = TreeRssSampler(server.process.pid).sample()
-        with TreeRssSampler(server.process.pid) as receiving:
+        baseline = TreeSampler(server.process.pid).sample()
+        with TreeSampler(server.process.pid) as receiving:
             batch_id, upload_s = post_batch(client, sources)
-        with TreeRssSampler(server.process.pid) as after:
+        with TreeSampler(server.process.pid) as after:
             client.post(f"/v1/batches/{batch_id}/cancel")
             for _ in range(1200):
                 status = client.get(f"/v1/batches/{batch_id}").json()

@@ -13,13 +13,16 @@ from pathlib import Path
 import psutil
 
 SAMPLE_INTERVAL_S = 0.02
+CPU_INTERVAL_S = 0.1
 
 
-class TreeRssSampler:
-    """Samples the summed RSS of a process and all its descendants every ~20 ms; keeps the max.
+class TreeSampler:
+    """Samples a process and all its descendants every ``interval_s``.
 
-    The sum counts pages shared between a parent and its forked children once per process,
-    so it over-states real memory use slightly; it is the conservative reading.
+    Keeps the peak of the summed RSS (the sum counts pages a parent shares with its forked
+    children once per process, so it over-states real use slightly: the conservative
+    reading) and each process's last-seen CPU time, which also covers workers that nobody
+    reaps (those never show up in ``getrusage(RUSAGE_CHILDREN)``).
     """
 
     def __init__(self, pid: int, interval_s: float = SAMPLE_INTERVAL_S) -> None:
@@ -28,10 +31,11 @@ class TreeRssSampler:
         self.peak_bytes = 0
         self.peak_processes = 0
         self.samples = 0
+        self._cpu_by_pid: dict[int, float] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
 
-    def __enter__(self) -> TreeRssSampler:
+    def __enter__(self) -> TreeSampler:
         self._thread.start()
         return self
 
@@ -41,6 +45,11 @@ class TreeRssSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    @property
+    def cpu_seconds(self) -> float:
+        """User + system seconds of every process seen in the tree, as last sampled."""
+        return sum(self._cpu_by_pid.values())
 
     def sample(self) -> int:
         """One reading of the tree's summed RSS (0 once the root is gone)."""
@@ -52,9 +61,12 @@ class TreeRssSampler:
         total = 0
         for process in tree:
             try:
-                total += process.memory_info().rss
+                with process.oneshot():
+                    total += process.memory_info().rss
+                    times = process.cpu_times()
             except psutil.Error:
                 continue  # exited between listing and reading
+            self._cpu_by_pid[process.pid] = times.user + times.system
         self.peak_processes = max(self.peak_processes, len(tree))
         return total
 
@@ -69,8 +81,8 @@ class TreeRssSampler:
 class RunResult:
     """One timed subprocess run.
 
-    ``cpu_s`` is the user + system time of the reaped process tree; ``others_cores`` is how
-    many cores everything else on the machine kept busy meanwhile (noise, on a shared box).
+    ``cpu_s`` is the user + system time of the process tree; ``others_cores`` is how many
+    cores everything else on the machine kept busy meanwhile (noise, on a shared box).
     """
 
     seconds: float
@@ -81,7 +93,8 @@ class RunResult:
     others_cores: float = 0.0
 
 
-def _busy_seconds() -> float:
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot."""
     times = psutil.cpu_times()
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
@@ -117,10 +130,10 @@ def run_timed(
 ) -> RunResult:
     """Run ``argv`` to completion; time it from spawn to exit.
 
-    RSS sampling is off by default: the sampler thread costs a little CPU, which on a
-    2-core machine would tax the contenders being timed.
+    The tree is sampled every 20 ms when ``sample_rss`` (for the memory peak), else every
+    100 ms, for CPU time only, so the sampler hardly taxes the contenders being timed.
     """
-    busy_before, cpu_before = _busy_seconds(), _children_cpu_seconds()
+    busy_before, cpu_before = busy_seconds(), _children_cpu_seconds()
     started = time.perf_counter()
     process = subprocess.Popen(
         list(argv),
@@ -130,24 +143,23 @@ def run_timed(
         stderr=subprocess.PIPE,
         text=True,
     )
-    sampler = TreeRssSampler(process.pid) if sample_rss else None
-    if sampler is not None:
-        sampler.__enter__()
+    sampler = TreeSampler(process.pid, SAMPLE_INTERVAL_S if sample_rss else CPU_INTERVAL_S)
+    sampler.__enter__()
     try:
         _, stderr = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
         _, stderr = process.communicate()
     finally:
-        if sampler is not None:
-            sampler.stop()
+        sampler.stop()
     seconds = time.perf_counter() - started
-    cpu_s = _children_cpu_seconds() - cpu_before
-    others = max(0.0, _busy_seconds() - busy_before - cpu_s) / seconds if seconds else 0.0
+    # Reaped descendants are exact in rusage; unreaped workers are only in the samples.
+    cpu_s = max(_children_cpu_seconds() - cpu_before, sampler.cpu_seconds)
+    others = max(0.0, busy_seconds() - busy_before - cpu_s) / seconds if seconds else 0.0
     return RunResult(
         seconds=seconds,
         returncode=process.returncode,
-        peak_rss_bytes=sampler.peak_bytes if sampler is not None else None,
+        peak_rss_bytes=sampler.peak_bytes if sample_rss else None,
         stderr_tail=(stderr or "")[-2000:],
         cpu_s=cpu_s,
         others_cores=others,

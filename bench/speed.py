@@ -72,7 +72,7 @@ class SpeedConfig:
     workers: int
     with_pixelmill: bool
     warmup: bool = True
-    wait_for_quiet: bool = True
+    quiet_wait_s: float = 10.0  # at most this long before each run; 0 starts at once
 
 
 def run_speed(config: SpeedConfig, log: bool = True) -> dict[str, ContenderRuns]:
@@ -112,7 +112,7 @@ def _round_of(
             argv = pixelmill_argv(config.sources, out, config.workers, report)
         else:
             argv = baseline_argv(name, config.sources, out, config.workers)
-        waited = wait_for_quiet() if config.wait_for_quiet else 0.0
+        waited = wait_for_quiet(max_wait_s=config.quiet_wait_s) if config.quiet_wait_s else 0.0
         run = run_timed(argv)
         noise = f", others {run.others_cores:.1f} cores" if run.others_cores >= 0.2 else ""
         quiet = f", waited {waited:.0f}s" if waited >= 1 else ""
