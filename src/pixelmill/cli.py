@@ -103,7 +103,7 @@ class RunRecorder:
 
 
 def _usage_error(console: Console, message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"error: {message}", style="red", markup=False)  # paths may hold [tags]
     return typer.Exit(EXIT_USAGE)
 
 
