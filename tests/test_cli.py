@@ -249,9 +249,6 @@ def test_a_bad_setting_in_the_environment_is_a_usage_error(
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="OUT that is a file: every image fails 'internal' with a traceback"
-)
 def test_out_that_is_a_file_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
     """``-o`` naming an existing file exits 2 instead of failing each image."""
     write_photo(tmp_path / "photos" / "a.jpg")

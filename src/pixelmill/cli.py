@@ -120,7 +120,7 @@ def run(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Render every image under SOURCES into OUT; exit 1 if any image failed."""
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
     try:
         settings = get_settings()
         spec = settings.render_spec(presets, formats)
@@ -129,6 +129,10 @@ def run(
     missing = [s for s in sources if not os.path.exists(s)]
     if missing:
         raise _usage_error(console, f"no such file or folder: {', '.join(missing)}")
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _usage_error(console, f"cannot use {out} as the output folder: {exc}") from None
     options = EngineOptions(
         workers=workers or settings.workers,
         memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024,

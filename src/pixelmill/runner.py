@@ -22,6 +22,7 @@ from pixelmill.states import ImageStatus
 from pixelmill.storage import LocalStorage
 
 _HASH_CHUNK = 1 << 20
+_CANCELLED = ErrorInfo(ErrorCode.CANCELLED, "cancelled before it started")
 
 
 def render(source: str | Path, out_dir: str | Path, spec: RenderSpec | None = None) -> RenderResult:
@@ -101,8 +102,9 @@ def render_paths(
     ).start()
     if on_engine is not None:
         on_engine(engine)
+    files = enumerate(iter_files(sources))
     try:
-        for index, path in enumerate(iter_files(sources)):
+        for index, path in files:
             try:
                 sha256 = hash_file(path, spec.limits.max_bytes)
             except (CorruptImage, FileTooLarge) as exc:
@@ -116,6 +118,9 @@ def render_paths(
     except BaseException:
         engine.cancel_all()
         engine.shutdown(cancel_pending=True, kill_after_s=2.0)
+        for index, path in files:  # never handed to the engine: cancelled all the same
+            job = ImageJob(str(index), path, "")
+            on_outcome(ImageOutcome(job, ImageStatus.CANCELLED, None, _CANCELLED))
         raise
     engine.shutdown()
 

@@ -58,7 +58,7 @@ def save_rendition(image: Image.Image, path: Path, fmt: OutputFormat, quality: i
 def remove_temp_files(folder: Path) -> int:
     """Remove temp files a killed writer may have left in ``folder``; return how many."""
     removed = 0
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # no folder (or not a folder): nothing to remove
         for entry in os.scandir(folder):
             if entry.name.startswith(TEMP_PREFIX):
                 with contextlib.suppress(FileNotFoundError):

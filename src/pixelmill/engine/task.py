@@ -47,8 +47,15 @@ class TaskResult:
 
 
 def init_worker() -> None:
-    """Worker start-up: Ctrl-C is the parent's business, not each worker's."""
+    """Worker start-up: Ctrl-C is the parent's business, and native decoders stay quiet.
+
+    libtiff and friends write complaints about damaged files straight to file descriptor 2;
+    the image's outcome already says what went wrong, so a worker's stderr goes nowhere.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 class _Watchdog:
