@@ -13,7 +13,7 @@ from bench.api import api_available, run_api_vs_cli, run_upload_memory
 from bench.contenders import DESCRIPTIONS, cli_available
 from bench.memory import run_memory
 from bench.report import machine, render
-from bench.speed import SpeedConfig, ratios, run_speed
+from bench.speed import NOISE_LIMIT_CORES, SpeedConfig, headline, ratios, run_speed
 
 PARTS = ("speed", "memory", "api")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -83,10 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "contenders": {name: c.as_dict() for name, c in runs.items()},
             "ratios": r,
-            "targets": {
-                "vs_naive": None if r["speedup_vs_naive"] is None else r["speedup_vs_naive"] >= 2,
-                "vs_floor": None if r["time_vs_floor"] is None else r["time_vs_floor"] <= 1.10,
-            },
+            "noise_limit_cores": NOISE_LIMIT_CORES,
+            "headline": headline(r),
         }
 
     if "memory" in parts:
