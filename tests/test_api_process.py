@@ -135,6 +135,9 @@ def test_a_100_mib_upload_does_not_grow_the_server_by_100_mib(tmp_path: Path) ->
     server = ServerProcess(server_env(tmp_path / "data"), tmp_path / "server.log").start()
     try:
         process = psutil.Process(server.pid)
+        # Warm up first: the first upload imports and builds things once, whatever its size.
+        warm_up = httpx.post(f"{server.url}/v1/batches", files=[upload("w.jpg", small_jpeg(1))])
+        assert warm_up.status_code == 202
         baseline = process.memory_info().rss
         peak = baseline
         sampling = True
@@ -175,6 +178,8 @@ def test_a_100_mib_upload_does_not_grow_the_server_by_100_mib(tmp_path: Path) ->
             status = wait_for_batch(client, response.json()["batch_id"])
         assert status["images"][0]["status"] == "done"
         assert spool_files(tmp_path / "data") == []
-        assert peak - baseline < 40 * 1024 * 1024, f"RSS grew by {(peak - baseline) >> 20} MiB"
+        grown = peak - baseline
+        print(f"server RSS grew by {grown / 2**20:.1f} MiB during a 100 MiB upload")
+        assert grown < 40 * 1024 * 1024, f"RSS grew by {grown >> 20} MiB"
     finally:
         server.terminate()

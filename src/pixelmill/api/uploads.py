@@ -213,21 +213,19 @@ class _UploadParser:
             self.form.fields[self._text_name] = self._text.decode("utf-8", "replace")
             self._text_name = None
             return
-        spooled, self._file = self._file, None
-        if spooled is None or spooled.error is not None:
-            return
-        if spooled.detected is None:  # shorter than HEADER_BYTES
-            self._file = spooled
-            if not self._detect():
-                self._file = None
-                return
+        spooled = self._file
+        # A file shorter than HEADER_BYTES is sniffed only now, from all it had.
+        if (
+            spooled is not None
+            and spooled.error is None
+            and (spooled.detected is not None or self._detect())
+        ):
             assert self._handle is not None
             self._handle.write(self._head)
-            self._file = None
-        assert self._handle is not None
-        self._handle.close()
-        self._handle = None
-        spooled.sha256 = self._hash.hexdigest()
+            self._head.clear()
+            self._close_handle()
+            spooled.sha256 = self._hash.hexdigest()
+        self._file = None
 
     def _fail_file(self, code: ErrorCode, message: str) -> None:
         """Stop spooling the current file: close and remove it, and record why."""
