@@ -24,7 +24,7 @@ class SourceFormat(StrEnum):
 
 
 _PILLOW_FORMATS: dict[SourceFormat, tuple[str, ...]] = {
-    SourceFormat.JPEG: ("JPEG", "MPO"),
+    SourceFormat.JPEG: ("JPEG",),  # its factory opens MPO files too
     SourceFormat.PNG: ("PNG",),
     SourceFormat.GIF: ("GIF",),
     SourceFormat.WEBP: ("WEBP",),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import pillow_heif
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pixelmill.core.pngcheck import verify_png_crcs
 from pixelmill.core.sniff import HEADER_BYTES, SourceFormat, sniff
@@ -140,6 +140,8 @@ def _open_header(stream: BinaryIO, fmt: SourceFormat, limits: Limits) -> Image.I
             image = Image.open(stream, formats=list(fmt.pillow_formats))
     except Image.DecompressionBombError as exc:
         raise TooManyPixels(f"declared size is over the pixel limit ({exc})") from None
+    except UnidentifiedImageError:
+        raise CorruptImage(f"the {fmt.value} header is damaged or incomplete") from None
     except DECODER_ERRORS as exc:
         raise CorruptImage(f"cannot read the {fmt.value} header: {describe(exc)}") from None
     width, height = image.size

@@ -123,6 +123,7 @@ class LocalEngine:
     # ---- public API -------------------------------------------------------------------
 
     def start(self) -> LocalEngine:
+        _remove_orphaned_run_dirs(self._run_dir.parent)
         self._cancel_dir.mkdir(parents=True, exist_ok=True)
         self._timeout_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(self._remove_run_dir)
@@ -577,3 +578,16 @@ class LocalEngine:
         shutil.rmtree(self._run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             self._run_dir.parent.rmdir()  # only when no other engine uses it
+
+
+def _remove_orphaned_run_dirs(base_dir: Path) -> None:
+    """Remove run folders of engines whose process is gone (killed before its atexit ran)."""
+    with contextlib.suppress(OSError):
+        for folder in base_dir.glob("engine-*-*"):
+            try:
+                pid = int(folder.name.split("-")[1])
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                shutil.rmtree(folder, ignore_errors=True)
+            except (ValueError, PermissionError):
+                continue  # not ours to judge: a name we did not write, or another user's
