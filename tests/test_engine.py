@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -285,3 +286,48 @@ def _undo_read_only(folder: Path, how: str) -> None:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
     else:
         folder.chmod(0o755)
+
+
+ORPHAN_SCRIPT = """
+import hashlib, sys, time
+from pathlib import Path
+from pixelmill.core.specs import RenderSpec
+from pixelmill.engine.base import ImageJob
+from pixelmill.engine.local import LocalEngine
+from pixelmill.storage import LocalStorage
+
+if __name__ == "__main__":
+    out, photo = Path(sys.argv[1]), sys.argv[2]
+    done = []
+    engine = LocalEngine(RenderSpec(), LocalStorage(out), workers=2,
+                         memory_budget_bytes=640 << 20, max_tasks_per_child=50,
+                         work_dir=out / "engine", on_outcome=done.append).start()
+    sha = hashlib.sha256(Path(photo).read_bytes()).hexdigest()
+    engine.submit(ImageJob("1", photo, sha))
+    engine.join()
+    print("ready", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_workers_exit_when_the_engine_process_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the engine's process leaves no worker or fork server behind."""
+    psutil = pytest.importorskip("psutil")
+    photo = make_photo(tmp_path / "p.jpg")
+    script = tmp_path / "engine_owner.py"
+    script.write_text(ORPHAN_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "out"), str(photo)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert len(descendants) >= 3, "expected a fork server and two workers"
+    finally:
+        proc.kill()
+        proc.wait(10)
+    _, alive = psutil.wait_procs(descendants, timeout=10)
+    assert not alive, f"left behind: {[p.cmdline()[:3] for p in alive]}"

@@ -111,6 +111,7 @@ class LocalEngine:
         self._dropped: list[ImageJob] = []
         self._drop_queued = False
         self._events = 0  # bumped by every submit, cancel and finished task: "look again"
+        self._outstanding = 0  # submitted jobs whose outcome has not been reported yet
 
         # Owned by the dispatcher thread only.
         self._running: dict[Future[TaskResult], _Running] = {}
@@ -140,6 +141,7 @@ class LocalEngine:
             if self._closing:
                 raise RuntimeError("the engine is shutting down")
             self._queue.append(_Entry(job))
+            self._outstanding += 1
             self._events += 1
             self._cond.notify_all()
 
@@ -174,7 +176,7 @@ class LocalEngine:
         """Block until every submitted job has its outcome; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._queue or self._running or self._followers or self._done:
+            while self._outstanding:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -203,7 +205,7 @@ class LocalEngine:
             if self._thread.is_alive():
                 self._kill_workers()
                 self._thread.join()
-        self._shutdown_pool()
+        self._shutdown_pool(wait=True)  # workers gone before we return
         self._remove_run_dir()
         with self._cond:
             dropped, self._dropped = self._dropped, []
@@ -518,6 +520,7 @@ class LocalEngine:
     def _emit(self, outcome: ImageOutcome) -> None:
         self._call(self._on_outcome, outcome)
         with self._cond:
+            self._outstanding -= 1
             self._cond.notify_all()
 
     @staticmethod
@@ -533,6 +536,7 @@ class LocalEngine:
         self._queue.clear()
         self._followers.clear()
         self._dropped.extend(entry.job for entry in leftovers)
+        self._outstanding -= len(leftovers)
         self._cond.notify_all()
 
     # ---- pool and files ---------------------------------------------------------------
@@ -546,15 +550,16 @@ class LocalEngine:
                 max_workers=self.workers,
                 mp_context=context,
                 initializer=init_worker,
+                initargs=(os.getpid(),),
                 max_tasks_per_child=self.max_tasks_per_child,
             )
             self._pool_generation += 1
         return self._pool
 
-    def _shutdown_pool(self) -> None:
+    def _shutdown_pool(self, wait: bool = False) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=wait, cancel_futures=True)
 
     def _kill_workers(self) -> None:
         pool = self._pool

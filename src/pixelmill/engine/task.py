@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # Exit status of a worker that ran out of time on an image (see _Watchdog).
 TIMEOUT_EXIT_STATUS = 86
+ORPHAN_CHECK_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class TaskResult:
     error_message: str | None = None
 
 
-def init_worker() -> None:
+def init_worker(engine_pid: int) -> None:
     """Worker start-up: Ctrl-C is the parent's business, and native decoders stay quiet.
 
     libtiff and friends write complaints about damaged files straight to file descriptor 2;
@@ -56,6 +58,24 @@ def init_worker() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
+    watcher = threading.Thread(target=_exit_when_gone, args=(engine_pid,), daemon=True)
+    watcher.start()
+
+
+def _exit_when_gone(engine_pid: int) -> None:
+    """End this worker once the engine's process is gone (killed before it could stop us).
+
+    An idle pool worker blocks on its task queue forever otherwise: it holds both ends of
+    that pipe, so it never sees the engine's side close.
+    """
+    while True:
+        time.sleep(ORPHAN_CHECK_INTERVAL_S)
+        try:
+            os.kill(engine_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            continue
 
 
 class _Watchdog:
@@ -97,6 +117,8 @@ def run_render_task(task: RenderTask) -> TaskResult:
     def should_cancel() -> bool:
         return any(os.path.exists(flag) for flag in task.cancel_flags)
 
+    if should_cancel():
+        return TaskResult(task.job_id, None, ErrorCode.CANCELLED, "cancelled before it started")
     try:
         result = render_renditions(
             task.source,
