@@ -13,7 +13,14 @@ from bench.api import api_available, run_api_vs_cli, run_upload_memory
 from bench.contenders import DESCRIPTIONS, cli_available
 from bench.memory import run_memory
 from bench.report import machine, render
-from bench.speed import NOISE_LIMIT_CORES, SpeedConfig, headline, ratios, run_speed
+from bench.speed import (
+    NOISE_LIMIT_CORES,
+    SpeedConfig,
+    headline,
+    ratios,
+    run_speed,
+    run_startup,
+)
 
 PARTS = ("speed", "memory", "api")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -77,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         runs = run_speed(config)
         r = ratios(runs)
+        startup = None
+        if with_pixelmill:
+            tiny = min(photos, key=lambda p: p.stat().st_size)
+            startup = run_startup(tiny, args.workers, 3 if args.quick else 5, _quiet_wait(args))
         results["speed"] = {
             "files": len(photos),
             "rounds": rounds,
@@ -85,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratios": r,
             "noise_limit_cores": NOISE_LIMIT_CORES,
             "headline": headline(r),
+            "startup": startup,
         }
 
     if "memory" in parts:

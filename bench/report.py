@@ -104,6 +104,13 @@ def _speed_table(speed: dict[str, Any]) -> str:
         )
         rows.append(f"  pixelmill CPU time vs floor baseline: {_fmt(r['cpu_vs_floor'], 'x')}")
         rows.append(f"  re-run (all duplicate) time vs fresh run: {_fmt(r['rerun_time_vs_fresh'])}")
+        startup = speed.get("startup")
+        if startup:
+            rows.append(
+                f"  start-up, one tiny image ({startup['source']}): pixelmill "
+                f"{startup['pixelmill_median_s']:.2f}s, floor {startup['floor_median_s']:.2f}s "
+                f"(fixed cost per run {startup['extra_s']:+.2f}s)"
+            )
         for name in (PIXELMILL, PIXELMILL_RERUN):
             report = contenders[name]["last_report"]
             if report:

@@ -211,3 +211,44 @@ def headline(r: dict[str, float | None]) -> dict[str, object]:
         "meets_vs_naive_aim": None if vs_naive is None else vs_naive >= 2.5,
         "meets_vs_floor": None if vs_floor is None else vs_floor <= 1.10,
     }
+
+
+def run_startup(
+    source: Path, workers: int, rounds: int, quiet_wait_s: float, log: bool = True
+) -> dict[str, object]:
+    """Fixed cost per run: pixelmill and the floor on one tiny image, alternating.
+
+    Start-up (imports, pool) is paid once per ``pixelmill run``; on a workload of a few
+    seconds it is a visible share of the gap to the floor.
+    """
+    seconds: dict[str, list[float]] = {PIXELMILL: [], FLOOR: []}
+    with tempfile.TemporaryDirectory(prefix="pixelmill-bench-startup-") as scratch:
+        root = Path(scratch)
+        for _ in range(rounds):
+            for name in (FLOOR, PIXELMILL):
+                out = root / name
+                shutil.rmtree(out, ignore_errors=True)
+                if name == PIXELMILL:
+                    argv = pixelmill_argv([source], out, workers, root / "report.json")
+                else:
+                    argv = baseline_argv(name, [source], out, workers)
+                if quiet_wait_s:
+                    wait_for_quiet(max_wait_s=quiet_wait_s)
+                seconds[name].append(run_timed(argv).seconds)
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    if log:
+        print(
+            f"  start-up on one tiny image: floor {medians[FLOOR]:.2f}s, "
+            f"pixelmill {medians[PIXELMILL]:.2f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return {
+        "source": source.name,
+        "rounds": rounds,
+        "floor_s": [round(s, 4) for s in seconds[FLOOR]],
+        "pixelmill_s": [round(s, 4) for s in seconds[PIXELMILL]],
+        "floor_median_s": round(medians[FLOOR], 4),
+        "pixelmill_median_s": round(medians[PIXELMILL], 4),
+        "extra_s": round(medians[PIXELMILL] - medians[FLOOR], 4),
+    }
