@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=5, help="speed rounds (default 5)")
     parser.add_argument(
-        "--quick", action="store_true", help="2 speed rounds, 1 API round, fewer memory runs"
+        "--quick", action="store_true", help="3 speed rounds, 1 API round, fewer memory runs"
     )
     parser.add_argument("--workers", type=int, default=2, help="pool size for every contender")
     parser.add_argument(
@@ -66,7 +66,7 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     parts = args.only or list(PARTS)
-    rounds = min(args.rounds, 2) if args.quick else args.rounds
+    rounds = min(args.rounds, 3) if args.quick else args.rounds
     with_pixelmill = not args.baselines_only and cli_available()
     if not with_pixelmill and not args.baselines_only:
         log("pixelmill CLI not installed yet: running the baselines only")

@@ -79,7 +79,7 @@ def _speed_table(speed: dict[str, Any]) -> str:
         )
     rows += [
         f"  quiet: runs during which other work used < {speed['noise_limit_cores']} core;"
-        " quiet s: their median (- when fewer than 2)",
+        " quiet s: their median (- when there is none)",
         "  cpu s: user+system seconds of the contender's process tree; noise: cores kept busy"
         " by other work during the run (medians)",
     ]
@@ -102,6 +102,11 @@ def _speed_table(speed: dict[str, Any]) -> str:
             f"{_fmt(r['time_vs_floor_paired'], 'x')}); target <= 1.10x: "
             f"{_verdict(h['meets_vs_floor'])}"
         )
+        if h["basis"] != "quiet runs":
+            rows.append(
+                "  ! some contender had no quiet run: verdicts rest on noisy runs; run again"
+                " when the machine is calmer, or with more --rounds"
+            )
         rows.append(f"  pixelmill CPU time vs floor baseline: {_fmt(r['cpu_vs_floor'], 'x')}")
         rows.append(f"  re-run (all duplicate) time vs fresh run: {_fmt(r['rerun_time_vs_fresh'])}")
         startup = speed.get("startup")

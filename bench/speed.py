@@ -28,7 +28,7 @@ from bench.procs import RunResult, run_timed, wait_for_quiet
 # A run during which other work kept this many cores busy or more is "noisy"; on a 2-core
 # machine that is enough to stretch a 2-worker contender's wall time visibly.
 NOISE_LIMIT_CORES = 0.3
-MIN_CLEAN_RUNS = 2
+MIN_CLEAN_RUNS = 1  # a quiet run beats a median that includes noisy ones
 
 
 @dataclass
@@ -162,7 +162,7 @@ def ratios(results: dict[str, ContenderRuns]) -> dict[str, float | None]:
 
     ``speedup_*`` is baseline time / pixelmill time; ``time_*`` is pixelmill time / baseline.
     The ``clean_`` ratios use only runs with little other work on the machine (None when a
-    contender has fewer than two such runs); the ``paired`` ones are the median over rounds
+    contender has no such run); the ``paired`` ones are the median over rounds
     of the ratio within a round, robust to a round that was slow for everybody.
     """
 
