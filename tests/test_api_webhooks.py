@@ -27,9 +27,18 @@ def test_the_signature_is_the_hex_hmac_sha256_of_the_raw_body() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://example.com/x", "file:///etc/passwd", "/relative", "http://"]
+    "url",
+    [
+        "ftp://example.com/x",
+        "file:///etc/passwd",
+        "/relative",
+        "http://",
+        "http://[::1",  # unbalanced IPv6 bracket: urlsplit raises ValueError
+        "http://h:abc/",  # a port that is not a number
+    ],
 )
 def test_only_absolute_http_urls_are_callbacks(url: str) -> None:
+    """Anything but a well-formed absolute http(s) URL is invalid_request, never a 500."""
     with pytest.raises(InvalidRequest):
         validate_callback_url(url)
 

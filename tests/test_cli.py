@@ -384,15 +384,15 @@ def test_progress_bar_shows_on_a_terminal_unless_no_progress(
 
 # ---- Ctrl-C, for real ------------------------------------------------------------------
 
-BIG_IMAGES = 40
+BIG_IMAGES = 100  # more than the engine queue holds, so Ctrl-C can land in a blocked submit
 
 
 @pytest.fixture(scope="module")
 def big_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Forty distinct 2000x1500 JPEGs: long enough a run to interrupt midway."""
+    """A hundred distinct 1200x900 JPEGs: long enough a run to interrupt midway."""
     folder = tmp_path_factory.mktemp("big")
     for seed in range(BIG_IMAGES):
-        write_photo(folder / f"{seed:02d}.jpg", (2000, 1500), seed=seed)
+        write_photo(folder / f"{seed:03d}.jpg", (1200, 900), seed=seed)
     return folder
 
 
@@ -461,3 +461,87 @@ def test_ctrl_c_exits_130_cancels_pending_work_and_leaves_nothing_behind(
     assert summary["total"] == BIG_IMAGES
     assert summary["failed"] == 0 and summary["cancelled"] > 0
     assert summary["done"] == len(done)
+
+
+def test_a_changed_box_under_the_same_name_is_rendered_again(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """A preset whose box changed is re-rendered at the new size, not kept as a duplicate."""
+    write_photo(tmp_path / "in" / "a.jpg", size=(400, 300))
+    presets = tmp_path / "p.json"
+    presets.write_text('{"small": [64, 64]}')
+    assert invoke(runner, "in", "-o", "out", "--presets", str(presets)).exit_code == 0
+    presets.write_text('{"small": [32, 32]}')
+    result = invoke(runner, "in", "-o", "out", "--presets", str(presets), "--report", "r.json")
+    assert result.exit_code == 0, result.output
+    (image,) = read_report(tmp_path / "r.json")["images"]
+    assert image["status"] == "done"
+    sizes = {(r["width"], r["height"]) for r in image["renditions"]}
+    assert sizes == {(32, 24)}
+    for rendition in image["renditions"]:
+        with Image.open(rendition["path"]) as rendered:
+            assert rendered.size == (32, 24)
+
+
+def test_an_output_folder_inside_the_source_is_not_walked(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """`pixelmill run . -o out` twice: renditions are never taken for sources."""
+    write_photo(tmp_path / "nest" / "a.jpg")
+    assert invoke(runner, "nest", "-o", "nest/out").exit_code == 0
+    result = invoke(runner, "nest", "-o", "nest/out", "--report", "r.json")
+    assert result.exit_code == 0, result.output
+    report = read_report(tmp_path / "r.json")
+    assert report["summary"]["total"] == 1
+    assert report["images"][0]["status"] == "duplicate"
+
+
+def test_a_named_pipe_is_skipped_not_waited_on(runner: CliRunner, tmp_path: Path) -> None:
+    """Special files in a folder are not read (a FIFO would block forever)."""
+    write_photo(tmp_path / "in" / "a.jpg")
+    os.mkfifo(tmp_path / "in" / "pipe.jpg")
+    result = invoke(runner, "in", "-o", "out", "--report", "r.json")
+    assert result.exit_code == 0, result.output
+    assert [i["source"] for i in read_report(tmp_path / "r.json")["images"]] == ["in/a.jpg"]
+
+
+def test_a_named_pipe_given_by_name_fails_cleanly(runner: CliRunner, tmp_path: Path) -> None:
+    """A special file named on the command line fails unsupported_format without blocking."""
+    os.mkfifo(tmp_path / "pipe.jpg")
+    result = invoke(runner, "pipe.jpg", "-o", "out", "--report", "r.json")
+    assert result.exit_code == 1, result.output
+    (image,) = read_report(tmp_path / "r.json")["images"]
+    assert image["error"]["code"] == "unsupported_format"
+
+
+def test_a_report_path_that_is_a_folder_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    """An unusable --report path is refused before any work, with exit 2."""
+    write_photo(tmp_path / "in" / "a.jpg")
+    (tmp_path / "somedir").mkdir()
+    result = invoke(runner, "in", "-o", "out", "--report", "somedir")
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "out" / "renditions").exists()
+
+
+def test_background_and_metadata_settings_reach_the_renditions(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PIXELMILL_JPEG_BACKGROUND colours transparency; PIXELMILL_KEEP_METADATA keeps EXIF."""
+    source = tmp_path / "in" / "a.png"
+    source.parent.mkdir()
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    exif = Image.Exif()
+    exif[0x010F] = "pixelmill-test-camera"  # Make
+    exif[0x0112] = 1
+    image.save(source, exif=exif.tobytes())
+    monkeypatch.setenv("PIXELMILL_JPEG_BACKGROUND", "#ff0000")
+    monkeypatch.setenv("PIXELMILL_KEEP_METADATA", "true")
+    result = invoke(runner, "in", "-o", "out", "--report", "r.json", "--formats", "jpeg")
+    assert result.exit_code == 0, result.output
+    (report_image,) = read_report(tmp_path / "r.json")["images"]
+    with Image.open(report_image["renditions"][0]["path"]) as rendered:
+        red, green, blue = rendered.convert("RGB").getpixel((5, 5))  # type: ignore[misc]
+        assert red > 240 and green < 15 and blue < 15
+        kept = rendered.getexif()
+        assert kept.get(0x010F) == "pixelmill-test-camera"
+        assert 0x0112 not in kept

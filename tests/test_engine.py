@@ -247,12 +247,16 @@ def test_memory_budget_keeps_big_images_one_at_a_time(tmp_path: Path, out: Path)
     assert {o.status for o in results.values()} == {ImageStatus.DONE}
     assert peak == 1
 
+    in_flight, peak = 0, 0
     small_run = Run(out, memory_budget_bytes=640 << 20)
+    small_run.engine._on_start = on_start
+    small_run.engine._on_outcome = on_outcome
+    run = small_run  # on_outcome appends to run.outcomes
     photos = [make_photo(tmp_path / f"s{i}.jpg", (2400, 1800), seed=50 + i) for i in range(6)]
     for path in photos:
         small_run.submit(path)
-    small_run.finish()
-    assert small_run.engine.workers == 2
+    assert {o.status for o in small_run.finish().values()} == {ImageStatus.DONE}
+    assert peak == 2, "ordinary photos should use both workers at once"
 
 
 def test_read_only_output_fails_images_cleanly(tmp_path: Path) -> None:

@@ -133,6 +133,13 @@ def run(
         Path(out).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _usage_error(console, f"cannot use {out} as the output folder: {exc}") from None
+    if report is not None:
+        try:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            if report.is_dir():
+                raise IsADirectoryError(f"{report} is a folder")
+        except OSError as exc:
+            raise _usage_error(console, f"cannot write the report to {report}: {exc}") from None
     options = EngineOptions(
         workers=workers or settings.workers,
         memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024,
@@ -144,7 +151,6 @@ def run(
     elapsed = time.monotonic() - started
     _print_summary(console, recorder, elapsed)
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(recorder.report(elapsed), indent=2))
     if code == EXIT_OK and recorder.statuses["failed"]:
         code = EXIT_FAILED
@@ -160,7 +166,7 @@ def _run_with_progress(
     console: Console,
     show_progress: bool,
 ) -> int:
-    total = sum(1 for _ in iter_files(sources))
+    total = sum(1 for _ in iter_files(sources, skip=out))
     progress = Progress(
         TextColumn("[bold]rendering"),
         BarColumn(),

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_tasks_per_child: int = Field(200, ge=1, description="Recycle a worker after this many.")
     presets_file: Path | None = Field(None, description="JSON presets, replaces the defaults.")
     formats: str = Field("jpeg,webp", description="Comma-separated output formats.")
+    jpeg_background: str = Field("#ffffff", description="Colour behind transparency in JPEG.")
+    keep_metadata: bool = Field(False, description="Keep EXIF (minus orientation).")
     batch_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="Finished batches expire (redis).")
     webhook_attempts: int = Field(5, ge=1, le=20)
 
@@ -55,6 +57,12 @@ class Settings(BaseSettings):
     def _store_is_known(cls, value: str) -> str:
         if value != "sqlite" and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("PIXELMILL_STORE must be 'sqlite' or a redis:// URL")
+        return value
+
+    @field_validator("jpeg_background")
+    @classmethod
+    def _background_is_a_colour(cls, value: str) -> str:
+        parse_colour(value)
         return value
 
     @field_validator("formats")
@@ -77,8 +85,21 @@ class Settings(BaseSettings):
         """The render spec these settings describe (CLI flags may override two parts)."""
         presets = load_presets(presets_file or self.presets_file)
         return RenderSpec(
-            presets=presets, formats=parse_formats(formats or self.formats), limits=self.limits
+            presets=presets,
+            formats=parse_formats(formats or self.formats),
+            limits=self.limits,
+            background=parse_colour(self.jpeg_background),
+            keep_metadata=self.keep_metadata,
         )
+
+
+def parse_colour(value: str) -> tuple[int, int, int]:
+    """``"#rrggbb"`` -> (r, g, b); raises ValueError otherwise."""
+    text = value.strip().lstrip("#")
+    if len(text) != 6:
+        raise ValueError(f"{value!r} is not a #rrggbb colour")
+    red, green, blue = (int(text[i : i + 2], 16) for i in (0, 2, 4))
+    return red, green, blue
 
 
 def parse_formats(value: str) -> tuple[OutputFormat, ...]:

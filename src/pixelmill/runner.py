@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pixelmill.core.render import manifest_dict, render_renditions, write_manifest
+from pixelmill.core.manifest import manifest_dict, write_manifest
+from pixelmill.core.render import render_renditions
 from pixelmill.core.specs import RenderResult, RenderSpec
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
 from pixelmill.engine.local import LocalEngine
-from pixelmill.errors import CorruptImage, ErrorCode, FileTooLarge
+from pixelmill.errors import CorruptImage, ErrorCode, FileTooLarge, ImageError, UnsupportedFormat
 from pixelmill.states import ImageStatus
 from pixelmill.storage import LocalStorage
 
@@ -41,9 +43,11 @@ def render(source: str | Path, out_dir: str | Path, spec: RenderSpec | None = No
 def hash_file(path: str | Path, max_bytes: int) -> str:
     """SHA-256 of a file's bytes; FileTooLarge before reading a file over ``max_bytes``."""
     try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            raise FileTooLarge(f"{size} bytes is over the limit of {max_bytes} bytes")
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device could block or never end
+            raise UnsupportedFormat("not a regular file")
+        if info.st_size > max_bytes:
+            raise FileTooLarge(f"{info.st_size} bytes is over the limit of {max_bytes} bytes")
         digest = hashlib.sha256()
         with open(path, "rb") as file:
             while chunk := file.read(_HASH_CHUNK):
@@ -53,17 +57,24 @@ def hash_file(path: str | Path, max_bytes: int) -> str:
     return digest.hexdigest()
 
 
-def iter_files(sources: Iterable[str]) -> Iterator[str]:
-    """Every file under ``sources`` (files as given, folders recursively, sorted, no dotfiles)."""
+def iter_files(sources: Iterable[str], skip: str | Path | None = None) -> Iterator[str]:
+    """Every file under ``sources``: files as given, folders recursively (sorted, no dotfiles,
+    only regular files), never anything inside ``skip`` (the output folder)."""
+    skipped = os.path.realpath(skip) if skip is not None else None
     for source in sources:
-        if os.path.isdir(source):
-            for root, dirs, files in os.walk(source):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if not name.startswith("."):
-                        yield os.path.join(root, name)
-        else:
+        if not os.path.isdir(source):
             yield source
+            continue
+        for root, dirs, files in os.walk(source):
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if not d.startswith(".") and os.path.realpath(os.path.join(root, d)) != skipped
+            )
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                if not name.startswith(".") and os.path.isfile(path):
+                    yield path
 
 
 @dataclass(frozen=True)
@@ -102,27 +113,40 @@ def render_paths(
     ).start()
     if on_engine is not None:
         on_engine(engine)
-    files = enumerate(iter_files(sources))
+    files = enumerate(iter_files(sources, skip=out_dir))
+    current: tuple[int, str] | None = None  # taken from the walk, not yet with the engine
     try:
-        for index, path in files:
+        for current in files:
+            index, path = current
             try:
                 sha256 = hash_file(path, spec.limits.max_bytes)
-            except (CorruptImage, FileTooLarge) as exc:
-                job = ImageJob(str(index), path, "")
-                on_outcome(
-                    ImageOutcome(job, ImageStatus.FAILED, None, ErrorInfo(exc.code, exc.message))
+            except ImageError as exc:
+                current = None
+                _report(
+                    on_outcome, index, path, ImageStatus.FAILED, ErrorInfo(exc.code, exc.message)
                 )
                 continue
             engine.submit(ImageJob(str(index), path, sha256))
+            current = None
         engine.join()
     except BaseException:
         engine.cancel_all()
         engine.shutdown(cancel_pending=True, kill_after_s=2.0)
-        for index, path in files:  # never handed to the engine: cancelled all the same
-            job = ImageJob(str(index), path, "")
-            on_outcome(ImageOutcome(job, ImageStatus.CANCELLED, None, _CANCELLED))
+        for index, path in [current, *files] if current else files:
+            _report(on_outcome, index, path, ImageStatus.CANCELLED, _CANCELLED)
         raise
     engine.shutdown()
+
+
+def _report(
+    on_outcome: Callable[[ImageOutcome], None],
+    index: int,
+    path: str,
+    status: ImageStatus,
+    error: ErrorInfo,
+) -> None:
+    """An outcome decided without the engine (unreadable file, or never started)."""
+    on_outcome(ImageOutcome(ImageJob(str(index), path, ""), status, None, error))
 
 
 __all__ = ["EngineOptions", "ErrorCode", "hash_file", "iter_files", "render", "render_paths"]

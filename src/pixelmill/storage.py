@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pixelmill.core.encode import remove_temp_files
-from pixelmill.core.render import MANIFEST_NAME
+from pixelmill.core.imaging import rendition_size
+from pixelmill.core.manifest import (
+    MANIFEST_NAME,
+    read_manifest_file,
+    render_result_from_manifest,
+)
 from pixelmill.core.specs import RenderSpec
-from pixelmill.manifests import read_manifest_file
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
@@ -54,11 +58,25 @@ class LocalStorage:
         """File names ``spec`` asks for that this image does not have yet (all, if new)."""
         wanted = spec.rendition_names()
         manifest = self.read_manifest(sha256)
-        if manifest is None:
+        previous = render_result_from_manifest(manifest) if manifest is not None else None
+        if previous is None:
             return frozenset(wanted)
-        listed = {r.get("path") for r in manifest.get("renditions", []) if isinstance(r, dict)}
+        # A rendition counts only at the size its preset asks for now (a box may have changed).
+        source = previous.source
+        expected = {
+            f"{p.name}.{f.extension}": rendition_size(
+                source.width, source.height, source.orientation, p.width, p.height
+            )
+            for p in spec.presets
+            for f in spec.formats
+        }
+        have = {r.filename: (r.width, r.height) for r in previous.renditions}
         folder = self.image_dir(sha256)
-        return frozenset(n for n in wanted if n not in listed or not (folder / n).is_file())
+        return frozenset(
+            name
+            for name in wanted
+            if have.get(name) != expected[name] or not (folder / name).is_file()
+        )
 
     def rendition_path(self, sha256: str, filename: str) -> Path | None:
         """The file of one rendition, or None (also for names that try to leave the folder)."""

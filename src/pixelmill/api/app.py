@@ -36,6 +36,8 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
         await run_in_threadpool(service.start)
         app.state.service = service
         app.state.sse_limiter = anyio.CapacityLimiter(EVENT_STREAM_THREADS)
+        # ?wait=true blocks a thread until the image is done: not on the pool every route uses.
+        app.state.wait_limiter = anyio.CapacityLimiter(EVENT_STREAM_THREADS)
         try:
             yield
         finally:

@@ -26,9 +26,15 @@ MAX_IMAGES_IN_CALLBACK = 100
 
 def validate_callback_url(url: str) -> str:
     """``url`` when it is an absolute http(s) URL with a host, else InvalidRequest."""
-    parts = urlsplit(url.strip())
+    message = "callback_url must be an absolute http:// or https:// URL"
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # a malformed port raises here, not at delivery time
+        httpx.URL(url.strip())
+    except (ValueError, httpx.InvalidURL):
+        raise InvalidRequest(message) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest("callback_url must be an absolute http:// or https:// URL")
+        raise InvalidRequest(message)
     return url.strip()
 
 
@@ -95,7 +101,7 @@ class WebhookSender:
                     break
             try:
                 response = self._client.post(url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 log.warning("callback to %s failed (attempt %d): %s", url, attempt + 1, exc)
                 continue
             if 200 <= response.status_code < 300:

@@ -3,7 +3,8 @@
 Paths in, files and result objects out. No config, no store, no network.
 """
 
-from pixelmill.core.render import MANIFEST_NAME, manifest_dict, render_renditions, write_manifest
+from pixelmill.core.manifest import MANIFEST_NAME, manifest_dict, write_manifest
+from pixelmill.core.render import render_renditions
 from pixelmill.core.source import Probe, probe
 from pixelmill.core.specs import (
     DEFAULT_FORMATS,

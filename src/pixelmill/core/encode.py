@@ -48,10 +48,17 @@ def write_atomically(path: Path, write: Any) -> int:
     return size
 
 
-def save_rendition(image: Image.Image, path: Path, fmt: OutputFormat, quality: int) -> int:
-    """Encode ``image`` as ``fmt`` into ``path`` atomically; return the byte count."""
-    image.info = {}  # nothing of the source's metadata may reach the output
+def save_rendition(
+    image: Image.Image, path: Path, fmt: OutputFormat, quality: int, exif: bytes | None = None
+) -> int:
+    """Encode ``image`` as ``fmt`` into ``path`` atomically; return the byte count.
+
+    Only ``exif`` (when given) is written: nothing of the source's metadata rides along.
+    """
+    image.info = {}
     options = encoder_options(fmt, quality)
+    if exif:
+        options["exif"] = exif
     return write_atomically(path, lambda file: image.save(file, _PILLOW_NAME[fmt], **options))
 
 

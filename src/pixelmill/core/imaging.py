@@ -35,6 +35,16 @@ def fit_size(width: int, height: int, box_width: int, box_height: int) -> tuple[
     )
 
 
+def rendition_size(
+    width: int, height: int, orientation: int, box_width: int, box_height: int
+) -> tuple[int, int]:
+    """The size of an upright rendition of a ``width`` x ``height`` source stored with
+    EXIF ``orientation``, fitted inside the box."""
+    if swaps_axes(orientation):
+        width, height = height, width
+    return fit_size(width, height, box_width, box_height)
+
+
 def normalise_orientation(value: object) -> int:
     """EXIF orientation as 1..8; 0, missing and nonsense mean 1 (upright)."""
     return value if isinstance(value, int) and 1 <= value <= 8 else 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from pixelmill.core import imaging
-from pixelmill.core.encode import save_rendition, write_atomically
+from pixelmill.core.encode import save_rendition
 from pixelmill.core.sniff import SourceFormat
 from pixelmill.core.source import (
     DECODER_ERRORS,
@@ -23,8 +22,6 @@ from pixelmill.core.source import (
 )
 from pixelmill.core.specs import RenderResult, RenderSpec, Rendition, Timings
 from pixelmill.errors import Cancelled, CorruptImage
-
-MANIFEST_NAME = "manifest.json"
 
 
 def render_renditions(
@@ -54,21 +51,23 @@ def render_renditions(
             warnings.simplefilter("ignore")
             orientation = imaging.normalise_orientation(_exif_orientation(image))
             info = source_info(image, probe, orientation)
+            exif = _kept_exif(image) if spec.keep_metadata else None
             icc = image.info.get("icc_profile") or None
             sizes = _target_sizes(probe, orientation, spec)
             try:
                 _decode(image, probe, largest)
-                decode_done = time.perf_counter()
-                base = _prepare(image, icc, orientation, sizes)
-                if base is not image:
-                    image.close()  # free the full-size pixels before encoding
-                prepare_done = time.perf_counter()
             except DECODER_ERRORS as exc:
                 raise CorruptImage(
                     f"cannot decode the {probe.format.value} data: {describe(exc)}"
                 ) from None
+            decode_done = time.perf_counter()
+            # From here on the pixels are in memory: an exception is a bug of ours, not bad data.
+            base = _prepare(image, icc, orientation, sizes)
+            if base is not image:
+                image.close()  # free the full-size pixels before encoding
+            prepare_done = time.perf_counter()
         renditions, resize_s, encode_s = _write_renditions(
-            base, sizes, spec, Path(out_dir), only, should_cancel
+            base, sizes, spec, Path(out_dir), only, should_cancel, exif
         )
     timings = Timings(
         read=(read_done - started) * 1000,
@@ -87,6 +86,7 @@ def _write_renditions(
     out: Path,
     only: frozenset[str] | None,
     should_cancel: Callable[[], bool] | None,
+    exif: bytes | None,
 ) -> tuple[list[Rendition], float, float]:
     """Resize in a cascade (largest first, each from the previous one) and encode each."""
     resize_s = encode_s = 0.0
@@ -108,12 +108,22 @@ def _write_renditions(
             if only is not None and filename not in only:
                 continue
             encoded = current if fmt.keeps_alpha else imaging.flatten(current, spec.background)
-            nbytes = save_rendition(encoded, out / filename, fmt, spec.quality_of(fmt))
+            nbytes = save_rendition(encoded, out / filename, fmt, spec.quality_of(fmt), exif)
             written.append(Rendition(preset.name, fmt, size[0], size[1], nbytes, filename))
         encode_s += time.perf_counter() - t1
     order = {name: i for i, name in enumerate(spec.rendition_names())}
     written.sort(key=lambda r: order[r.filename])
     return written, resize_s, encode_s
+
+
+def _kept_exif(image: Image.Image) -> bytes | None:
+    """The source's EXIF without its orientation (renditions are upright already)."""
+    try:
+        exif = image.getexif()
+        exif.pop(0x0112, None)
+        return exif.tobytes() if len(exif) else None
+    except DECODER_ERRORS:
+        return None  # unreadable EXIF is dropped, as when stripping
 
 
 def _exif_orientation(image: Image.Image) -> object:
@@ -133,10 +143,10 @@ def _decode(image: Image.Image, probe: Probe, largest_box: int) -> None:
 
 
 def _target_sizes(probe: Probe, orientation: int, spec: RenderSpec) -> dict[str, tuple[int, int]]:
-    width, height = probe.width, probe.height
-    if imaging.swaps_axes(orientation):
-        width, height = height, width
-    return {p.name: imaging.fit_size(width, height, p.width, p.height) for p in spec.presets}
+    return {
+        p.name: imaging.rendition_size(probe.width, probe.height, orientation, p.width, p.height)
+        for p in spec.presets
+    }
 
 
 def _prepare(
@@ -158,24 +168,3 @@ def _prepare(
         srgb = srgb.convert("RGB")
     srgb.info = {}
     return srgb
-
-
-def manifest_dict(
-    result: RenderResult, renditions: list[Rendition] | None = None
-) -> dict[str, object]:
-    """The manifest.json body of DESIGN.md for ``result``."""
-    return {
-        "sha256": result.sha256,
-        "source": result.source.as_dict(),
-        "renditions": [
-            r.as_dict() for r in (renditions if renditions is not None else result.renditions)
-        ],
-        "timings_ms": result.timings.as_dict(),
-    }
-
-
-def write_manifest(out_dir: str | Path, manifest: dict[str, object]) -> Path:
-    path = Path(out_dir) / MANIFEST_NAME
-    body = json.dumps(manifest, indent=2).encode()
-    write_atomically(path, lambda file: file.write(body))
-    return path

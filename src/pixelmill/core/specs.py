@@ -73,7 +73,8 @@ class RenderSpec:
     presets: tuple[Preset, ...] = DEFAULT_PRESETS
     formats: tuple[OutputFormat, ...] = DEFAULT_FORMATS
     quality: tuple[tuple[OutputFormat, int], ...] = tuple(DEFAULT_QUALITY.items())
-    background: tuple[int, int, int] = (255, 255, 255)
+    background: tuple[int, int, int] = (255, 255, 255)  # behind transparency in JPEG
+    keep_metadata: bool = False  # keep EXIF (minus orientation); XMP, ICC, comments still go
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:

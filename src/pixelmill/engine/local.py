@@ -27,6 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pixelmill.core.manifest import render_result_from_manifest
 from pixelmill.core.source import probe
 from pixelmill.core.specs import RenderResult, RenderSpec
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
@@ -38,7 +39,6 @@ from pixelmill.engine.task import (
     run_render_task,
 )
 from pixelmill.errors import ErrorCode, ImageError
-from pixelmill.manifests import render_result_from_manifest
 from pixelmill.states import ImageStatus
 from pixelmill.storage import RenditionStorage
 
@@ -292,6 +292,15 @@ class LocalEngine:
             self._pop(entry)
             self._emit_error(job, ImageStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled")
             return True
+        if job.sha256 in self._by_sha:  # the same bytes are being rendered right now
+            self._pop(entry)
+            self._followers.setdefault(job.sha256, []).append(entry)
+            return True
+        missing = self.storage.missing_renditions(job.sha256, self.spec)
+        if not missing:  # rendered before: no need to even read the header
+            self._pop(entry)
+            self._emit_duplicate(job)
+            return True
         if entry.cost is None:
             try:
                 entry.cost = probe(job.source, self.spec.limits, self._largest_box).decode_bytes
@@ -299,15 +308,6 @@ class LocalEngine:
                 self._pop(entry)
                 self._emit_error(job, ImageStatus.FAILED, exc.code, exc.message)
                 return True
-        if job.sha256 in self._by_sha:
-            self._pop(entry)
-            self._followers.setdefault(job.sha256, []).append(entry)
-            return True
-        missing = self.storage.missing_renditions(job.sha256, self.spec)
-        if not missing:
-            self._pop(entry)
-            self._emit_duplicate(job)
-            return True
         in_use = sum(r.entry.cost or 0 for r in self._running.values())
         if self._running and in_use + entry.cost > self.memory_budget_bytes:
             return False
@@ -376,7 +376,9 @@ class LocalEngine:
                 if not self._done:
                     break
                 future = self._done.popleft()
-            running = self._running.pop(future)
+            running = self._running.pop(future, None)
+            if running is None:  # already settled by _recover, which waited for it
+                continue
             if self._by_sha.get(running.entry.job.sha256) is running:
                 del self._by_sha[running.entry.job.sha256]
             try:

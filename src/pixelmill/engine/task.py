@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixelmill.core.encode import remove_temp_files
-from pixelmill.core.render import manifest_dict, render_renditions, write_manifest
+from pixelmill.core.manifest import (
+    manifest_dict,
+    read_manifest_file,
+    render_result_from_manifest,
+    write_manifest,
+)
+from pixelmill.core.render import render_renditions
 from pixelmill.core.specs import RenderResult, RenderSpec, Rendition
 from pixelmill.errors import ErrorCode, ImageError
-from pixelmill.manifests import read_manifest_file, render_result_from_manifest
 
 log = logging.getLogger(__name__)
 

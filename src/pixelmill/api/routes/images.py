@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -62,7 +63,13 @@ async def upload_image(
     image_id = form.files[0].image_id
     await run_in_threadpool(service.create_batch, batch_id, form, None)
     if wait:
-        image = await run_in_threadpool(service.wait_for_image, batch_id, image_id, timeout)
+        image = await anyio.to_thread.run_sync(
+            service.wait_for_image,
+            batch_id,
+            image_id,
+            timeout,
+            limiter=request.app.state.wait_limiter,
+        )
         if image.status.is_final:
             return JSONResponse({"batch_id": batch_id, **image.as_api_dict()})
     accepted = ImageAccepted(batch_id=batch_id, image_id=image_id, status_url=batch_url(batch_id))

@@ -1,4 +1,4 @@
-"""Read manifest.json back into result objects (the inverse of ``core.manifest_dict``)."""
+"""manifest.json: build it from a result, write it atomically, read it back."""
 
 from __future__ import annotations
 
@@ -6,8 +6,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pixelmill.core.render import MANIFEST_NAME
+from pixelmill.core.encode import write_atomically
 from pixelmill.core.specs import OutputFormat, RenderResult, Rendition, SourceInfo, Timings
+
+MANIFEST_NAME = "manifest.json"
+
+
+def manifest_dict(
+    result: RenderResult, renditions: list[Rendition] | None = None
+) -> dict[str, object]:
+    """The manifest.json body of DESIGN.md for ``result``."""
+    listed = renditions if renditions is not None else result.renditions
+    return {
+        "sha256": result.sha256,
+        "source": result.source.as_dict(),
+        "renditions": [r.as_dict() for r in listed],
+        "timings_ms": result.timings.as_dict(),
+    }
+
+
+def write_manifest(out_dir: str | Path, manifest: dict[str, object]) -> Path:
+    path = Path(out_dir) / MANIFEST_NAME
+    body = json.dumps(manifest, indent=2).encode()
+    write_atomically(path, lambda file: file.write(body))
+    return path
 
 
 def read_manifest_file(folder: Path) -> dict[str, Any] | None:
