@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-wait",
         action="store_true",
-        help="start each run at once instead of waiting (up to 10 s, 3 s when --quick) "
+        help="start each run at once instead of waiting (up to 10 s, 1.5 s when --quick) "
         "for other work on the machine to calm down",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to save results")
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _quiet_wait(args: argparse.Namespace) -> float:
-    return 0.0 if args.no_wait else (3.0 if args.quick else 10.0)
+    return 0.0 if args.no_wait else (1.5 if args.quick else 10.0)
 
 
 def log(message: str) -> None:
