@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import hashlib
 import logging
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -31,6 +30,7 @@ from pixelmill.core.manifest import render_result_from_manifest
 from pixelmill.core.source import probe
 from pixelmill.core.specs import RenderResult, RenderSpec
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
+from pixelmill.engine.forkserver import worker_context
 from pixelmill.engine.task import (
     RenderTask,
     TaskResult,
@@ -545,12 +545,9 @@ class LocalEngine:
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
-            # Recycled workers fork from a server that has already imported the core.
-            context.set_forkserver_preload(["pixelmill.engine.task"])
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
-                mp_context=context,
+                mp_context=worker_context(),
                 initializer=init_worker,
                 initargs=(os.getpid(),),
                 max_tasks_per_child=self.max_tasks_per_child,
