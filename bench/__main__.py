@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         startup = None
         if with_pixelmill:
             tiny = min(photos, key=lambda p: p.stat().st_size)
-            startup = run_startup(tiny, args.workers, 3 if args.quick else 5, _quiet_wait(args))
+            try:
+                startup = run_startup(tiny, args.workers, 3 if args.quick else 5, _quiet_wait(args))
+            except RuntimeError as exc:
+                log(f"start-up measurement failed: {exc}")
         results["speed"] = {
             "files": len(photos),
             "rounds": rounds,

@@ -215,6 +215,8 @@ def run_api_vs_cli(
             if quiet_wait_s:
                 wait_for_quiet(max_wait_s=quiet_wait_s)
             cli = run_timed(argv)
+        if cli.returncode != 0:
+            raise RuntimeError(f"pixelmill run exited {cli.returncode}: {cli.stderr_tail[-300:]}")
         cli_seconds.append(cli.seconds)
         cli_noise.append(cli.others_cores)
         if log:
@@ -225,6 +227,7 @@ def run_api_vs_cli(
                 file=sys.stderr,
                 flush=True,
             )
+    complete = all(f["status"] == "completed" and f["completed"] == len(sources) for f in finals)
     api_median = statistics.median(api_seconds)
     cli_median = statistics.median(cli_seconds)
     p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
@@ -239,7 +242,8 @@ def run_api_vs_cli(
         "cli_others_cores": [round(x, 2) for x in cli_noise],
         "api_throughput_vs_cli": round(cli_median / api_median, 3),
         "throughput_target": ">= 0.9",
-        "meets_throughput_target": cli_median / api_median >= 0.9,
+        "all_batches_completed": complete,
+        "meets_throughput_target": complete and cli_median / api_median >= 0.9,
         "status_polls": len(latencies),
         "status_p50_ms": None if p50 is None else round(p50 * 1000, 2),
         "status_p99_ms": None if p99 is None else round(p99 * 1000, 2),

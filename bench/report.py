@@ -125,6 +125,11 @@ def _speed_table(speed: dict[str, Any]) -> str:
                 )
     rows += [f"  {name}: {DESCRIPTIONS[name]}" for name in contenders]
     for name, c in contenders.items():
+        if c["invalid_runs"]:
+            rows.append(
+                f"  ! {name}: {c['invalid_runs']} run(s) failed or incomplete, left out of"
+                " the medians"
+            )
         for error in c["errors"][:2]:
             rows.append(f"  ! {name}: {error}")
     return "\n".join(rows)
@@ -158,6 +163,11 @@ def _api_table(api: dict[str, Any]) -> str:
             f"  one batch of {batch['files']} photos, {batch['rounds']} rounds alternating with "
             f"the CLI: API median {batch['api_median_s']:.2f}s, CLI median "
             f"{batch['cli_median_s']:.2f}s",
+            *(
+                []
+                if batch.get("all_batches_completed", True)
+                else ["  ! a batch did not complete every image: see final_status in the JSON"]
+            ),
             f"  API throughput vs CLI: {batch['api_throughput_vs_cli']:.2f}x (target >= 0.9: "
             f"{_verdict(batch['meets_throughput_target'])})",
             f"  GET /v1/batches/{{id}} while busy: p50 {_fmt(batch['status_p50_ms'], ' ms')}, "

@@ -39,18 +39,25 @@ class ContenderRuns:
     seconds: list[float] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)
     others_cores: list[float] = field(default_factory=list)
+    valid: list[bool] = field(default_factory=list)
     reports: list[ReportSummary] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
+    def valid_seconds(self) -> list[float]:
+        """Wall times of the runs that did the whole job (see ``_record``)."""
+        return [s for s, ok in zip(self.seconds, self.valid, strict=True) if ok]
+
+    @property
     def median(self) -> float | None:
-        return statistics.median(self.seconds) if self.seconds else None
+        valid = self.valid_seconds
+        return statistics.median(valid) if valid else None
 
     @property
     def clean_seconds(self) -> list[float]:
-        """Wall times of the runs the rest of the machine left (nearly) alone."""
-        pairs = zip(self.seconds, self.others_cores, strict=True)
-        return [s for s, others in pairs if others < NOISE_LIMIT_CORES]
+        """Wall times of the valid runs the rest of the machine left (nearly) alone."""
+        runs = zip(self.seconds, self.others_cores, self.valid, strict=True)
+        return [s for s, others, ok in runs if ok and others < NOISE_LIMIT_CORES]
 
     @property
     def clean_median(self) -> float | None:
@@ -59,15 +66,18 @@ class ContenderRuns:
 
     @property
     def median_cpu(self) -> float | None:
-        return statistics.median(self.cpu_seconds) if self.cpu_seconds else None
+        valid = [c for c, ok in zip(self.cpu_seconds, self.valid, strict=True) if ok]
+        return statistics.median(valid) if valid else None
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "runs": len(self.seconds),
+            "runs": len(self.valid_seconds),
+            "invalid_runs": len(self.seconds) - len(self.valid_seconds),
             "seconds": [round(s, 4) for s in self.seconds],
+            "valid": self.valid,
             "median_s": _round(self.median),
-            "min_s": _round(min(self.seconds, default=None)),
-            "max_s": _round(max(self.seconds, default=None)),
+            "min_s": _round(min(self.valid_seconds, default=None)),
+            "max_s": _round(max(self.valid_seconds, default=None)),
             "cpu_s": [round(s, 3) for s in self.cpu_seconds],
             "median_cpu_s": _round(self.median_cpu),
             "clean_runs": len(self.clean_seconds),
@@ -138,7 +148,7 @@ def _round_of(
         quiet = f", waited {waited:.0f}s" if waited >= 1 else ""
         timings.append(f"{name} {run.seconds:.2f}s{noise}{quiet}")
         if results is not None:
-            _record(results[name], run, report, name)
+            _record(results[name], run, report, name, len(config.sources))
         if name != PIXELMILL:
             shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(pixelmill_out, ignore_errors=True)
@@ -146,15 +156,30 @@ def _round_of(
         print(f"  {label}: " + ", ".join(timings), file=sys.stderr, flush=True)
 
 
-def _record(runs: ContenderRuns, run: RunResult, report: Path, name: str) -> None:
+def _record(runs: ContenderRuns, run: RunResult, report: Path, name: str, files: int) -> None:
+    """Keep the run; it counts towards medians only if it did the whole job.
+
+    Valid: exit 0 and, for pixelmill, a report with every file ``done`` (fresh run) or
+    every file ``duplicate`` (re-run). A crashed or partial run would look fast.
+    """
     runs.seconds.append(run.seconds)
     runs.cpu_seconds.append(run.cpu_s)
     runs.others_cores.append(run.others_cores)
-    # pixelmill exits 1 when some image failed; the run still counts, the report says which.
-    if run.returncode not in (0, 1) or (run.returncode == 1 and name in (NAIVE, FLOOR)):
+    valid = run.returncode == 0
+    if not valid:
         runs.errors.append(f"exit {run.returncode}: {run.stderr_tail.strip()[-400:]}")
     if name in (PIXELMILL, PIXELMILL_RERUN):
-        runs.reports.append(ReportSummary.read(report))
+        summary = ReportSummary.read(report)
+        runs.reports.append(summary)
+        wanted = summary.done if name == PIXELMILL else summary.duplicate
+        if wanted != files or summary.total != files:
+            valid = False
+            runs.errors.append(
+                f"report: total {summary.total}, done {summary.done}, duplicate "
+                f"{summary.duplicate}, failed {summary.failed} (expected all {files} "
+                f"{'done' if name == PIXELMILL else 'duplicate'})"
+            )
+    runs.valid.append(valid)
 
 
 def ratios(results: dict[str, ContenderRuns]) -> dict[str, float | None]:
@@ -181,7 +206,9 @@ def ratios(results: dict[str, ContenderRuns]) -> dict[str, float | None]:
     def paired(a: str, b: str) -> float | None:
         if a not in results or b not in results:
             return None
-        pairs = [x / y for x, y in zip(results[a].seconds, results[b].seconds, strict=False)]
+        ra, rb = results[a], results[b]
+        rounds = zip(ra.seconds, ra.valid, rb.seconds, rb.valid, strict=False)
+        pairs = [x / y for x, x_ok, y, y_ok in rounds if x_ok and y_ok]
         return round(statistics.median(pairs), 3) if pairs else None
 
     return {
@@ -234,7 +261,10 @@ def run_startup(
                     argv = baseline_argv(name, [source], out, workers)
                 if quiet_wait_s:
                     wait_for_quiet(max_wait_s=quiet_wait_s)
-                seconds[name].append(run_timed(argv).seconds)
+                run = run_timed(argv)
+                if run.returncode != 0:
+                    raise RuntimeError(f"{name} on one image exited {run.returncode}")
+                seconds[name].append(run.seconds)
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     if log:
         print(
