@@ -5,16 +5,32 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import subprocess
 from typing import Any
 
 import PIL
 import psutil
 
 from bench.contenders import DESCRIPTIONS, FLOOR, NAIVE, PIXELMILL, PIXELMILL_RERUN
+from bench.inputs import REPO
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+        )
+    except OSError:
+        return ""
+    return done.stdout.strip()
 
 
 def machine() -> dict[str, object]:
+    """Where and on what code the numbers were taken."""
     return {
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        # Uncommitted changes under src/ are measured too (the package is installed editable).
+        "src_modified": bool(_git("status", "--porcelain", "--", "src")),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
@@ -42,7 +58,8 @@ def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines.append(
         f"pixelmill bench — {m['date']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, "
-        f"Python {m['python']}, Pillow {m['pillow']}"
+        f"Python {m['python']}, Pillow {m['pillow']}, commit {m['commit']}"
+        + (" + uncommitted changes in src/" if m["src_modified"] else "")
     )
     speed = results.get("speed")
     if speed:
