@@ -335,3 +335,31 @@ def test_workers_exit_when_the_engine_process_is_killed(tmp_path: Path) -> None:
         proc.wait(10)
     _, alive = psutil.wait_procs(descendants, timeout=10)
     assert not alive, f"left behind: {[p.cmdline()[:3] for p in alive]}"
+
+
+class _BrokenStorage(LocalStorage):
+    """A storage whose look-up raises: stands for any bug inside the dispatcher."""
+
+    def missing_renditions(self, sha256: str, spec: RenderSpec) -> frozenset[str]:
+        raise RuntimeError("storage exploded")
+
+
+def test_a_dispatcher_bug_fails_the_jobs_instead_of_hanging(tmp_path: Path, out: Path) -> None:
+    """If the dispatcher dies, every job still gets an outcome and join() returns."""
+    photos = [make_photo(tmp_path / f"p{i}.jpg", seed=i) for i in range(3)]
+    outcomes: list[ImageOutcome] = []
+    engine = LocalEngine(
+        SMALL_SPEC,
+        _BrokenStorage(out),
+        workers=2,
+        memory_budget_bytes=640 << 20,
+        max_tasks_per_child=50,
+        work_dir=out / "engine",
+        on_outcome=outcomes.append,
+    ).start()
+    for path in photos:
+        engine.submit(ImageJob(path.name, str(path), sha256_of(path)))
+    assert engine.join(timeout=30), "join() hung after the dispatcher died"
+    engine.shutdown()
+    assert sorted(o.job.job_id for o in outcomes) == sorted(p.name for p in photos)
+    assert {o.error.code for o in outcomes if o.error} == {"internal"}

@@ -103,6 +103,9 @@ class LocalEngine:
         self._timeout_dir = self._run_dir / "timeouts"
 
         self._cond = threading.Condition()
+        # Held while one job is admitted (cancel check .. on_start), so that a cancel that
+        # returns has either stopped a job or seen it start: never something in between.
+        self._admission = threading.RLock()
         self._queue: deque[_Entry] = deque()
         self._done: deque[Future[TaskResult]] = deque()
         self._cancelled_batches: set[str] = set()
@@ -112,6 +115,7 @@ class LocalEngine:
         self._drop_queued = False
         self._events = 0  # bumped by every submit, cancel and finished task: "look again"
         self._outstanding = 0  # submitted jobs whose outcome has not been reported yet
+        self._failure: ErrorInfo | None = None  # set when the dispatcher died of a bug
 
         # Owned by the dispatcher thread only.
         self._running: dict[Future[TaskResult], _Running] = {}
@@ -138,16 +142,21 @@ class LocalEngine:
         with self._cond:
             while len(self._queue) >= self._queue_size and not self._closing:
                 self._cond.wait()
-            if self._closing:
-                raise RuntimeError("the engine is shutting down")
-            self._queue.append(_Entry(job))
-            self._outstanding += 1
-            self._events += 1
-            self._cond.notify_all()
+            failure = self._failure
+            if failure is None:
+                if self._closing:
+                    raise RuntimeError("the engine is shutting down")
+                self._queue.append(_Entry(job))
+                self._outstanding += 1
+                self._events += 1
+                self._cond.notify_all()
+                return
+        # The dispatcher died of a bug: fail the job rather than lose it.
+        self._call(self._on_outcome, ImageOutcome(job, ImageStatus.FAILED, None, failure))
 
     def cancel_batch(self, batch_id: str) -> None:
         """No job of the batch starts after this returns; running ones stop between renditions."""
-        with self._cond:
+        with self._admission, self._cond:
             self._cancelled_batches.add(batch_id)
             self._cancel_flag(batch_id).touch()
             self._events += 1
@@ -176,7 +185,7 @@ class LocalEngine:
         """Block until every submitted job has its outcome; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._outstanding:
+            while self._outstanding and self.is_alive():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -237,6 +246,7 @@ class LocalEngine:
             log.exception("the dispatcher stopped on an internal error")
             with self._cond:
                 self._closing = True
+                self._failure = ErrorInfo(ErrorCode.INTERNAL, f"engine failure: {exc}")
                 leftovers = list(self._queue) + [r.entry for r in self._running.values()]
                 leftovers += [f for fs in self._followers.values() for f in fs]
                 self._queue.clear()
@@ -245,6 +255,9 @@ class LocalEngine:
                 self._done.clear()
             for entry in leftovers:
                 self._emit_error(entry.job, ImageStatus.FAILED, ErrorCode.INTERNAL, str(exc))
+            with self._cond:
+                self._outstanding = 0  # nothing will report any more: release join()
+                self._cond.notify_all()
             self._kill_workers()
             self._shutdown_pool()
 
@@ -287,6 +300,10 @@ class LocalEngine:
 
     def _admit_one(self, entry: _Entry) -> bool:
         """Start ``entry`` or settle it without a worker; False when it must wait for room."""
+        with self._admission:
+            return self._admit_locked(entry)
+
+    def _admit_locked(self, entry: _Entry) -> bool:
         job = entry.job
         if self._is_cancelled(job):
             self._pop(entry)
@@ -335,7 +352,11 @@ class LocalEngine:
             cancel_flags=(str(self._cancel_flag(job.batch_id)), str(self._cancel_flag("*"))),
             timeout_marker=str(marker),
         )
-        future = self._submit_to_pool(task)
+        try:
+            future = self._submit_to_pool(task)
+        except RuntimeError as exc:  # no worker process can be started at all
+            self._settle(entry, ImageStatus.FAILED, None, ErrorInfo(ErrorCode.INTERNAL, str(exc)))
+            return
         now = time.monotonic()
         timeout = self.spec.limits.timeout_s
         running = _Running(
