@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 _WAKE_INTERVAL_S = 0.5
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the queue removes this very entry
 class _Entry:
     job: ImageJob
     queued_at: float = field(default_factory=time.monotonic)
@@ -286,57 +286,79 @@ class LocalEngine:
         return self._cancel_all or job.batch_id in self._cancelled_batches
 
     def _admit(self) -> None:
+        """Start jobs while a worker is free and memory allows: the costliest first.
+
+        Among the queued jobs (a bounded window), the one with the largest estimated decode
+        cost starts first, so a big image met late does not leave one worker idle at the end
+        of a run. A job that does not fit the memory budget is waited for, not overtaken,
+        so a huge image cannot starve behind a stream of small ones.
+        """
         while True:
             with self._cond:
                 if not self._queue or self._drop_queued or len(self._running) >= self.workers:
                     return
                 if any(r.entry.isolate for r in self._running.values()):
                     return
-                entry = self._queue[0]
-                if entry.isolate and self._running:
+                head = self._queue[0]
+                if head.isolate and self._running:
                     return
-            if not self._admit_one(entry):
-                return
+                window = [head] if head.isolate else [e for e in self._queue if not e.isolate]
+            with self._admission:
+                waiting = [e for e in window if e.cost is not None or self._first_look(e)]
+                if not waiting:
+                    continue
+                entry = max(waiting, key=lambda e: e.cost or 0)
+                if not self._start_or_settle(entry):
+                    return
 
-    def _admit_one(self, entry: _Entry) -> bool:
-        """Start ``entry`` or settle it without a worker; False when it must wait for room."""
-        with self._admission:
-            return self._admit_locked(entry)
+    def _first_look(self, entry: _Entry) -> bool:
+        """Settle ``entry`` if it needs no worker (cancelled, copy, duplicate, bad header);
+        else record its decode cost. True when it still needs a worker."""
+        if self._settled_without_worker(entry):
+            return False
+        job = entry.job
+        try:
+            entry.cost = probe(job.source, self.spec.limits, self._largest_box).decode_bytes
+        except ImageError as exc:
+            self._remove(entry)
+            self._emit_error(job, ImageStatus.FAILED, exc.code, exc.message)
+            return False
+        return True
 
-    def _admit_locked(self, entry: _Entry) -> bool:
+    def _settled_without_worker(self, entry: _Entry) -> bool:
         job = entry.job
         if self._is_cancelled(job):
-            self._pop(entry)
+            self._remove(entry)
             self._emit_error(job, ImageStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled")
             return True
         if job.sha256 in self._by_sha:  # the same bytes are being rendered right now
-            self._pop(entry)
+            self._remove(entry)
             self._followers.setdefault(job.sha256, []).append(entry)
             return True
-        missing = self.storage.missing_renditions(job.sha256, self.spec)
-        if not missing:  # rendered before: no need to even read the header
-            self._pop(entry)
+        if not self.storage.missing_renditions(job.sha256, self.spec):
+            self._remove(entry)  # rendered before: no need to even read the header
             self._emit_duplicate(job)
             return True
-        if entry.cost is None:
-            try:
-                entry.cost = probe(job.source, self.spec.limits, self._largest_box).decode_bytes
-            except ImageError as exc:
-                self._pop(entry)
-                self._emit_error(job, ImageStatus.FAILED, exc.code, exc.message)
-                return True
+        return False
+
+    def _start_or_settle(self, entry: _Entry) -> bool:
+        """Start ``entry`` (checked again: things change while it waits); False if it must
+        wait for memory."""
+        if self._settled_without_worker(entry):
+            return True
+        cost = entry.cost or 0
         in_use = sum(r.entry.cost or 0 for r in self._running.values())
-        if self._running and in_use + entry.cost > self.memory_budget_bytes:
+        if self._running and in_use + cost > self.memory_budget_bytes:
             return False
-        self._pop(entry)
+        missing = self.storage.missing_renditions(entry.job.sha256, self.spec)
+        self._remove(entry)
         only = None if len(missing) == len(self.spec.rendition_names()) else missing
         self._start(entry, only)
         return True
 
-    def _pop(self, entry: _Entry) -> None:
+    def _remove(self, entry: _Entry) -> None:
         with self._cond:
-            popped = self._queue.popleft()
-            assert popped is entry, "only the dispatcher pops the queue"
+            self._queue.remove(entry)
             self._cond.notify_all()
 
     def _start(self, entry: _Entry, only: frozenset[str] | None) -> None:
