@@ -282,7 +282,10 @@ def run_upload_memory(sources: Sequence[Path], workers: int, log: bool = True) -
         "idle_rss_mib": round(baseline / MiB, 1),
         "peak_rss_receiving_mib": round(receiving.peak_bytes / MiB, 1),
         "peak_rss_until_cancelled_mib": round(after.peak_bytes / MiB, 1),
-        "final_status": {k: status.get(k) for k in ("status", "total", "completed", "cancelled")},
+        "final_status": {
+            k: status.get(k)
+            for k in ("status", "total", "completed", "failed", "cancelled", "pending")
+        },
     }
     if log:
         print(
