@@ -92,6 +92,8 @@ def shrink(image: Image.Image, target: str, factor: int) -> Image.Image:
     width, height = image.size
     if factor <= 1 and image.mode == target:
         return image
+    if image.mode == target and target not in ("LA", "RGBA"):
+        return image.reduce(factor)  # no conversion, no premultiplied copy: one pass, no strips
     if width * height <= _STRIP_PIXELS:
         converted = to_working_mode(image, target)
         return converted.reduce(factor) if factor > 1 else converted
