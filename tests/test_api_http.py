@@ -197,7 +197,10 @@ def test_cancel_stops_a_batch_and_no_pending_image_starts_afterwards(
     before = {i["image_id"]: i["status"] for i in at_cancel["images"]}
     for image in final["images"]:
         if before[image["image_id"]] == "cancelled":
-            assert image["status"] == "cancelled"  # none of them started after the cancel
+            assert image["status"] == "cancelled"
+            # Never started after the cancel: no worker ever wrote anything for these bytes.
+            sha = image["sha256"]
+            assert not (data_dir / "renditions" / sha[:2] / sha).exists()
         if image["status"] == "cancelled":
             assert image["renditions"] == []
     assert spool_files(data_dir) == []
