@@ -36,3 +36,9 @@ def _leave_temp_file(task: RenderTask) -> None:
     folder = Path(task.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ".pixelmill-tmp-half-written").write_bytes(b"\xff\xd8\xff" + b"\0" * 1000)
+
+
+def pid_recording_task(task: RenderTask) -> TaskResult:
+    """Render, and leave the worker's process id beside the source."""
+    Path(task.source).with_suffix(".pid").write_text(str(os.getpid()))
+    return run_render_task(task)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine_faults import faulty_task
+from engine_faults import faulty_task, pid_recording_task
 from pixelmill.core.specs import Limits, OutputFormat, RenderSpec
 from pixelmill.engine.base import ImageJob, ImageOutcome
 from pixelmill.engine.local import LocalEngine
@@ -363,3 +363,14 @@ def test_a_dispatcher_bug_fails_the_jobs_instead_of_hanging(tmp_path: Path, out:
     engine.shutdown()
     assert sorted(o.job.job_id for o in outcomes) == sorted(p.name for p in photos)
     assert {o.error.code for o in outcomes if o.error} == {"internal"}
+
+
+def test_workers_are_recycled_after_max_tasks_per_child(tmp_path: Path, out: Path) -> None:
+    """With max_tasks_per_child=2, six images need at least three worker processes."""
+    photos = [make_photo(tmp_path / f"r{i}.jpg", seed=70 + i) for i in range(6)]
+    run = Run(out, max_tasks_per_child=2, task_function=pid_recording_task)
+    for path in photos:
+        run.submit(path)
+    assert {o.status for o in run.finish().values()} == {ImageStatus.DONE}
+    pids = {path.with_suffix(".pid").read_text() for path in photos}
+    assert len(pids) >= 3
