@@ -314,7 +314,7 @@ class LocalEngine:
     def _first_look(self, entry: _Entry) -> bool:
         """Settle ``entry`` if it needs no worker (cancelled, copy, duplicate, bad header);
         else record its decode cost. True when it still needs a worker."""
-        if self._settled_without_worker(entry):
+        if self._missing_or_settle(entry) is None:
             return False
         job = entry.job
         try:
@@ -325,32 +325,35 @@ class LocalEngine:
             return False
         return True
 
-    def _settled_without_worker(self, entry: _Entry) -> bool:
+    def _missing_or_settle(self, entry: _Entry) -> frozenset[str] | None:
+        """The renditions ``entry`` still needs, or None once it was settled without a
+        worker (cancelled, a copy of bytes in flight, or rendered before)."""
         job = entry.job
         if self._is_cancelled(job):
             self._remove(entry)
             self._emit_error(job, ImageStatus.CANCELLED, ErrorCode.CANCELLED, "cancelled")
-            return True
+            return None
         if job.sha256 in self._by_sha:  # the same bytes are being rendered right now
             self._remove(entry)
             self._followers.setdefault(job.sha256, []).append(entry)
-            return True
-        if not self.storage.missing_renditions(job.sha256, self.spec):
+            return None
+        missing = self.storage.missing_renditions(job.sha256, self.spec)
+        if not missing:
             self._remove(entry)  # rendered before: no need to even read the header
             self._emit_duplicate(job)
-            return True
-        return False
+            return None
+        return missing
 
     def _start_or_settle(self, entry: _Entry) -> bool:
         """Start ``entry`` (checked again: things change while it waits); False if it must
         wait for memory."""
-        if self._settled_without_worker(entry):
+        missing = self._missing_or_settle(entry)
+        if missing is None:
             return True
         cost = entry.cost or 0
         in_use = sum(r.entry.cost or 0 for r in self._running.values())
         if self._running and in_use + cost > self.memory_budget_bytes:
             return False
-        missing = self.storage.missing_renditions(entry.job.sha256, self.spec)
         self._remove(entry)
         only = None if len(missing) == len(self.spec.rendition_names()) else missing
         self._start(entry, only)
