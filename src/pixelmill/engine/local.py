@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +30,10 @@ from pixelmill.core.manifest import render_result_from_manifest
 from pixelmill.core.source import probe
 from pixelmill.core.specs import RenderResult, RenderSpec
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
-from pixelmill.engine.forkserver import worker_context
+from pixelmill.engine.pool import WorkerPool
 from pixelmill.engine.task import (
     RenderTask,
     TaskResult,
-    init_worker,
-    run_guarded,
     run_render_task,
 )
 from pixelmill.errors import ErrorCode, ImageError
@@ -121,8 +119,7 @@ class LocalEngine:
         self._running: dict[Future[TaskResult], _Running] = {}
         self._by_sha: dict[str, _Running] = {}
         self._followers: dict[str, list[_Entry]] = {}
-        self._pool: ProcessPoolExecutor | None = None
-        self._pool_generation = 0
+        self._pool = WorkerPool(workers, max_tasks_per_child)
         self._thread: threading.Thread | None = None
 
     # ---- public API -------------------------------------------------------------------
@@ -212,9 +209,9 @@ class LocalEngine:
         if self._thread is not None:
             self._thread.join(kill_after_s)
             if self._thread.is_alive():
-                self._kill_workers()
+                self._pool.kill()
                 self._thread.join()
-        self._shutdown_pool(wait=True)  # workers gone before we return
+        self._pool.discard(wait=True)  # workers gone before we return
         self._remove_run_dir()
         with self._cond:
             dropped, self._dropped = self._dropped, []
@@ -258,8 +255,8 @@ class LocalEngine:
             with self._cond:
                 self._outstanding = 0  # nothing will report any more: release join()
                 self._cond.notify_all()
-            self._kill_workers()
-            self._shutdown_pool()
+            self._pool.kill()
+            self._pool.discard()
 
     def _next_wake(self) -> float:
         if not self._running:
@@ -378,7 +375,7 @@ class LocalEngine:
             timeout_marker=str(marker),
         )
         try:
-            future = self._submit_to_pool(task)
+            future = self._pool.submit(self._task_function, task)
         except RuntimeError as exc:  # no worker process can be started at all
             self._settle(entry, ImageStatus.FAILED, None, ErrorInfo(ErrorCode.INTERNAL, str(exc)))
             return
@@ -387,7 +384,7 @@ class LocalEngine:
         running = _Running(
             entry,
             future,
-            self._pool_generation,
+            self._pool.generation,
             now,
             # The worker's own watchdog fires at `timeout`; this is the backstop for a
             # worker too stuck to run its watchdog thread.
@@ -399,15 +396,6 @@ class LocalEngine:
         future.add_done_callback(self._on_future_done)
         if self._on_start is not None:
             self._call(self._on_start, job)
-
-    def _submit_to_pool(self, task: RenderTask) -> Future[TaskResult]:
-        for _ in range(3):
-            pool = self._ensure_pool()
-            try:
-                return pool.submit(run_guarded, self._task_function, task)
-            except (BrokenProcessPool, RuntimeError):
-                self._shutdown_pool()
-        raise RuntimeError("cannot start worker processes")
 
     def _on_future_done(self, future: Future[TaskResult]) -> None:
         with self._cond:
@@ -470,8 +458,8 @@ class LocalEngine:
                 self._settle_result(running.entry, running.future.result(timeout=10))
             except Exception:
                 victims.append(running)
-        if generation == self._pool_generation:
-            self._shutdown_pool()
+        if generation == self._pool.generation:
+            self._pool.discard()
         timed_out = [r for r in victims if r.killed_for_timeout or r.timeout_marker.exists()]
         suspects = [r for r in victims if r not in timed_out]
         for running in timed_out:
@@ -519,7 +507,7 @@ class LocalEngine:
         if late:
             for running in late:
                 running.killed_for_timeout = True
-            self._kill_workers()
+            self._pool.kill()
 
     def _settle(
         self,
@@ -587,35 +575,7 @@ class LocalEngine:
         self._outstanding -= len(leftovers)
         self._cond.notify_all()
 
-    # ---- pool and files ---------------------------------------------------------------
-
-    def _ensure_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=worker_context(),
-                initializer=init_worker,
-                initargs=(os.getpid(),),
-                max_tasks_per_child=self.max_tasks_per_child,
-            )
-            self._pool_generation += 1
-        return self._pool
-
-    def _shutdown_pool(self, wait: bool = False) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
-
-    def _kill_workers(self) -> None:
-        pool = self._pool
-        if pool is None:
-            return
-        # ProcessPoolExecutor has no public "kill" before Python 3.14; its process table is
-        # the only handle on a worker stuck in native code.
-        processes = dict(getattr(pool, "_processes", None) or {})
-        for process in processes.values():
-            with contextlib.suppress(Exception):
-                process.kill()
+    # ---- files --------------------------------------------------------------------
 
     def _cleanup_temp(self, running: _Running) -> None:
         with contextlib.suppress(OSError, ValueError):

@@ -109,7 +109,10 @@ class _Watchdog:
         self._timer.cancel()
 
 
-def run_guarded(function: Callable[[RenderTask], TaskResult], task: RenderTask) -> TaskResult:
+TaskFunction = Callable[[RenderTask], TaskResult]
+
+
+def run_guarded(function: TaskFunction, task: RenderTask) -> TaskResult:
     """Run ``function(task)`` in a worker under the image's time limit."""
     with _Watchdog(task.spec.limits.timeout_s, task.timeout_marker):
         return function(task)
