@@ -22,6 +22,7 @@ from api_helpers import (
     wait_for_batch,
 )
 from api_server import ServerProcess
+from pixelmill.store.sqlite import SqliteBatchStore
 
 pytestmark = pytest.mark.slow
 # After a graceful shutdown uvicorn re-raises the signal it caught, so -SIGTERM is clean too.
@@ -116,6 +117,19 @@ def test_sigterm_drains_and_leaves_unstarted_images_for_the_next_start(tmp_path:
     batch_id = httpx.post(f"{first.url}/v1/batches", files=files, timeout=30).json()["batch_id"]
     wait_for(lambda: httpx.get(f"{first.url}/v1/batches/{batch_id}").json()["completed"] >= 1)
     assert first.terminate() in DRAINED, first.log()  # uvicorn's shutdown runs the lifespan exit
+
+    # Drained, not dropped: what was rendering at SIGTERM finished in the first process, and
+    # nothing is left half-way ("processing") for the next start to redo.
+    store = SqliteBatchStore(data_dir / "pixelmill.db")
+    try:
+        after = store.get_batch(batch_id)
+    finally:
+        store.close()
+    assert after is not None
+    statuses = [image.status.value for image in after.images]
+    assert "processing" not in statuses, statuses
+    assert set(statuses) <= {"done", "pending"}, statuses
+    assert statuses.count("done") >= 1
 
     second = ServerProcess(env, tmp_path / "server.log").start()
     try:
