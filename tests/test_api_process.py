@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import signal
 import threading
 import time
@@ -23,6 +26,7 @@ from api_helpers import (
 )
 from api_server import ServerProcess
 from pixelmill.store.sqlite import SqliteBatchStore
+from webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.slow
 # After a graceful shutdown uvicorn re-raises the signal it caught, so -SIGTERM is clean too.
@@ -197,3 +201,35 @@ def test_a_100_mib_upload_does_not_grow_the_server_by_100_mib(tmp_path: Path) ->
         assert grown < 40 * 1024 * 1024, f"RSS grew by {grown >> 20} MiB"
     finally:
         server.terminate()
+
+
+def test_a_callback_owed_when_the_service_dies_is_sent_after_the_restart(tmp_path: Path) -> None:
+    """A webhook still being retried at SIGKILL is delivered by the next start."""
+    env = server_env(tmp_path / "data", PIXELMILL_WEBHOOK_SECRET="s3cret")
+    with webhook_receiver() as receiver:
+        receiver.answers = [503] * 1000  # the receiver is down for the first service
+        first = ServerProcess(env, tmp_path / "server.log").start()
+        try:
+            files = [upload("a.jpg", small_jpeg(123))]
+            created = httpx.post(
+                f"{first.url}/v1/batches", files=files, data={"callback_url": receiver.url}
+            )
+            batch_id = created.json()["batch_id"]
+            receiver.wait_for(1)  # the first attempt failed: a retry is pending
+        finally:
+            first.kill()
+        assert (tmp_path / "data" / "callbacks" / batch_id).exists()
+        with receiver.lock:
+            attempts_before = len(receiver.calls)
+            receiver.answers = []  # back up: 200 from now on
+        second = ServerProcess(env, tmp_path / "server.log").start()
+        try:
+            calls = receiver.wait_for(attempts_before + 1)
+        finally:
+            assert second.terminate() in DRAINED, second.log()
+    body = calls[-1].body
+    assert json.loads(body)["batch_id"] == batch_id
+    assert json.loads(body)["status"] == "completed"
+    expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert calls[-1].headers["x-pixelmill-signature"] == f"sha256={expected}"
+    assert not (tmp_path / "data" / "callbacks" / batch_id).exists(), "delivered, still owed"

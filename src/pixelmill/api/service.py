@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ class BatchService:
         # Absolute, so spool paths in the store still hold when started from another folder.
         self.data_dir = Path(settings.data_dir).resolve()
         self.spool_root = self.data_dir / "spool"
+        # One empty file per callback still owed: a restart sends what a crash left unsent.
+        self.outbox = self.data_dir / "callbacks"
         self.storage = LocalStorage(self.data_dir)
         self.spec = settings.render_spec()
         self.store: BatchStore = open_store(
@@ -131,6 +134,9 @@ class BatchService:
             keep.add(path)
             self._feed.put(ImageJob(image.image_id, str(path), image.sha256, image.batch_id))
         self._sweep_spool(keep)
+        if self.outbox.is_dir():
+            for marker in sorted(self.outbox.iterdir()):
+                self._schedule_webhook(marker.name)
 
     def _finish_lost(self, image: ImageRecord) -> None:
         transition = self.store.finish_image(
@@ -268,12 +274,27 @@ class BatchService:
     # -- webhooks -------------------------------------------------------------------------
 
     def _schedule_webhook(self, batch_id: str) -> None:
-        self.webhooks.schedule(lambda: self._callback_for(batch_id))
+        future = self.webhooks.schedule(lambda: self._callback_for(batch_id))
+        future.add_done_callback(lambda done: self._callback_settled(batch_id, done))
+
+    def _callback_settled(self, batch_id: str, future: Future[bool]) -> None:
+        """Delivered, or given up after every attempt: no longer owed. Cut short by a
+        shutdown: still owed, and the next start sends it."""
+        if future.cancelled():
+            return
+        delivered = future.exception() is None and future.result()
+        if self.webhooks.stopping and not delivered:
+            return
+        with contextlib.suppress(OSError):
+            (self.outbox / batch_id).unlink()
 
     def _callback_for(self, batch_id: str) -> tuple[str, bytes] | None:
         record = self.store.get_batch(batch_id, include_images=False)
         if record is None or not record.callback_url:
             return None
+        with contextlib.suppress(OSError):
+            self.outbox.mkdir(parents=True, exist_ok=True)
+            (self.outbox / batch_id).touch()
         url = record.callback_url
         if record.total <= MAX_IMAGES_IN_CALLBACK:
             record = self.store.get_batch(batch_id) or record

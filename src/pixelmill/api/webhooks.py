@@ -73,6 +73,11 @@ class WebhookSender:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pixelmill-webhook")
         self._stopping = threading.Event()
 
+    @property
+    def stopping(self) -> bool:
+        """True once ``close`` gave up on retries (the service is going down)."""
+        return self._stopping.is_set()
+
     def schedule(self, build: Callable[[], tuple[str, bytes] | None]) -> Future[bool]:
         """Deliver what ``build()`` returns, ``(url, body)``, in the background.
 
