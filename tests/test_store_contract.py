@@ -617,3 +617,34 @@ def test_sqlite_processes_sharing_a_file_finish_each_image_once(tmp_path: Path) 
     assert all(racer.returncode == 0 for racer in racers)
     assert sum(applied) == 50
     assert counts(batch) == (50, 0, 0, 0, 0) and batch.status is BatchStatus.COMPLETED
+
+
+def test_sqlite_prunes_finished_batches_older_than_the_ttl(tmp_path: Path) -> None:
+    """Finished batches past the TTL are deleted at open; unfinished and recent ones stay."""
+    path = tmp_path / "pixelmill.db"
+    store = SqliteBatchStore(path, ttl_s=3600)
+    old, recent, running = new_batch_id(), new_batch_id(), new_batch_id()
+    for batch_id in (old, recent, running):
+        store.create_batch(batch_id, new_images(2))
+    for batch_id in (old, recent):
+        for image in ("img-000", "img-001"):
+            store.finish_image(batch_id, image, ImageStatus.DONE)
+    store.close()
+    with sqlite3.connect(path) as conn:  # age one finished batch by two hours
+        conn.execute(
+            "UPDATE batches SET finished_at = '2000-01-01T00:00:00.000Z' WHERE batch_id = ?",
+            (old,),
+        )
+    reopened = SqliteBatchStore(path, ttl_s=3600)
+    try:
+        assert reopened.get_batch(old) is None
+        assert reopened.get_batch(recent) is not None
+        assert reopened.get_batch(running) is not None
+        assert reopened.get_image(old, "img-000") is None
+    finally:
+        reopened.close()
+    kept = SqliteBatchStore(path)  # no TTL: nothing is ever deleted
+    try:
+        assert kept.prune_expired() == 0 and kept.get_batch(recent) is not None
+    finally:
+        kept.close()

@@ -25,7 +25,7 @@ def open_store(
 ) -> BatchStore:
     """The store ``url`` names: ``sqlite`` (a file in ``data_dir``) or a ``redis://`` URL."""
     if url == "sqlite":
-        return SqliteBatchStore(Path(data_dir) / "pixelmill.db")
+        return SqliteBatchStore(Path(data_dir) / "pixelmill.db", ttl_s=ttl_s)
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisBatchStore(url, prefix=prefix, ttl_s=ttl_s)
     raise ValueError(f"unknown store {url!r}: use 'sqlite' or a redis:// URL")

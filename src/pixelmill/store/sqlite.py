@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from pixelmill.store._common import (
 from pixelmill.store.base import BatchRecord, ImageRecord, NewImage, Transition
 
 BUSY_TIMEOUT_MS = 10_000
+PRUNE_INTERVAL_S = 60.0
 # How often a waiter re-reads the version, to see writes made by another process.
 POLL_INTERVAL_S = 0.25
 
@@ -80,8 +82,12 @@ BATCH_COLUMNS = (
 class SqliteBatchStore:
     """Batches and images in one SQLite file; survives restarts."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, ttl_s: int | None = None) -> None:
+        """``ttl_s``: finished batches older than this are deleted (at open, then at most
+        once a minute as batches finish); None keeps them for ever."""
         self.path = Path(path)
+        self.ttl_s = ttl_s
+        self._pruned_at = 0.0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE.
         self._conn = sqlite3.connect(
@@ -96,6 +102,7 @@ class SqliteBatchStore:
             self._conn.execute("PRAGMA synchronous = NORMAL")  # durable enough under WAL
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.executescript(SCHEMA)
+        self.prune_expired()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -114,6 +121,27 @@ class SqliteBatchStore:
     def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
+
+    def prune_expired(self) -> int:
+        """Delete finished batches (and their images) older than ``ttl_s``; return how many."""
+        if self.ttl_s is None:
+            return 0
+        self._pruned_at = time.monotonic()
+        cutoff = (
+            (datetime.now(UTC) - timedelta(seconds=self.ttl_s))
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+        expired = "SELECT batch_id FROM batches WHERE finished_at IS NOT NULL AND finished_at < ?"
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM images WHERE batch_id IN ({expired})", (cutoff,))
+            return conn.execute(
+                "DELETE FROM batches WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,)
+            ).rowcount
+
+    def _prune_now_and_then(self) -> None:
+        if self.ttl_s is not None and time.monotonic() - self._pruned_at > PRUNE_INTERVAL_S:
+            self.prune_expired()
 
     def _finish_batch_if_drained(self, conn: sqlite3.Connection, batch_id: str) -> bool:
         """Inside a transaction: when nothing is pending, set the final status and time."""
@@ -254,6 +282,8 @@ class SqliteBatchStore:
         if not changed:
             return Transition(applied=False)
         self._notify()
+        if finished:
+            self._prune_now_and_then()
         return Transition(applied=True, batch_finished=finished)
 
     def cancel_batch(self, batch_id: str) -> tuple[BatchRecord | None, Transition]:
