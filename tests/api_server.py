@@ -17,6 +17,9 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from pixelmill.api.app import create_app
+from pixelmill.config import Settings
+
 STARTUP_TIMEOUT_S = 30.0
 
 
@@ -59,6 +62,16 @@ def running_in_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(STARTUP_TIMEOUT_S)
+
+
+@contextmanager
+def app_client(settings: Settings) -> Iterator[httpx.Client]:
+    """A client of ``create_app(settings)`` served by uvicorn in a thread of this process."""
+    with (
+        running_in_thread(create_app(settings)) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        yield client
 
 
 class ServerProcess:

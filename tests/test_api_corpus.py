@@ -11,9 +11,8 @@ import pytest
 from PIL import Image
 
 from api_helpers import upload, wait_for_batch
-from api_server import running_in_thread
+from api_server import app_client
 from images import format_by_magic
-from pixelmill.api.app import create_app
 from pixelmill.config import Settings
 
 pytestmark = pytest.mark.corpus
@@ -36,11 +35,7 @@ REJECTS = (
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[httpx.Client]:
-    settings = Settings(data_dir=tmp_path / "data", store="sqlite", workers=2)
-    with (
-        running_in_thread(create_app(settings)) as url,
-        httpx.Client(base_url=url, timeout=60) as client,
-    ):
+    with app_client(Settings(data_dir=tmp_path / "data", store="sqlite", workers=2)) as client:
         yield client
 
 

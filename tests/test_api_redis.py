@@ -19,8 +19,7 @@ from api_helpers import (
     upload,
     wait_for_batch,
 )
-from api_server import running_in_thread
-from pixelmill.api.app import create_app
+from api_server import app_client
 from pixelmill.config import Settings
 
 
@@ -31,10 +30,7 @@ def redis_client(
     settings = Settings(
         data_dir=tmp_path / "data", store=redis_server_url, redis_prefix=redis_prefix, workers=2
     )
-    with (
-        running_in_thread(create_app(settings)) as url,
-        httpx.Client(base_url=url, timeout=60) as client,
-    ):
+    with app_client(settings) as client:
         yield client
 
 
