@@ -90,7 +90,10 @@ class Probe:
 
 @contextmanager
 def open_source(
-    path: str | os.PathLike[str], limits: Limits, largest_box: int = 1920
+    path: str | os.PathLike[str],
+    limits: Limits,
+    largest_box: int = 1920,
+    verify_checksums: bool = True,
 ) -> Iterator[tuple[Image.Image, Probe]]:
     """Open ``path`` header-only, enforce limits, verify checksums; yield the lazy image.
 
@@ -107,7 +110,7 @@ def open_source(
         fmt = sniff(header)
         if fmt is None:
             raise UnsupportedFormat("not a JPEG, PNG, GIF, WebP, TIFF, BMP, HEIF or AVIF file")
-        if fmt is SourceFormat.PNG:
+        if fmt is SourceFormat.PNG and verify_checksums:
             verify_png_crcs(stream)
         stream.seek(0)
         image = _open_header(stream, fmt, limits)
@@ -128,8 +131,12 @@ def open_source(
 
 
 def probe(path: str | os.PathLike[str], limits: Limits, largest_box: int = 1920) -> Probe:
-    """Read only the header: the format, the size and what decoding would cost."""
-    with open_source(path, limits, largest_box) as (_, info):
+    """Read only the header: the format, the size and what decoding would cost.
+
+    Unlike rendering, this does not read the whole file to verify PNG checksums: the
+    render that follows does that, and reading a big PNG twice would be wasted work.
+    """
+    with open_source(path, limits, largest_box, verify_checksums=False) as (_, info):
         return info
 
 
