@@ -12,6 +12,7 @@
     ├── NotFound                    not_found
     ├── InvalidRequest              invalid_request
     ├── Unauthorized                unauthorized
+    ├── InsufficientStorage         insufficient_storage (the data dir is full)
     └── InternalError               internal
 
 The codes are the contract of DESIGN.md; the HTTP status of each lives in ``HTTP_STATUS``.
@@ -33,6 +34,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     INVALID_REQUEST = "invalid_request"
     UNAUTHORIZED = "unauthorized"
+    INSUFFICIENT_STORAGE = "insufficient_storage"
     INTERNAL = "internal"
 
 
@@ -93,6 +95,12 @@ class Unauthorized(PixelmillError):
     code = ErrorCode.UNAUTHORIZED
 
 
+class InsufficientStorage(PixelmillError):
+    """No space left where uploads, renditions or the store are written."""
+
+    code = ErrorCode.INSUFFICIENT_STORAGE
+
+
 class InternalError(PixelmillError):
     code = ErrorCode.INTERNAL
 
@@ -108,5 +116,6 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.INVALID_REQUEST: 400,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.INSUFFICIENT_STORAGE: 507,
     ErrorCode.INTERNAL: 500,
 }
