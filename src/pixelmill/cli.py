@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pixelmill.config import Settings, get_settings
+from pixelmill.config import ConfigError, load_settings
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageOutcome
 from pixelmill.runner import EngineOptions, iter_files, render_paths
@@ -122,7 +122,8 @@ def run(
     """Render every image under SOURCES into OUT; exit 1 if any image failed."""
     console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
     try:
-        settings = get_settings()
+        # The env's presets file is checked only when --presets does not replace it.
+        settings = load_settings(check_spec=False)
         spec = settings.render_spec(presets, formats)
     except ValueError as exc:
         raise _usage_error(console, str(exc)) from None
@@ -221,9 +222,13 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Start the HTTP service (settings from PIXELMILL_* environment variables)."""
+    console = Console(stderr=True, soft_wrap=True)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise _usage_error(console, str(exc)) from None
     from pixelmill.api.app import serve as serve_app
 
-    settings: Settings = get_settings()
     serve_app(settings, host, port)
 
 

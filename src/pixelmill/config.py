@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pixelmill.core.specs import (
@@ -51,12 +53,22 @@ class Settings(BaseSettings):
     keep_metadata: bool = Field(False, description="Keep EXIF (minus orientation).")
     batch_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="Finished batches expire (redis).")
     webhook_attempts: int = Field(5, ge=1, le=20)
+    webhook_allow_private: bool = Field(
+        False, description="Allow callbacks to loopback and private addresses."
+    )
+    max_files_per_batch: int = Field(10_000, ge=1, description="File parts per request.")
+    client_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a client may stay silent mid-request."
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="Open connections at once; more are answered 503."
+    )
 
     @field_validator("store")
     @classmethod
     def _store_is_known(cls, value: str) -> str:
         if value != "sqlite" and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("PIXELMILL_STORE must be 'sqlite' or a redis:// URL")
+            raise ValueError("expected 'sqlite' or a redis:// (rediss://, unix://) URL")
         return value
 
     @field_validator("jpeg_background")
@@ -96,7 +108,7 @@ class Settings(BaseSettings):
 def parse_colour(value: str) -> tuple[int, int, int]:
     """``"#rrggbb"`` -> (r, g, b); raises ValueError otherwise."""
     text = value.strip().lstrip("#")
-    if len(text) != 6:
+    if len(text) != 6 or not all(c in "0123456789abcdefABCDEF" for c in text):
         raise ValueError(f"{value!r} is not a #rrggbb colour")
     red, green, blue = (int(text[i : i + 2], 16) for i in (0, 2, 4))
     return red, green, blue
@@ -119,18 +131,89 @@ def parse_formats(value: str) -> tuple[OutputFormat, ...]:
     return tuple(formats)
 
 
+_PRESET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+PRESETS_FORMAT = '{"name": [width, height], ...}'
+
+
+class ConfigError(ValueError):
+    """A setting or the presets file is unusable; the message is one line for the user."""
+
+
 def load_presets(path: Path | None) -> tuple[Preset, ...]:
     """Presets from a JSON file ``{"name": [width, height], ...}``, or the defaults."""
     if path is None:
         return DEFAULT_PRESETS
     try:
-        data = json.loads(Path(path).read_text())
-        presets = tuple(Preset(str(name), int(box[0]), int(box[1])) for name, box in data.items())
-    except (OSError, ValueError, TypeError, IndexError, AttributeError) as exc:
-        raise ValueError(f"cannot read presets from {path}: {exc}") from None
-    if not presets:
-        raise ValueError(f"{path} defines no presets")
-    return presets
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read presets file {path}: {_reason(exc)}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"presets file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"presets file {path} must be a JSON object {PRESETS_FORMAT}")
+    if not data:
+        raise ConfigError(f"presets file {path} defines no presets")
+    return tuple(_preset_entry(path, name, box) for name, box in data.items())
+
+
+def _preset_entry(path: Path, name: str, box: Any) -> Preset:
+    """One ``"name": [width, height]`` entry, or ConfigError naming it."""
+    where = f"presets file {path}, entry {name!r}"
+    if not _PRESET_NAME.match(name):
+        raise ConfigError(
+            f"{where}: a name is letters, digits and _ (not starting with a digit, at most 64)"
+        )
+    if (
+        not isinstance(box, list)
+        or len(box) != 2
+        or not all(isinstance(side, int) and not isinstance(side, bool) for side in box)
+        or min(box) < 1
+    ):
+        shown = json.dumps(box)[:60]
+        raise ConfigError(f"{where}: expected [width, height] positive whole numbers, got {shown}")
+    return Preset(name, box[0], box[1])
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per bad variable: its name, the value given, and what it accepts."""
+    lines = []
+    for problem in exc.errors():
+        loc = problem.get("loc", ())
+        field = str(loc[0]) if loc else "?"
+        message = str(problem.get("msg", "invalid value")).removeprefix("Value error, ")
+        variable = f"PIXELMILL_{field.upper()}"
+        given = os.environ.get(variable)
+        value = "" if given is None else f"={given[:60]!r}"
+        if message[1:2].islower():  # "Input should be ..." reads on after the colon
+            message = message[:1].lower() + message[1:]
+        lines.append(f"{variable}{value} is not valid: {message}")
+    return "; ".join(lines) or "invalid settings"
+
+
+def load_settings(*, check_spec: bool = True) -> Settings:
+    """Settings from the environment (and, by default, the spec they describe), checked.
+
+    The composition roots call this first, so a bad value stops the start with one line
+    (ConfigError) instead of a traceback.
+    """
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    if check_spec:
+        try:
+            settings.render_spec()
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return settings
 
 
 def get_settings() -> Settings:

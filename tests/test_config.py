@@ -1,0 +1,120 @@
+"""Bad settings and presets files stop ``pixelmill serve`` and ``run`` with one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pixelmill.config import ConfigError, load_presets
+
+PIXELMILL = [sys.executable, "-m", "pixelmill"]
+START_TIMEOUT_S = 60
+
+
+def run_cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real command in a subprocess, with only the given PIXELMILL_* settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIXELMILL_")}
+    clean["PIXELMILL_DATA_DIR"] = str(cwd / "data")
+    return subprocess.run(
+        [*PIXELMILL, *args],
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+
+
+def assert_one_line_usage_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "pydantic" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+BAD_SETTINGS = [
+    ("PIXELMILL_WORKERS", "abc", "valid integer"),
+    ("PIXELMILL_WORKERS", "0", "greater than or equal to 1"),
+    ("PIXELMILL_STORE", "mysql://x", "redis://"),
+    ("PIXELMILL_KEEP_METADATA", "perhaps", "boolean"),
+    ("PIXELMILL_JPEG_BACKGROUND", "#zzzzzz", "#rrggbb"),
+    ("PIXELMILL_FORMATS", "gif", "choose from"),
+    ("PIXELMILL_MAX_PIXELS", "999999999999", "less than or equal to"),
+    ("PIXELMILL_WEBHOOK_ALLOW_PRIVATE", "sometimes", "boolean"),
+    ("PIXELMILL_MAX_FILES_PER_BATCH", "-5", "greater than or equal to 1"),
+    ("PIXELMILL_CLIENT_TIMEOUT_S", "soon", "valid number"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "accepts"), BAD_SETTINGS)
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_a_bad_setting_is_one_line_naming_the_variable_and_exit_2(
+    tmp_path: Path, command: str, variable: str, value: str, accepts: str
+) -> None:
+    args = ["serve", "--port", "1"] if command == "serve" else ["run", ".", "-o", "out"]
+    result = run_cli(args, tmp_path, **{variable: value})
+    assert_one_line_usage_error(result, f"{variable}={value!r}", accepts)
+    assert not (tmp_path / "out").exists()
+
+
+PRESET_FILES = [
+    ({"thumb": 200}, "entry 'thumb'", "[width, height]"),
+    ({"thumb": [200]}, "entry 'thumb'", "got [200]"),
+    ({"thumb": [200, -1]}, "entry 'thumb'", "positive"),
+    ({"thumb": [200, 1.5]}, "entry 'thumb'", "whole numbers"),
+    ({"thumb": [True, 10]}, "entry 'thumb'", "[width, height]"),
+    ({"thumb": "200x200"}, "entry 'thumb'", "[width, height]"),
+    ({"bad name": [10, 10]}, "entry 'bad name'", "letters, digits and _"),
+    ({"9lives": [10, 10]}, "entry '9lives'", "not starting with a digit"),
+    ({}, "defines no presets", ""),
+    ([[10, 10]], "JSON object", ""),
+]
+
+
+@pytest.mark.parametrize(("content", "names", "accepts"), PRESET_FILES)
+def test_a_bad_presets_file_names_the_file_and_the_entry(
+    tmp_path: Path, content: object, names: str, accepts: str
+) -> None:
+    path = tmp_path / "presets.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ConfigError) as raised:
+        load_presets(path)
+    assert str(path) in str(raised.value) and names in str(raised.value)
+    assert accepts in str(raised.value)
+
+
+@pytest.mark.parametrize("command", ["serve", "run", "run-flag"])
+def test_a_bad_presets_file_stops_the_commands_with_one_line(tmp_path: Path, command: str) -> None:
+    (tmp_path / "p.json").write_text('{"thumb": 200}')
+    if command == "serve":
+        result = run_cli(["serve", "--port", "1"], tmp_path, PIXELMILL_PRESETS_FILE="p.json")
+    elif command == "run":
+        result = run_cli(["run", ".", "-o", "out"], tmp_path, PIXELMILL_PRESETS_FILE="p.json")
+    else:
+        result = run_cli(["run", ".", "-o", "out", "--presets", "p.json"], tmp_path)
+    assert_one_line_usage_error(result, "p.json", "entry 'thumb'", "[width, height]")
+
+
+def test_unreadable_and_invalid_json_presets_files_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken.json").write_text('{"thumb": [1, 2]')
+    missing = run_cli(["serve", "--port", "1"], tmp_path, PIXELMILL_PRESETS_FILE="nope.json")
+    assert_one_line_usage_error(missing, "nope.json", "No such file")
+    broken = run_cli(["serve", "--port", "1"], tmp_path, PIXELMILL_PRESETS_FILE="broken.json")
+    assert_one_line_usage_error(broken, "broken.json", "not valid JSON")
+
+
+def test_a_good_presets_file_is_read_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text('{"square": [300, 300], "banner_2x": [2000, 100]}')
+    presets = load_presets(path)
+    assert [(p.name, p.width, p.height) for p in presets] == [
+        ("square", 300, 300),
+        ("banner_2x", 2000, 100),
+    ]
