@@ -17,7 +17,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from pixelmill.api.app import create_app
+from pixelmill.api.app import create_app, uvicorn_config
 from pixelmill.config import Settings
 
 STARTUP_TIMEOUT_S = 30.0
@@ -45,9 +45,13 @@ def wait_until_healthy(url: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
 
 @contextmanager
 def running_in_thread(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread of this process; yields its base URL."""
+    """Serve ``app`` with uvicorn in a thread of this process; yields its base URL.
+
+    The server is configured as ``pixelmill serve`` configures it (timeouts, caps).
+    """
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    settings: Settings = app.state.settings
+    config = uvicorn_config(app, settings, "127.0.0.1", port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
@@ -75,7 +79,7 @@ def app_client(settings: Settings) -> Iterator[httpx.Client]:
 
 
 class ServerProcess:
-    """``python -m uvicorn --factory pixelmill.api.app:create_app`` with PIXELMILL_* env."""
+    """``python -m pixelmill serve`` (the real command) with PIXELMILL_* env."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
         self.env = {**os.environ, **env}
@@ -85,8 +89,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
-        args = [sys.executable, "-m", "uvicorn", "--factory", "pixelmill.api.app:create_app"]
-        args += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        args = [sys.executable, "-m", "pixelmill", "serve"]
+        args += ["--host", "127.0.0.1", "--port", str(self.port)]
         with open(self.log_path, "ab") as log:
             # A session of its own, so SIGKILL can reach the worker processes too.
             self.proc = subprocess.Popen(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
+import h11
 import uvicorn
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pixelmill import __version__
 from pixelmill.api.deps import require_api_key
@@ -24,6 +28,10 @@ log = logging.getLogger(__name__)
 EVENT_STREAM_THREADS = 64
 # Seconds uvicorn waits for open connections (event streams) at shutdown before closing them.
 GRACEFUL_SHUTDOWN_S = 10
+# Request line plus headers; more is answered 431 before any of our code runs.
+MAX_HEADER_BYTES = 64 * 1024
+# After refusing oversized headers, what the client may still send before we hang up.
+DISCARD_AFTER_REFUSAL_BYTES = 4 * 1024 * 1024
 
 
 def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1.0) -> FastAPI:
@@ -50,6 +58,7 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
         summary="Every rendition of every image: sizes x formats, in parallel.",
         lifespan=lifespan,
     )
+    app.state.settings = settings
     install_error_handlers(app)
     needs_key = [Depends(require_api_key)]
     app.include_router(batches.router, dependencies=needs_key)
@@ -58,12 +67,106 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
     return app
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the service with uvicorn until SIGINT/SIGTERM (which drain, see the lifespan)."""
-    uvicorn.run(
-        create_app(settings),
+def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, plus a deadline and a size cap for each request's headers.
+
+    uvicorn only times out idle kept-alive connections: a client that connects and sends
+    nothing, or half its headers, would hold its socket forever; and h11 checks its header
+    limit only on what is still incomplete after a read. (The body is timed by the upload
+    reader, chunk by chunk.)
+    """
+
+    class HeaderDeadlineH11Protocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+        _head_bytes = 0
+        _discard_budget: int | None = None  # set once refused: bytes still read and dropped
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm_header_timer()
+
+        def data_received(self, data: bytes) -> None:
+            if self._discard_budget is not None:
+                self._discard(len(data))
+                return
+            if self.conn.their_state is h11.IDLE:
+                end = data.find(b"\r\n\r\n")
+                self._head_bytes += len(data) if end < 0 else end
+                if self._head_bytes > MAX_HEADER_BYTES:
+                    self._refuse_headers()
+                    return
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:
+                self._arm_header_timer()  # a request has begun (or may): its headers are due
+            else:
+                self._head_bytes = 0
+                self._disarm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_timer()
+            super().connection_lost(exc)
+
+        def _refuse_headers(self) -> None:
+            """Answer 431, then read and drop what the client still sends, up to a bound:
+            closing at once would reset the connection before the client read the answer."""
+            log.info("refusing a request whose headers are over %d bytes", MAX_HEADER_BYTES)
+            body = b'{"error":{"code":"invalid_request","message":"request headers too large"}}'
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"content-type: application/json\r\nconnection: close\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self._discard_budget = DISCARD_AFTER_REFUSAL_BYTES
+            self._disarm_header_timer()
+            self._header_timer = self.loop.call_later(timeout_s, self.transport.close)
+
+        def _discard(self, count: int) -> None:
+            assert self._discard_budget is not None
+            self._discard_budget -= count
+            if self._discard_budget < 0:
+                self.transport.close()
+
+        def _arm_header_timer(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
+
+        def _disarm_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                log.info("closing a connection whose request headers did not arrive in time")
+                self.transport.close()
+
+    return HeaderDeadlineH11Protocol
+
+
+def uvicorn_config(
+    app: Any, settings: Settings, host: str, port: int, *, log_level: str = "info"
+) -> uvicorn.Config:
+    """The one uvicorn configuration: ``pixelmill serve`` and the tests run the same server.
+
+    Bounds what a client can hold: a deadline for headers (and, in the upload reader, for
+    each body chunk), a cap on open connections (more are answered 503) and on header bytes.
+    """
+    return uvicorn.Config(
+        app,
         host=host,
         port=port,
+        http=header_deadline_protocol(settings.client_timeout_s),
+        limit_concurrency=settings.max_connections,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=5,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        log_level="info",
+        log_level=log_level,
     )
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the service with uvicorn until SIGINT/SIGTERM (which drain, see the lifespan)."""
+    uvicorn.Server(uvicorn_config(create_app(settings), settings, host, port)).run()

@@ -36,10 +36,19 @@ def error_response(
     )
 
 
+def close_after_answer(request: Request) -> None:
+    """Answer this request with ``Connection: close`` (its body was left unread)."""
+    request.state.close_connection = True
+
+
 async def _pixelmill_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PixelmillError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
-    return error_response(exc.code, exc.message, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else {}
+    if getattr(request.state, "close_connection", False):
+        headers["Connection"] = "close"
+    # Some errors answer with a more precise status than their code's (413, 408).
+    status = getattr(exc, "http_status", None)
+    return error_response(exc.code, exc.message, status=status, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

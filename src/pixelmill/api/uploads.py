@@ -8,6 +8,7 @@ image, and refuse an oversized body while it arrives. Memory stays at one chunk 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import re
 import uuid
@@ -21,11 +22,26 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from pixelmill.core.sniff import HEADER_BYTES, SourceFormat, sniff
-from pixelmill.errors import ErrorCode, FileTooLarge, InvalidRequest
+from pixelmill.errors import ErrorCode, FileTooLarge, InsufficientStorage, InvalidRequest
 
 MAX_TEXT_FIELD_BYTES = 8 * 1024
+# Header bytes of one part (Content-Disposition, Content-Type, ...): plenty for a filename.
+MAX_PART_HEADER_BYTES = 16 * 1024
 MAX_FILENAME_CHARS = 255
 _UNSAFE_FILENAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class TooManyFiles(InvalidRequest):
+    """More file parts than a batch may hold: 413, with code ``invalid_request``."""
+
+    http_status = 413
+
+
+class UploadTimeout(InvalidRequest):
+    """The client stopped sending mid-body: 408, with code ``invalid_request``."""
+
+    http_status = 408
 
 
 @dataclass
@@ -53,10 +69,13 @@ class UploadForm:
 
     files: list[SpooledFile] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)
+    spool_dir: Path | None = None
 
     def discard(self) -> None:
         """Remove every spool file of this upload (the request failed as a whole)."""
         folders = {spooled.path.parent for spooled in self.files if spooled.path is not None}
+        if self.spool_dir is not None:
+            folders.add(self.spool_dir)
         for spooled in self.files:
             if spooled.path is not None:
                 with contextlib.suppress(OSError):
@@ -94,12 +113,15 @@ class _UploadParser:
         file_fields: frozenset[str],
         text_fields: frozenset[str],
         max_file_bytes: int,
+        max_files: int,
     ) -> None:
-        self.form = UploadForm()
+        self.form = UploadForm(spool_dir=spool_dir)
         self._spool_dir = spool_dir
         self._file_fields = file_fields
         self._text_fields = text_fields
         self._max_file_bytes = max_file_bytes
+        self._max_files = max_files
+        self._header_bytes = 0
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._headers: dict[bytes, bytes] = {}
@@ -128,11 +150,19 @@ class _UploadParser:
     def _on_part_begin(self) -> None:
         self._in_part = True
         self._headers = {}
+        self._header_bytes = 0
+
+    def _count_header_bytes(self, count: int) -> None:
+        self._header_bytes += count
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise InvalidRequest(f"a part's headers are over {MAX_PART_HEADER_BYTES} bytes")
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header_bytes(end - start)
         self._header_field += data[start:end]
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header_bytes(end - start)
         self._header_value += data[start:end]
 
     def _on_header_end(self) -> None:
@@ -144,8 +174,15 @@ class _UploadParser:
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = params.get(b"name", b"").decode("utf-8", "replace")
         if name in self._file_fields:
+            if b"filename" not in params:
+                # A part without a filename is a text field in HTML forms, not a file.
+                raise InvalidRequest(f"each {name!r} part must be a file (with a filename)")
+            if len(self.form.files) >= self._max_files:
+                raise TooManyFiles(f"a request holds at most {self._max_files} files")
             self._begin_file(name, params.get(b"filename"))
         elif name in self._text_fields:
+            if name in self.form.fields or name == self._text_name:
+                raise InvalidRequest(f"form field {name!r} is given more than once")
             self._text_name, self._text = name, bytearray()
         else:
             expected = ", ".join(repr(n) for n in sorted(self._file_fields | self._text_fields))
@@ -155,7 +192,6 @@ class _UploadParser:
         declared = self._headers.get(b"content-type")
         filename = None if raw_filename is None else raw_filename.decode("utf-8", "replace")
         image_id = uuid.uuid4().hex
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
         path = self._spool_dir / image_id
         self._file = SpooledFile(
             image_id=image_id,
@@ -165,7 +201,6 @@ class _UploadParser:
             path=path,
         )
         self.form.files.append(self._file)
-        self._handle = open(path, "wb")  # noqa: SIM115 - closed in _on_part_end or _fail_file
         self._hash = hashlib.sha256()
         self._head.clear()
 
@@ -205,6 +240,11 @@ class _UploadParser:
             self._fail_file(ErrorCode.UNSUPPORTED_FORMAT, f"{what} (by its first bytes)")
             return False
         self._file.detected = detected
+        # Only now is there something to keep: a part refused by its first bytes leaves
+        # neither a file nor a folder behind.
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        assert self._file.path is not None
+        self._handle = open(self._file.path, "wb")  # noqa: SIM115 - closed at part end or fail
         return True
 
     def _on_part_end(self) -> None:
@@ -250,7 +290,8 @@ class _UploadParser:
             raise InvalidRequest("the multipart body ended in the middle of a part")
 
     def abort(self) -> None:
-        self._close_handle()
+        with contextlib.suppress(OSError):  # a full disk fails the flush again: nothing to keep
+            self._close_handle()
         self.form.discard()
 
 
@@ -263,18 +304,34 @@ async def receive_upload(
     text_fields: frozenset[str] = frozenset(),
     max_file_bytes: int,
     max_body_bytes: int,
+    max_files: int = 10_000,
+    chunk_timeout_s: float | None = None,
 ) -> UploadForm:
-    """Parse a multipart body chunk by chunk, spooling files; on any error nothing stays."""
+    """Parse a multipart body chunk by chunk, spooling files; on any error nothing stays.
+
+    Each chunk must arrive within ``chunk_timeout_s`` (None: no limit): a client that goes
+    silent mid-body is UploadTimeout, not a socket and a spool file held for ever.
+    """
     parser = _UploadParser(
         spool_dir,
         multipart_boundary(content_type),
         file_fields=file_fields,
         text_fields=text_fields,
         max_file_bytes=max_file_bytes,
+        max_files=max_files,
     )
     received = 0
     try:
-        async for chunk in chunks:
+        while True:
+            try:
+                with anyio.fail_after(chunk_timeout_s):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UploadTimeout(
+                    f"no part of the body arrived for {chunk_timeout_s:g} s"
+                ) from None
             received += len(chunk)
             if received > max_body_bytes:
                 raise FileTooLarge(f"the request body is over {max_body_bytes} bytes")
@@ -285,6 +342,13 @@ async def receive_upload(
     except MultipartParseError as exc:
         parser.abort()
         raise InvalidRequest(f"malformed multipart body: {exc}") from None
+    except OSError as exc:
+        parser.abort()
+        if exc.errno in _DISK_FULL:
+            raise InsufficientStorage(
+                "no space left to store the upload; try again later"
+            ) from None
+        raise
     except BaseException:
         parser.abort()
         raise

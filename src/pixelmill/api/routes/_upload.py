@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import anyio
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
+from pixelmill.api.errors import close_after_answer
 from pixelmill.api.service import BatchService
-from pixelmill.api.uploads import UploadForm, receive_upload
-from pixelmill.errors import FileTooLarge, InvalidRequest
+from pixelmill.api.uploads import UploadForm, UploadTimeout, receive_upload
+from pixelmill.errors import FileTooLarge, InvalidRequest, PixelmillError
+
+# After an early refusal, read and drop up to this much of the body so the client, still
+# sending, gets the answer instead of a reset; past it, answer and close the connection.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 def multipart_openapi(
@@ -46,23 +54,48 @@ async def read_upload(
 ) -> UploadForm:
     """Spool the request's files under the batch's spool folder; at least one file."""
     settings = service.settings
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_batch_bytes:
-        raise FileTooLarge(f"the request body is over {settings.max_batch_bytes} bytes")
+    stream = request.stream()
     try:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_batch_bytes:
+            raise FileTooLarge(f"the request body is over {settings.max_batch_bytes} bytes")
         form = await receive_upload(
-            request.stream(),
+            stream,
             request.headers.get("content-type"),
             service.spool_dir(batch_id),
             file_fields=frozenset({file_field}),
             text_fields=text_fields,
             max_file_bytes=settings.max_upload_bytes,
             max_body_bytes=settings.max_batch_bytes,
+            max_files=settings.max_files_per_batch,
+            chunk_timeout_s=settings.client_timeout_s,
         )
     except ClientDisconnect:
         # Nobody is left to answer; say so in the usual shape rather than log a traceback.
         raise InvalidRequest("the client went away before the upload ended") from None
+    except UploadTimeout:
+        close_after_answer(request)
+        raise
+    except PixelmillError:
+        if not await _drain(stream, settings.client_timeout_s):
+            close_after_answer(request)
+        raise
     if not form.files:
         form.discard()
         raise InvalidRequest(f"send one or more images as {file_field!r} parts")
     return form
+
+
+async def _drain(stream: AsyncIterator[bytes], chunk_timeout_s: float) -> bool:
+    """Read and drop the rest of a refused body, within bounds; True when it ended."""
+    dropped = 0
+    try:
+        while dropped <= DRAIN_LIMIT_BYTES:
+            with anyio.fail_after(chunk_timeout_s):
+                chunk = await anext(stream)
+            dropped += len(chunk)
+    except StopAsyncIteration:
+        return True
+    except (TimeoutError, ClientDisconnect):
+        pass
+    return False
