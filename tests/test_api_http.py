@@ -56,6 +56,7 @@ def base_url(data_dir: Path) -> Iterator[str]:
         webhook_secret=WEBHOOK_SECRET,
         max_upload_bytes=MAX_UPLOAD,
         max_batch_bytes=MAX_BODY,
+        webhook_allow_private=True,  # the webhook receiver listens on 127.0.0.1
     )
     with running_in_thread(create_app(settings, webhook_backoff_s=0.05)) as url:
         yield url

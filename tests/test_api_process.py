@@ -205,7 +205,11 @@ def test_a_100_mib_upload_does_not_grow_the_server_by_100_mib(tmp_path: Path) ->
 
 def test_a_callback_owed_when_the_service_dies_is_sent_after_the_restart(tmp_path: Path) -> None:
     """A webhook still being retried at SIGKILL is delivered by the next start."""
-    env = server_env(tmp_path / "data", PIXELMILL_WEBHOOK_SECRET="s3cret")
+    env = server_env(
+        tmp_path / "data",
+        PIXELMILL_WEBHOOK_SECRET="s3cret",
+        PIXELMILL_WEBHOOK_ALLOW_PRIVATE="true",  # the receiver listens on 127.0.0.1
+    )
     with webhook_receiver() as receiver:
         receiver.answers = [503] * 1000  # the receiver is down for the first service
         first = ServerProcess(env, tmp_path / "server.log").start()

@@ -1,4 +1,8 @@
-"""Webhook signing and delivery, against a real HTTP receiver on 127.0.0.1."""
+"""Webhook signing and delivery, against a real HTTP receiver on 127.0.0.1.
+
+The receiver is on loopback, so these senders allow private addresses (the address policy
+itself is tested in test_webhook_policy.py).
+"""
 
 from __future__ import annotations
 
@@ -57,7 +61,7 @@ def test_big_batches_are_posted_without_their_images() -> None:
 
 def test_delivery_retries_until_a_2xx_and_signs_every_attempt() -> None:
     """Two failures, then success: three signed POSTs of the same bytes."""
-    sender = WebhookSender("k", attempts=5, backoff_s=0.01)
+    sender = WebhookSender("k", attempts=5, backoff_s=0.01, allow_private=True)
     try:
         with webhook_receiver() as receiver:
             receiver.answers = [500, 503]
@@ -73,7 +77,7 @@ def test_delivery_retries_until_a_2xx_and_signs_every_attempt() -> None:
 
 
 def test_delivery_gives_up_after_the_configured_attempts() -> None:
-    sender = WebhookSender(None, attempts=3, backoff_s=0.01)
+    sender = WebhookSender(None, attempts=3, backoff_s=0.01, allow_private=True)
     try:
         with webhook_receiver() as receiver:
             receiver.answers = [500] * 10
@@ -85,7 +89,7 @@ def test_delivery_gives_up_after_the_configured_attempts() -> None:
 
 
 def test_an_unreachable_target_is_retried_then_dropped_without_raising() -> None:
-    sender = WebhookSender(None, attempts=2, backoff_s=0.01, timeout_s=1)
+    sender = WebhookSender(None, attempts=2, backoff_s=0.01, timeout_s=1, allow_private=True)
     try:
         future = sender.schedule(lambda: ("http://127.0.0.1:9/nothing-listens", b"{}"))
         assert future.result(timeout=10) is False

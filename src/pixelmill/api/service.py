@@ -59,7 +59,10 @@ class BatchService:
         )
         self.metrics = Metrics()
         self.webhooks = WebhookSender(
-            settings.webhook_secret, settings.webhook_attempts, backoff_s=webhook_backoff_s
+            settings.webhook_secret,
+            settings.webhook_attempts,
+            backoff_s=webhook_backoff_s,
+            allow_private=settings.webhook_allow_private,
         )
         self.engine = LocalEngine(
             self.spec,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,10 +25,131 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Pixelmill-Signature"
 # Batches bigger than this are posted without their per-image records (DESIGN.md).
 MAX_IMAGES_IN_CALLBACK = 100
+ALLOW_PRIVATE_SETTING = "PIXELMILL_WEBHOOK_ALLOW_PRIVATE"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def _networks(*cidrs: str) -> Networks:
+    return tuple(ipaddress.ip_network(cidr) for cidr in cidrs)
+
+
+# Never a callback target, whatever the settings: cloud metadata services, "this network",
+# and addresses no unicast server has.
+_ALWAYS_REFUSED: tuple[tuple[str, Networks], ...] = (
+    ("a cloud metadata address", _networks("fd00:ec2::254/128")),
+    ("a link-local address", _networks("169.254.0.0/16", "fe80::/10")),
+    ("an unspecified address", _networks("0.0.0.0/8", "::/128")),
+    ("a multicast address", _networks("224.0.0.0/4", "ff00::/8")),
+    ("a reserved address", _networks("240.0.0.0/4")),
+)
+# Refused unless PIXELMILL_WEBHOOK_ALLOW_PRIVATE=true: this machine and private networks.
+_PRIVATE_UNLESS_ALLOWED: tuple[tuple[str, Networks], ...] = (
+    ("a loopback address", _networks("127.0.0.0/8", "::1/128")),
+    (
+        "a private address",
+        _networks("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"),
+    ),
+)
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_USERINFO = re.compile(r"(?<=://)[^/@?#]*@")
+
+
+class CallbackRefused(InvalidRequest):
+    """A callback address the policy forbids (at creation: 400; at send time: not sent)."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line: no ``user:password@``, no query string (tokens live there)."""
+    text = _USERINFO.sub("***@", str(url))
+    base, question, _ = text.partition("?")
+    return base + ("?***" if question else "")
+
+
+def _plain_address(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv4-mapped (::ffff:a.b.c.d) or -compatible IPv6 form stands for."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in _IPV4_COMPATIBLE and int(address) > 1:  # not :: nor ::1
+            # IPv4-compatible (::a.b.c.d), deprecated but still routed by some stacks.
+            return ipaddress.IPv4Address(int(address))
+    return address
+
+
+class AddressPolicy:
+    """DESIGN.md's callback address policy: which addresses a callback may connect to."""
+
+    def __init__(self, allow_private: bool = False) -> None:
+        self.allow_private = allow_private
+
+    def refusal(self, address: str | IPAddress) -> str | None:
+        """Why ``address`` may not be a callback target, or None when it may."""
+        shown = str(address)
+        ip = _plain_address(ipaddress.ip_address(shown.split("%", 1)[0]))
+        for what, networks in _ALWAYS_REFUSED:
+            if any(ip in network for network in networks if network.version == ip.version):
+                return f"{shown} is {what}, never a callback target"
+        if not self.allow_private:
+            for what, networks in _PRIVATE_UNLESS_ALLOWED:
+                if any(ip in network for network in networks if network.version == ip.version):
+                    return f"{shown} is {what}; allowed only with {ALLOW_PRIVATE_SETTING}=true"
+        return None
+
+    def resolve(self, url: str) -> list[str]:
+        """Every address ``url``'s host resolves to, each allowed; else CallbackRefused.
+
+        All of them must pass: a name that resolves to one public and one private address
+        would otherwise reach the private one on some connections.
+        """
+        parsed = httpx.URL(url)
+        host = parsed.host
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise CallbackRefused(f"callback_url host {host!r} does not resolve: {exc}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+        if not addresses:
+            raise CallbackRefused(f"callback_url host {host!r} does not resolve")
+        for address in addresses:
+            reason = self.refusal(address)
+            if reason is not None:
+                named = "" if host == address else f" ({host!r} resolves to it)"
+                raise CallbackRefused(f"callback_url refused: {reason}{named}")
+        return addresses
+
+
+class PinnedTransport(httpx.HTTPTransport):
+    """Sends only to a literal IP address the policy allows: the peer is checked, not a name.
+
+    The sender resolves a callback's host once, checks the addresses and puts the chosen
+    one in the URL (keeping ``Host`` and, for https, the TLS server name and certificate
+    check on the real name), so a DNS answer that changes between check and connect
+    (DNS rebinding) reaches nothing the policy forbids.
+    """
+
+    def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.policy = policy
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        try:
+            reason = self.policy.refusal(host)
+        except ValueError:
+            reason = f"{host!r} is not an address checked against the callback policy"
+        if reason is not None:
+            raise CallbackRefused(f"callback refused at send time: {reason}")
+        return super().handle_request(request)
 
 
 def validate_callback_url(url: str) -> str:
-    """``url`` when it is an absolute http(s) URL with a host, else InvalidRequest."""
+    """``url`` when it is an absolute http(s) URL with a host, else InvalidRequest.
+
+    The syntax only; ``AddressPolicy.resolve`` checks where it points.
+    """
     message = "callback_url must be an absolute http:// or https:// URL"
     try:
         parts = urlsplit(url.strip())
@@ -64,12 +188,20 @@ class WebhookSender:
         max_backoff_s: float = 60.0,
         timeout_s: float = 10.0,
         threads: int = 4,
+        allow_private: bool = False,
     ) -> None:
         self.secret = secret
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self._client = httpx.Client(timeout=timeout_s, follow_redirects=False)
+        self.policy = AddressPolicy(allow_private)
+        # No proxies from the environment (they would connect for us, unchecked), no redirects.
+        self._client = httpx.Client(
+            timeout=timeout_s,
+            follow_redirects=False,
+            trust_env=False,
+            transport=PinnedTransport(self.policy),
+        )
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pixelmill-webhook")
         self._stopping = threading.Event()
 
@@ -95,26 +227,54 @@ class WebhookSender:
         return target is not None and self.deliver(*target)
 
     def deliver(self, url: str, body: bytes) -> bool:
-        """POST ``body`` until a 2xx or the attempts run out; True when delivered."""
+        """POST ``body`` until a 2xx or the attempts run out; True when delivered.
+
+        A target the address policy refuses is not retried: it will not change its mind.
+        """
         headers = {"Content-Type": "application/json", "User-Agent": "pixelmill-webhook"}
         if self.secret:
             headers[SIGNATURE_HEADER] = sign(body, self.secret)
+        shown = redact_url(url)
         for attempt in range(self.attempts):
             if attempt:
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
                 if self._stopping.wait(delay):
                     break
             try:
-                response = self._client.post(url, content=body, headers=headers)
+                response = self._post_pinned(url, body, headers)
+            except CallbackRefused as exc:
+                log.warning("callback to %s not sent: %s", shown, exc.message)
+                return False
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                log.warning("callback to %s failed (attempt %d): %s", url, attempt + 1, exc)
+                reason = str(exc).replace(url, shown)
+                log.warning("callback to %s failed (attempt %d): %s", shown, attempt + 1, reason)
                 continue
             if 200 <= response.status_code < 300:
                 return True
             log.warning(
-                "callback to %s answered %d (attempt %d)", url, response.status_code, attempt + 1
+                "callback to %s answered %d (attempt %d)", shown, response.status_code, attempt + 1
             )
         return False
+
+    def _post_pinned(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST to the addresses ``url``'s host resolves to (all checked), in order, until
+        one accepts the connection (as a browser falls back from ::1 to 127.0.0.1)."""
+        target = httpx.URL(url)
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        host_header = target.netloc.decode("ascii").rpartition("@")[2]
+        addresses = self.policy.resolve(url)
+        for index, address in enumerate(addresses):
+            try:
+                return self._client.post(
+                    target.copy_with(host=address),
+                    content=body,
+                    headers={**headers, "Host": host_header},
+                    extensions=extensions,
+                )
+            except httpx.ConnectError:
+                if index == len(addresses) - 1:
+                    raise
+        raise AssertionError("unreachable: resolve() returns at least one address")
 
     def close(self, wait_s: float = 5.0) -> None:
         """Let deliveries in progress finish for up to ``wait_s``, then give up on retries."""

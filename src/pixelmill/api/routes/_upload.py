@@ -11,11 +11,14 @@ from starlette.requests import ClientDisconnect
 from pixelmill.api.errors import close_after_answer
 from pixelmill.api.service import BatchService
 from pixelmill.api.uploads import UploadForm, UploadTimeout, receive_upload
+from pixelmill.api.webhooks import AddressPolicy, validate_callback_url
 from pixelmill.errors import FileTooLarge, InvalidRequest, PixelmillError
 
 # After an early refusal, read and drop up to this much of the body so the client, still
 # sending, gets the answer instead of a reset; past it, answer and close the connection.
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+# A callback host that takes longer than this to resolve is refused (400).
+RESOLVE_TIMEOUT_S = 10.0
 
 
 def multipart_openapi(
@@ -83,7 +86,25 @@ async def read_upload(
     if not form.files:
         form.discard()
         raise InvalidRequest(f"send one or more images as {file_field!r} parts")
+    try:
+        await _check_callback_address(form, AddressPolicy(settings.webhook_allow_private))
+    except BaseException:
+        form.discard()
+        raise
     return form
+
+
+async def _check_callback_address(form: UploadForm, policy: AddressPolicy) -> None:
+    """Refuse a ``callback_url`` whose host resolves to an address the policy forbids."""
+    url = form.fields.get("callback_url", "").strip()
+    if not url:
+        return
+    validate_callback_url(url)
+    try:
+        with anyio.fail_after(RESOLVE_TIMEOUT_S):
+            await anyio.to_thread.run_sync(policy.resolve, url, abandon_on_cancel=True)
+    except TimeoutError:
+        raise InvalidRequest("callback_url host did not resolve in time") from None
 
 
 async def _drain(stream: AsyncIterator[bytes], chunk_timeout_s: float) -> bool:
