@@ -25,7 +25,7 @@ def batch_url(batch_id: str) -> str:
     status_code=202,
     summary="Upload images as a new batch",
     response_model=BatchAccepted,
-    responses=error_responses(400, 401, 413),
+    responses=error_responses(400, 401, 408, 413, 507),
     openapi_extra=multipart_openapi("files", many=True, text_fields=("callback_url",)),
 )
 async def create_batch(request: Request, service: ServiceDep) -> JSONResponse:
