@@ -12,6 +12,7 @@ import anyio
 import h11
 import uvicorn
 from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -19,6 +20,7 @@ from pixelmill import __version__
 from pixelmill.api.deps import require_api_key
 from pixelmill.api.errors import install_error_handlers
 from pixelmill.api.routes import batches, health, images
+from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
 from pixelmill.config import Settings, get_settings
 
@@ -64,7 +66,24 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
     app.include_router(batches.router, dependencies=needs_key)
     app.include_router(images.router, dependencies=needs_key)
     app.include_router(health.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = finish_openapi(get_openapi_document(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def get_openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's own document for ``app`` (before ``finish_openapi``)."""
+    return get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        routes=app.routes,
+    )
 
 
 def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:

@@ -1,4 +1,8 @@
-"""Response shapes, for the OpenAPI docs (routes answer with the store's own dicts)."""
+"""Response shapes and the finishing touches that make ``/openapi.json`` exact.
+
+Routes answer with the store's own dicts; these models describe them for the docs and for
+schema-driven tests, so every field here is what the service really sends.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pixelmill.errors import ErrorCode
+from pixelmill.states import BatchStatus, ImageStatus
+
 
 class ErrorDetail(BaseModel):
-    code: str
+    code: ErrorCode
     message: str
 
 
@@ -28,7 +35,7 @@ class RenditionOut(BaseModel):
 class ImageOut(BaseModel):
     image_id: str
     filename: str
-    status: str
+    status: ImageStatus
     sha256: str | None
     error: ErrorDetail | None
     renditions: list[RenditionOut]
@@ -39,7 +46,7 @@ class ImageOut(BaseModel):
 
 class BatchOut(BaseModel):
     batch_id: str
-    status: str
+    status: BatchStatus
     total: int
     completed: int
     duplicates: int
@@ -54,7 +61,7 @@ class BatchOut(BaseModel):
 
 class BatchAccepted(BaseModel):
     batch_id: str
-    status: str
+    status: BatchStatus
     total: int
     status_url: str
     events_url: str
@@ -75,6 +82,75 @@ class Health(BaseModel):
     in_flight: int
 
 
+ERROR_MEANINGS: dict[int, str] = {
+    400: "Invalid request (code invalid_request)",
+    401: "Missing or wrong API key, when one is set (code unauthorized)",
+    404: "No such batch or image (code not_found)",
+    408: "The client stopped sending the body (code invalid_request)",
+    416: "Range outside the file (code invalid_request)",
+    413: "Body over PIXELMILL_MAX_BATCH_BYTES (file_too_large) or more files than "
+    "PIXELMILL_MAX_FILES_PER_BATCH (invalid_request)",
+    507: "No space left to store the upload (code insufficient_storage)",
+}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses a route can answer."""
-    return {status: {"model": ErrorBody} for status in statuses}
+    """OpenAPI entries for the error statuses a route can answer, with the JSON error body."""
+    return {
+        status: {"model": ErrorBody, "description": ERROR_MEANINGS.get(status, "Error")}
+        for status in statuses
+    }
+
+
+# Short, stable operation ids (DESIGN.md), whatever the handlers are called.
+OPERATION_IDS: dict[tuple[str, str], str] = {
+    ("post", "/v1/batches"): "create_batch",
+    ("get", "/v1/batches/{batch_id}"): "get_batch",
+    ("get", "/v1/batches/{batch_id}/events"): "batch_events",
+    ("post", "/v1/batches/{batch_id}/cancel"): "cancel_batch",
+    ("post", "/v1/images"): "create_image",
+    ("get", "/v1/images/{sha256}"): "get_manifest",
+    ("get", "/v1/images/{sha256}/{filename}"): "get_rendition",
+    ("get", "/healthz"): "healthz",
+    ("get", "/metrics"): "metrics",
+}
+BEARER_SCHEME = "bearer"
+# The shape of the ids in paths; anything else names nothing (404, like an unknown id).
+PATH_PATTERNS: dict[str, str] = {
+    "batch_id": "^[0-9a-f]{32}$",
+    "sha256": "^[0-9a-f]{64}$",
+    "filename": "^[A-Za-z0-9_]{1,64}\\.(jpg|webp|avif|png)$",
+}
+
+
+def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make FastAPI's document exact: 400 (our error shape) instead of its 422, operation
+    ids, and bearer auth as a security scheme on ``/v1``."""
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            if responses.pop("422", None) is not None and "400" not in responses:
+                # Only parameters FastAPI validates produce it: they are our 400s.
+                responses["400"] = {
+                    "description": ERROR_MEANINGS[400],
+                    "content": {"application/json": {"schema": error_ref}},
+                }
+            for parameter in operation.get("parameters", []):
+                pattern = PATH_PATTERNS.get(parameter.get("name", ""))
+                if parameter.get("in") == "path" and pattern:
+                    parameter.setdefault("schema", {})["pattern"] = pattern
+            operation["operationId"] = OPERATION_IDS.get(
+                (method, path), operation.get("operationId")
+            )
+            if path.startswith("/v1/"):
+                operation["security"] = [{BEARER_SCHEME: []}, {}]
+    components = schema.setdefault("components", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.get("schemas", {}).pop(unused, None)
+    components.setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "PIXELMILL_API_KEY, when set; without it /v1 needs no key.",
+    }
+    return schema

@@ -10,7 +10,12 @@ from starlette.requests import ClientDisconnect
 
 from pixelmill.api.errors import close_after_answer
 from pixelmill.api.service import BatchService
-from pixelmill.api.uploads import UploadForm, UploadTimeout, receive_upload
+from pixelmill.api.uploads import (
+    MAX_TEXT_FIELD_BYTES,
+    UploadForm,
+    UploadTimeout,
+    receive_upload,
+)
 from pixelmill.api.webhooks import AddressPolicy, validate_callback_url
 from pixelmill.errors import FileTooLarge, InvalidRequest, PixelmillError
 
@@ -27,10 +32,10 @@ def multipart_openapi(
     """The request body as OpenAPI sees it (the route parses the stream itself)."""
     binary: dict[str, object] = {"type": "string", "format": "binary"}
     properties: dict[str, object] = {
-        file_field: {"type": "array", "items": binary} if many else binary
+        file_field: {"type": "array", "items": binary, "minItems": 1} if many else binary
     }
     for name in text_fields:
-        properties[name] = {"type": "string"}
+        properties[name] = {"type": "string", "maxLength": MAX_TEXT_FIELD_BYTES}
     return {
         "requestBody": {
             "required": True,
@@ -40,6 +45,8 @@ def multipart_openapi(
                         "type": "object",
                         "properties": properties,
                         "required": [file_field],
+                        # Unknown fields are refused (400), not ignored.
+                        "additionalProperties": False,
                     }
                 }
             },

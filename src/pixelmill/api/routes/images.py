@@ -10,14 +10,16 @@ import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from pixelmill.api.deps import ServiceDep
+from pixelmill.api.errors import error_response
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.routes.batches import batch_url
 from pixelmill.api.schemas import ImageAccepted, ImageOut, error_responses
 from pixelmill.api.service import new_id, rendition_url
 from pixelmill.core.specs import OutputFormat
-from pixelmill.errors import InvalidRequest, NotFound
+from pixelmill.errors import ErrorCode, InvalidRequest, NotFound
 from pixelmill.storage import SHA256_PATTERN
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -43,9 +45,9 @@ def _etag_matches(request: Request, etag: str) -> bool:
     "",
     summary="Upload one image; ?wait=true answers with its record when it is finished",
     responses={
-        200: {"model": ImageOut},
-        202: {"model": ImageAccepted},
-        **error_responses(400, 401, 413),
+        200: {"model": ImageOut, "description": "The image's record (waited and finished)"},
+        202: {"model": ImageAccepted, "description": "Accepted; rendering goes on"},
+        **error_responses(400, 401, 408, 413, 507),
     },
     openapi_extra=multipart_openapi("file", many=False),
 )
@@ -79,7 +81,11 @@ async def upload_image(
 @router.get(
     "/{sha256}",
     summary="An image's manifest: source facts, renditions (as URLs), timings",
-    responses=error_responses(401, 404),
+    responses={
+        200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+        304: {"description": "Not modified (If-None-Match)"},
+        **error_responses(401, 404),
+    },
 )
 async def get_manifest(sha256: str, request: Request, service: ServiceDep) -> Response:
     manifest = await run_in_threadpool(service.storage.read_manifest, _checked_sha(sha256))
@@ -101,7 +107,12 @@ async def get_manifest(sha256: str, request: Request, service: ServiceDep) -> Re
     "/{sha256}/{filename}",
     summary="One rendition's bytes, e.g. large.webp",
     response_class=FileResponse,
-    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}, **error_responses(404)},
+    responses={
+        200: {"content": {t: {} for t in MEDIA_TYPES.values()}},
+        206: {"description": "The requested byte range (Range)"},
+        304: {"description": "Not modified (If-None-Match)"},
+        **error_responses(400, 401, 404, 416),
+    },
 )
 async def get_rendition(
     sha256: str, filename: str, request: Request, service: ServiceDep
@@ -117,4 +128,19 @@ async def get_rendition(
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
     if _etag_matches(request, etag):
         return Response(status_code=304, headers=headers)
-    return FileResponse(path, media_type=MEDIA_TYPES[extension], headers=headers)
+    response = FileResponse(path, media_type=MEDIA_TYPES[extension], headers=headers)
+    wanted = request.headers.get("range")
+    if wanted is not None:
+        # Starlette answers a bad Range in plain text: check it first, for our error shape.
+        try:
+            response._parse_range_header(wanted, size)
+        except MalformedRangeHeader:
+            raise InvalidRequest(f"malformed Range header {wanted[:80]!r}") from None
+        except RangeNotSatisfiable:
+            return error_response(
+                ErrorCode.INVALID_REQUEST,
+                f"the range is outside the file's {size} bytes",
+                status=416,
+                headers={"Content-Range": f"bytes */{size}"},
+            )
+    return response
