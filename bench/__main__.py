@@ -11,6 +11,7 @@ from typing import Any
 from bench import inputs
 from bench.api import api_available, run_api_vs_cli, run_upload_memory
 from bench.contenders import DESCRIPTIONS, cli_available
+from bench.load import DEFAULT_CLIENTS, DEFAULT_SECONDS, run_load, summary_line
 from bench.memory import run_memory
 from bench.report import machine, render
 from bench.speed import (
@@ -22,7 +23,7 @@ from bench.speed import (
     run_startup,
 )
 
-PARTS = ("speed", "memory", "api")
+PARTS = ("speed", "memory", "api", "load")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -49,6 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "for other work on the machine to calm down",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to save results")
+    parser.add_argument(
+        "--seconds", type=float, default=DEFAULT_SECONDS, help="load: how long the uploaders run"
+    )
+    parser.add_argument(
+        "--clients", type=int, default=DEFAULT_CLIENTS, help="load: concurrent uploaders"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -109,9 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     if "api" in parts:
         results["api"] = _api(args, photos, with_pixelmill)
 
+    if "load" in parts and with_pixelmill and api_available():
+        log(f"load: {args.clients} concurrent uploaders for {args.seconds:g} s")
+        results["load"] = run_load(args.workers, args.clients, args.seconds)
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
+    if "load" in results:
+        print("\n" + summary_line(results["load"]))
     print(f"\nJSON: {args.json}")
     return 0
 
