@@ -390,3 +390,18 @@ def test_ranges_of_a_rendition_answer_206_or_a_json_error(client: httpx.Client) 
     beyond = client.get(path, headers={"Range": "bytes=99999999-"})
     assert_error(beyond, 416, "invalid_request")
     assert beyond.headers["content-range"].startswith("bytes */")
+
+
+def test_connections_over_the_cap_are_answered_503(tmp_path: Path) -> None:
+    """PIXELMILL_MAX_CONNECTIONS bounds what idle or slow clients can hold at once."""
+    settings = hostile_settings(tmp_path / "data", max_connections=3)
+    with running_in_thread(create_app(settings)) as url:
+        with contextlib.ExitStack() as held:
+            for _ in range(3):
+                held.enter_context(raw_socket(url))
+            time.sleep(0.5)  # let the server accept them
+            assert httpx.get(f"{url}/healthz", timeout=30).status_code == 503
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{url}/healthz", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the held connections were never let go"
+            time.sleep(0.1)

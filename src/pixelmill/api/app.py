@@ -22,7 +22,7 @@ from pixelmill.api.errors import install_error_handlers
 from pixelmill.api.routes import batches, health, images
 from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
-from pixelmill.config import Settings, get_settings
+from pixelmill.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,12 @@ DISCARD_AFTER_REFUSAL_BYTES = 4 * 1024 * 1024
 
 
 def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1.0) -> FastAPI:
-    """The app; its service (store, engine, spool) starts with the lifespan, not here."""
-    settings = settings or get_settings()
+    """The app; its service (store, engine, spool) starts with the lifespan, not here.
+
+    Without ``settings`` (``uvicorn --factory``) they are read from the environment and
+    checked, so a bad value is one ConfigError line rather than a pydantic dump.
+    """
+    settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
