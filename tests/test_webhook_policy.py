@@ -81,14 +81,11 @@ def test_a_forbidden_callback_address_is_400_at_creation(
     assert not spool.is_dir() or list(spool.iterdir()) == []
 
 
-def test_a_public_callback_address_is_accepted(client: httpx.Client) -> None:
-    """A public address passes the check at creation (nothing listens there: never sent)."""
-    response = client.post(
-        "/v1/batches",
-        files=[upload("a.jpg", small_jpeg(2))],
-        data={"callback_url": "http://192.0.2.1:9/hook"},  # TEST-NET-1, public by class
-    )
-    assert response.status_code == 202, response.text
+def test_a_public_callback_address_is_allowed() -> None:
+    """Checked without sending anything: tests never reach beyond loopback."""
+    assert AddressPolicy().resolve("http://192.0.2.1:9/hook") == ["192.0.2.1"]
+    assert AddressPolicy().resolve("https://[2001:db8::1]/hook") == ["2001:db8::1"]
+    assert AddressPolicy().refusal("8.8.8.8") is None
 
 
 @pytest.mark.parametrize(("url", "what"), NEVER)
