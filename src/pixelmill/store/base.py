@@ -11,6 +11,12 @@ from typing import Any, Protocol
 
 from pixelmill.states import BatchStatus, ImageStatus
 
+# The error of an image cancelled before it started (the engine's own say the same code).
+CANCELLED_ERROR: dict[str, str] = {
+    "code": "cancelled",
+    "message": "the batch was cancelled before this image started",
+}
+
 
 @dataclass(frozen=True)
 class NewImage:
@@ -103,6 +109,8 @@ class Transition:
 
     applied: bool
     batch_finished: bool = False  # this transition finished the batch (fire the webhook)
+    # Images a batch cancel moved from pending to cancelled (they reach no engine callback).
+    cancelled_images: int = field(default=0, compare=False)
 
 
 class BatchStore(Protocol):
@@ -138,7 +146,11 @@ class BatchStore(Protocol):
         """
 
     def cancel_batch(self, batch_id: str) -> tuple[BatchRecord | None, Transition]:
-        """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent."""
+        """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent.
+
+        Each image cancelled here gets ``CANCELLED_ERROR`` as its error, like every other
+        cancelled image. Once cancelled, a batch ends ``cancelled`` whatever comes next.
+        """
 
     def unfinished_images(self) -> list[ImageRecord]:
         """Every pending or processing image of every batch, oldest batch first (resume)."""

@@ -23,7 +23,13 @@ import redis
 
 from pixelmill.states import BatchStatus, ImageStatus
 from pixelmill.store._common import dump_json, load_json, require_final, utc_now
-from pixelmill.store.base import BatchRecord, ImageRecord, NewImage, Transition
+from pixelmill.store.base import (
+    CANCELLED_ERROR,
+    BatchRecord,
+    ImageRecord,
+    NewImage,
+    Transition,
+)
 
 DEFAULT_TTL_S = 7 * 86400
 # A waiter re-reads the version this often even without a message (a dropped connection).
@@ -111,19 +117,19 @@ return {1, finished}
 """
 )
 
-# KEYS: batch, images list, unfinished. ARGV: now, ttl, image key prefix, batch_id, channel.
-# Returns {applied, finished}.
+# KEYS: batch, images list, unfinished. ARGV: now, ttl, image key prefix, batch_id, channel,
+# the cancelled images' error (JSON). Returns {applied, finished, images cancelled}.
 _CANCEL = (
     _LUA_FINISH_IF_DRAINED
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'queued' and status ~= 'processing' then return {0, 0} end
+if status ~= 'queued' and status ~= 'processing' then return {0, 0, 0} end
 redis.call('HSET', KEYS[1], 'status', 'cancelled')
 local dropped = 0
 for _, image_id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   local key = ARGV[3] .. image_id
   if redis.call('HGET', key, 'status') == 'pending' then
-    redis.call('HSET', key, 'status', 'cancelled')
+    redis.call('HSET', key, 'status', 'cancelled', 'error', ARGV[6])
     dropped = dropped + 1
   end
 end
@@ -132,7 +138,7 @@ redis.call('HINCRBY', KEYS[1], 'pending', -dropped)
 local finished = finish_if_drained()
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('PUBLISH', ARGV[5], version)
-return {1, finished}
+return {1, finished, dropped}
 """
 )
 
@@ -312,9 +318,11 @@ class RedisBatchStore:
     def cancel_batch(self, batch_id: str) -> tuple[BatchRecord | None, Transition]:
         """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent."""
         keys, args = self._finishing_keys_and_args(batch_id)
-        args.append(self._channel(batch_id))
-        applied, finished = self._cancel(keys=keys, args=args)
-        transition = Transition(applied=bool(applied), batch_finished=bool(finished))
+        args += [self._channel(batch_id), dump_json(CANCELLED_ERROR)]
+        applied, finished, dropped = self._cancel(keys=keys, args=args)
+        transition = Transition(
+            applied=bool(applied), batch_finished=bool(finished), cancelled_images=int(dropped)
+        )
         return self.get_batch(batch_id), transition
 
     def unfinished_images(self) -> list[ImageRecord]:

@@ -26,7 +26,13 @@ from pixelmill.store._common import (
     require_final,
     utc_now,
 )
-from pixelmill.store.base import BatchRecord, ImageRecord, NewImage, Transition
+from pixelmill.store.base import (
+    CANCELLED_ERROR,
+    BatchRecord,
+    ImageRecord,
+    NewImage,
+    Transition,
+)
 
 BUSY_TIMEOUT_MS = 10_000
 PRUNE_INTERVAL_S = 60.0
@@ -289,6 +295,7 @@ class SqliteBatchStore:
     def cancel_batch(self, batch_id: str) -> tuple[BatchRecord | None, Transition]:
         """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent."""
         finished = False
+        dropped = 0
         with self._write() as conn:
             changed = conn.execute(
                 "UPDATE batches SET status = 'cancelled', version = version + 1"
@@ -297,9 +304,9 @@ class SqliteBatchStore:
             ).rowcount
             if changed:
                 dropped = conn.execute(
-                    "UPDATE images SET status = 'cancelled'"
+                    "UPDATE images SET status = 'cancelled', error = ?"
                     " WHERE batch_id = ? AND status = 'pending'",
-                    (batch_id,),
+                    (dump_json(CANCELLED_ERROR), batch_id),
                 ).rowcount
                 conn.execute(
                     "UPDATE batches SET cancelled = cancelled + ?, pending = pending - ?"
@@ -309,7 +316,10 @@ class SqliteBatchStore:
                 finished = self._finish_batch_if_drained(conn, batch_id)
         if changed:
             self._notify()
-        return self.get_batch(batch_id), Transition(applied=bool(changed), batch_finished=finished)
+        transition = Transition(
+            applied=bool(changed), batch_finished=finished, cancelled_images=dropped
+        )
+        return self.get_batch(batch_id), transition
 
     def unfinished_images(self) -> list[ImageRecord]:
         """Every pending or processing image of every batch, oldest batch first (resume)."""
