@@ -358,6 +358,36 @@ def test_cancel_cancels_pending_images_and_spares_processing_ones(store: BatchSt
     assert store.finish_image(batch_id, "img-003", ImageStatus.DONE) == NOT_APPLIED
 
 
+def test_cancel_with_every_unfinished_image_processing_cancels_none(store: BatchStore) -> None:
+    """Nothing pending to drop: the batch is cancelled all the same (on Redis the script used
+    to subtract "-0" from ``pending``: "value is not an integer or out of range")."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(2))
+    store.mark_processing(batch_id, "img-000")
+    store.finish_image(batch_id, "img-001", ImageStatus.DONE)
+    record, transition = store.cancel_batch(batch_id)
+    assert transition == Transition(applied=True, batch_finished=False)
+    assert transition.cancelled_images == 0
+    assert record is not None and record.status is BatchStatus.CANCELLED
+    assert counts(checked(store, batch_id)) == (1, 0, 0, 0, 1)
+    assert store.finish_image(batch_id, "img-000", ImageStatus.DONE).batch_finished
+    assert checked(store, batch_id).status is BatchStatus.CANCELLED
+
+
+def test_images_a_cancel_drops_carry_a_cancelled_error(store: BatchStore) -> None:
+    """Like every other cancelled image, one cancelled before it started says why."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(3))
+    store.mark_processing(batch_id, "img-000")
+    _, transition = store.cancel_batch(batch_id)
+    assert transition.cancelled_images == 2
+    images = checked(store, batch_id).images
+    assert images[0].error is None
+    for image in images[1:]:
+        assert image.error is not None and image.error["code"] == "cancelled"
+        assert image.error["message"]
+
+
 def test_last_processing_image_finishes_a_cancelled_batch_once(store: BatchStore) -> None:
     """After cancel, finishing the last processing image reports batch_finished exactly once."""
     batch_id = new_batch_id()

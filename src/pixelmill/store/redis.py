@@ -133,8 +133,11 @@ for _, image_id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
     dropped = dropped + 1
   end
 end
-redis.call('HINCRBY', KEYS[1], 'cancelled', dropped)
-redis.call('HINCRBY', KEYS[1], 'pending', -dropped)
+-- Not -dropped: Lua's -0 reaches Redis as "-0", which HINCRBY refuses as no integer.
+if dropped > 0 then
+  redis.call('HINCRBY', KEYS[1], 'cancelled', dropped)
+  redis.call('HINCRBY', KEYS[1], 'pending', 0 - dropped)
+end
 local finished = finish_if_drained()
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('PUBLISH', ARGV[5], version)
