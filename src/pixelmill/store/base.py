@@ -45,6 +45,9 @@ class ImageRecord:
     renditions: list[dict[str, Any]]
     timings_ms: dict[str, float] | None
     seq: int  # position in the batch, from 0
+    # The batch version at which the image became final (0 while unfinished): the order in
+    # which images finished, and what an event stream resumes from.
+    version: int = 0
 
     def as_api_dict(self) -> dict[str, Any]:
         return {
@@ -73,7 +76,8 @@ class BatchRecord:
     created_at: str  # ISO 8601, UTC
     finished_at: str | None
     callback_url: str | None
-    version: int  # increases with every applied transition
+    # Increases with every applied transition, past the version of every image it finished.
+    version: int
     images: list[ImageRecord] = field(default_factory=list)
 
     @property
@@ -150,6 +154,14 @@ class BatchStore(Protocol):
 
         Each image cancelled here gets ``CANCELLED_ERROR`` as its error, like every other
         cancelled image. Once cancelled, a batch ends ``cancelled`` whatever comes next.
+        """
+
+    def batch_changes(
+        self, batch_id: str, since_version: int
+    ) -> tuple[BatchRecord | None, list[ImageRecord]]:
+        """The batch (without images) and its images finished after ``since_version``.
+
+        Ordered by ``ImageRecord.version``; one consistent snapshot. Reads only what changed.
         """
 
     def unfinished_images(self) -> list[ImageRecord]:

@@ -4,6 +4,7 @@ Keys, all under the prefix (``pixelmill:`` by default):
 
     {prefix}batch:{batch_id}                 hash: counters, status, times, version
     {prefix}batch:{batch_id}:images          list: image ids in upload order
+    {prefix}batch:{batch_id}:changes         sorted set: finished image ids by their version
     {prefix}image:{batch_id}:{image_id}      hash: one image (JSON for error/renditions/timings)
     {prefix}unfinished                       sorted set: unfinished batch ids by creation order
     {prefix}batch_seq                        counter giving that creation order
@@ -49,6 +50,7 @@ local function finish_if_drained()
   local ttl = tonumber(ARGV[2])
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[1] .. ':changes', ttl)
   for _, image_id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
     redis.call('EXPIRE', ARGV[3] .. image_id, ttl)
   end
@@ -65,15 +67,22 @@ _CREATE = (
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local i = 6
+local failed = 0
 for k = 5, #KEYS do
   local image_id = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   redis.call('HSET', KEYS[k], unpack(ARGV, i + 2, i + 1 + 2 * n))
   redis.call('RPUSH', KEYS[2], image_id)
+  if redis.call('HGET', KEYS[k], 'status') == 'failed' then
+    failed = failed + 1
+    redis.call('HSET', KEYS[k], 'version', failed)
+    redis.call('ZADD', KEYS[1] .. ':changes', failed, image_id)
+  end
   i = i + 2 + 2 * n
 end
 local n = tonumber(ARGV[i])
 redis.call('HSET', KEYS[1], unpack(ARGV, i + 1, i + 2 * n))
+redis.call('HSET', KEYS[1], 'version', failed + 1)
 if finish_if_drained() == 0 then
   redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[4])
 end
@@ -111,7 +120,10 @@ if redis.call('HGET', KEYS[1], 'status') == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'processing')
 end
 local finished = finish_if_drained()
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+-- Two steps: the image takes the first, the batch (progress) the second.
+local version = redis.call('HINCRBY', KEYS[1], 'version', 2)
+redis.call('HSET', KEYS[4], 'version', version - 1)
+redis.call('ZADD', KEYS[1] .. ':changes', version - 1, redis.call('HGET', KEYS[4], 'image_id'))
 redis.call('PUBLISH', ARGV[5], version)
 return {1, finished}
 """
@@ -125,12 +137,15 @@ _CANCEL = (
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'processing' then return {0, 0, 0} end
 redis.call('HSET', KEYS[1], 'status', 'cancelled')
+local base = tonumber(redis.call('HGET', KEYS[1], 'version'))
 local dropped = 0
 for _, image_id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   local key = ARGV[3] .. image_id
   if redis.call('HGET', key, 'status') == 'pending' then
-    redis.call('HSET', key, 'status', 'cancelled', 'error', ARGV[6])
     dropped = dropped + 1
+    -- Each dropped image takes a version of its own (upload order), the batch the next.
+    redis.call('HSET', key, 'status', 'cancelled', 'error', ARGV[6], 'version', base + dropped)
+    redis.call('ZADD', KEYS[1] .. ':changes', base + dropped, image_id)
   end
 end
 -- Not -dropped: Lua's -0 reaches Redis as "-0", which HINCRBY refuses as no integer.
@@ -139,7 +154,7 @@ if dropped > 0 then
   redis.call('HINCRBY', KEYS[1], 'pending', 0 - dropped)
 end
 local finished = finish_if_drained()
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+local version = redis.call('HINCRBY', KEYS[1], 'version', dropped + 1)
 redis.call('PUBLISH', ARGV[5], version)
 return {1, finished, dropped}
 """
@@ -155,6 +170,18 @@ if ARGV[2] == '1' then
   for _, image_id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
     out[#out + 1] = redis.call('HGETALL', ARGV[1] .. image_id)
   end
+end
+return out
+"""
+
+# The batch (fields) and its images finished after a version. KEYS: batch, changes.
+# ARGV: image key prefix, since version. Returns {batch fields, {image fields}...}.
+_READ_CHANGES = """
+local batch = redis.call('HGETALL', KEYS[1])
+if #batch == 0 then return {} end
+local out = {batch}
+for _, image_id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[2], '+inf')) do
+  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. image_id)
 end
 return out
 """
@@ -192,6 +219,7 @@ class RedisBatchStore:
         self._finish_image = self._client.register_script(_FINISH_IMAGE)
         self._cancel = self._client.register_script(_CANCEL)
         self._read_batch = self._client.register_script(_READ_BATCH)
+        self._read_changes = self._client.register_script(_READ_CHANGES)
 
     # -- key names ------------------------------------------------------------------------
 
@@ -328,6 +356,20 @@ class RedisBatchStore:
         )
         return self.get_batch(batch_id), transition
 
+    def batch_changes(
+        self, batch_id: str, since_version: int
+    ) -> tuple[BatchRecord | None, list[ImageRecord]]:
+        """The batch (without images) and its images finished after ``since_version``."""
+        batch_key = self._batch_key(batch_id)
+        reply = self._read_changes(
+            keys=[batch_key, f"{batch_key}:changes"],
+            args=[self._image_prefix(batch_id), int(since_version)],
+        )
+        if not reply:
+            return None, []
+        batch, *images = (_pairs(flat) for flat in reply)
+        return _batch_record(batch, []), [_image_record(image) for image in images if image]
+
     def unfinished_images(self) -> list[ImageRecord]:
         """Every pending or processing image of every batch, oldest batch first (resume)."""
         batch_ids = cast(list[str], self._client.zrange(self._unfinished_key, 0, -1))
@@ -399,6 +441,7 @@ def _image_record(fields: dict[str, str]) -> ImageRecord:
         renditions=load_json(fields.get("renditions")) or [],
         timings_ms=load_json(fields.get("timings_ms")),
         seq=int(fields["seq"]),
+        version=int(fields.get("version", 0)),
     )
 
 

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS images (
     error         TEXT,   -- JSON
     renditions    TEXT,   -- JSON
     timings_ms    TEXT,   -- JSON
+    version       INTEGER NOT NULL DEFAULT 0,  -- batch version when it became final
     PRIMARY KEY (batch_id, image_id)
 );
 CREATE INDEX IF NOT EXISTS images_by_seq ON images (batch_id, seq);
@@ -77,8 +78,10 @@ CREATE INDEX IF NOT EXISTS images_unfinished ON images (status)
 
 IMAGE_COLUMNS = (
     "image_id, batch_id, filename, status, sha256, spool_path, declared_type, detected_type,"
-    " error, renditions, timings_ms, seq"
+    " error, renditions, timings_ms, seq, version"
 )
+# After the table exists (a file from an older release gains the column first).
+CHANGES_INDEX = "CREATE INDEX IF NOT EXISTS images_by_version ON images (batch_id, version)"
 BATCH_COLUMNS = (
     "batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,"
     " finished_at, callback_url, version"
@@ -108,6 +111,12 @@ class SqliteBatchStore:
             self._conn.execute("PRAGMA synchronous = NORMAL")  # durable enough under WAL
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.executescript(SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(images)")}
+            if "version" not in columns:
+                self._conn.execute(
+                    "ALTER TABLE images ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
+                )
+            self._conn.execute(CHANGES_INDEX)
         self.prune_expired()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -178,23 +187,28 @@ class SqliteBatchStore:
         pending = len(images) - failed
         now = utc_now()
         status = BatchStatus.QUEUED if pending else BatchStatus.COMPLETED
+        # Images failed at upload are final from the start: versions 1..failed, then the batch.
+        failed_rank = {
+            image.image_id: rank
+            for rank, image in enumerate((i for i in images if i.error is not None), start=1)
+        }
         with self._write() as conn:
             try:
                 conn.execute(
                     "INSERT INTO batches (batch_id, status, total, failed, pending, created_at,"
-                    " finished_at, callback_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " finished_at, callback_url, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (batch_id, status, len(images), failed, pending, now,
-                     None if pending else now, callback_url),
+                     None if pending else now, callback_url, failed + 1),
                 )  # fmt: skip
             except sqlite3.IntegrityError:
                 raise ValueError(f"batch {batch_id!r} already exists") from None
             conn.executemany(
-                f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (image.image_id, batch_id, image.filename,
                      ImageStatus.FAILED if image.error is not None else ImageStatus.PENDING,
                      image.sha256, image.spool_path, image.declared_type, image.detected_type,
-                     dump_json(image.error), "[]", None, seq)
+                     dump_json(image.error), "[]", None, seq, failed_rank.get(image.image_id, 0))
                     for seq, image in enumerate(images)
                 ],
             )  # fmt: skip
@@ -278,11 +292,18 @@ class SqliteBatchStore:
             ).rowcount  # fmt: skip
             if changed:
                 increments = "".join(f", {name} = {name} + 1" for name in bumps)
+                # Two steps: the image takes the first, the batch (progress) the second.
                 conn.execute(
-                    f"UPDATE batches SET pending = pending - 1, version = version + 1{increments},"
+                    f"UPDATE batches SET pending = pending - 1, version = version + 2{increments},"
                     " status = CASE WHEN status = 'queued' THEN 'processing' ELSE status END"
                     " WHERE batch_id = ?",
                     (batch_id,),
+                )
+                conn.execute(
+                    "UPDATE images SET version ="
+                    " (SELECT version - 1 FROM batches WHERE batch_id = ?)"
+                    " WHERE batch_id = ? AND image_id = ?",
+                    (batch_id, batch_id, image_id),
                 )
                 finished = self._finish_batch_if_drained(conn, batch_id)
         if not changed:
@@ -297,21 +318,36 @@ class SqliteBatchStore:
         finished = False
         dropped = 0
         with self._write() as conn:
-            changed = conn.execute(
-                "UPDATE batches SET status = 'cancelled', version = version + 1"
+            row = conn.execute(
+                "SELECT version FROM batches"
                 " WHERE batch_id = ? AND status IN ('queued', 'processing')",
                 (batch_id,),
-            ).rowcount
+            ).fetchone()
+            changed = row is not None
             if changed:
-                dropped = conn.execute(
-                    "UPDATE images SET status = 'cancelled', error = ?"
-                    " WHERE batch_id = ? AND status = 'pending'",
-                    (dump_json(CANCELLED_ERROR), batch_id),
-                ).rowcount
+                # Each dropped image takes a version of its own (upload order), the batch the next.
+                base = int(row[0])
+                pending_ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT image_id FROM images WHERE batch_id = ? AND status = 'pending'"
+                        " ORDER BY seq",
+                        (batch_id,),
+                    )
+                ]
+                dropped = len(pending_ids)
+                conn.executemany(
+                    "UPDATE images SET status = 'cancelled', error = ?, version = ?"
+                    " WHERE batch_id = ? AND image_id = ?",
+                    [
+                        (dump_json(CANCELLED_ERROR), base + rank, batch_id, image_id)
+                        for rank, image_id in enumerate(pending_ids, start=1)
+                    ],
+                )
                 conn.execute(
-                    "UPDATE batches SET cancelled = cancelled + ?, pending = pending - ?"
-                    " WHERE batch_id = ?",
-                    (dropped, dropped, batch_id),
+                    "UPDATE batches SET status = 'cancelled', version = ?,"
+                    " cancelled = cancelled + ?, pending = pending - ? WHERE batch_id = ?",
+                    (base + dropped + 1, dropped, dropped, batch_id),
                 )
                 finished = self._finish_batch_if_drained(conn, batch_id)
         if changed:
@@ -320,6 +356,29 @@ class SqliteBatchStore:
             applied=bool(changed), batch_finished=finished, cancelled_images=dropped
         )
         return self.get_batch(batch_id), transition
+
+    def batch_changes(
+        self, batch_id: str, since_version: int
+    ) -> tuple[BatchRecord | None, list[ImageRecord]]:
+        """The batch (without images) and its images finished after ``since_version``."""
+        with self._lock:
+            self._conn.execute("BEGIN")  # one snapshot: counters and images agree
+            try:
+                row = self._conn.execute(
+                    f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
+                ).fetchone()
+                rows = []
+                if row is not None:
+                    rows = self._conn.execute(
+                        f"SELECT {IMAGE_COLUMNS} FROM images"
+                        " WHERE batch_id = ? AND version > ? ORDER BY version",
+                        (batch_id, since_version),
+                    ).fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+        if row is None:
+            return None, []
+        return _batch_record(row, []), [_image_record(r) for r in rows]
 
     def unfinished_images(self) -> list[ImageRecord]:
         """Every pending or processing image of every batch, oldest batch first (resume)."""
@@ -363,7 +422,7 @@ class SqliteBatchStore:
 
 def _image_record(row: tuple[Any, ...]) -> ImageRecord:
     (image_id, batch_id, filename, status, sha256, spool_path, declared_type, detected_type,
-     error, renditions, timings_ms, seq) = row  # fmt: skip
+     error, renditions, timings_ms, seq, version) = row  # fmt: skip
     return ImageRecord(
         image_id=image_id,
         batch_id=batch_id,
@@ -377,6 +436,7 @@ def _image_record(row: tuple[Any, ...]) -> ImageRecord:
         renditions=load_json(renditions) or [],
         timings_ms=load_json(timings_ms),
         seq=int(seq),
+        version=int(version),
     )
 
 

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from pixelmill.api.deps import ServiceDep, checked_id
-from pixelmill.api.events import batch_events
+from pixelmill.api.events import batch_events, parse_last_event_id
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.schemas import BatchAccepted, BatchOut, error_responses
 from pixelmill.api.service import new_id
@@ -77,8 +77,10 @@ async def batch_events_stream(
 ) -> StreamingResponse:
     # Look the batch up first, so an unknown id is a plain 404, not an event stream.
     await run_in_threadpool(service.get_batch, checked_id(batch_id, "batch"), include_images=False)
+    # Sent back by a reconnecting EventSource: resume after that event, replay nothing.
+    last_event_id = parse_last_event_id(request.headers.get("last-event-id"))
     return StreamingResponse(
-        batch_events(service.store, batch_id, request.app.state.sse_limiter),
+        batch_events(service.store, batch_id, request.app.state.sse_limiter, last_event_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
