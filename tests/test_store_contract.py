@@ -709,3 +709,38 @@ def test_batch_changes_reads_only_images_finished_since_a_version(store: BatchSt
     assert len(everything) == 5 and versions == sorted(set(versions))
     assert record.version > versions[-1]
     assert store.batch_changes(new_batch_id(), 0) == (None, [])
+
+
+def test_redis_waiters_share_one_listener_instead_of_a_subscription_each(
+    redis_store: RedisBatchStore, redis_server_url: str, redis_prefix: str
+) -> None:
+    """Many waiting streams: no per-batch channel subscription, one pattern listener, and
+    every waiter still woken by its own batch's change."""
+    batch_ids = [new_batch_id() for _ in range(6)]
+    versions = {b: redis_store.create_batch(b, new_images(1)).version for b in batch_ids}
+    woke: dict[str, int] = {}
+
+    def wait(batch_id: str) -> None:
+        woke[batch_id] = redis_store.wait_for_change(batch_id, versions[batch_id], timeout_s=10)
+
+    threads = [threading.Thread(target=wait, args=(b,)) for b in batch_ids]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # every waiter is waiting now
+    client = redis.Redis.from_url(redis_server_url, decode_responses=True)
+    try:
+        channels = [f"{redis_prefix}events:{b}" for b in batch_ids]
+        assert [count for _, count in client.pubsub_numsub(*channels)] == [0] * len(channels)
+        patterns = [
+            line
+            for line in client.client_list()
+            if int(line.get("psub", 0)) > 0 and line.get("name", "") == ""
+        ]
+        assert patterns, "a pattern subscription carries the changes"
+    finally:
+        client.close()
+    for batch_id in batch_ids:
+        redis_store.mark_processing(batch_id, "img-000")
+    for thread in threads:
+        thread.join(10)
+    assert all(woke[b] > versions[b] for b in batch_ids)

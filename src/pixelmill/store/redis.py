@@ -31,6 +31,7 @@ from pixelmill.store.base import (
     NewImage,
     Transition,
 )
+from pixelmill.store.redis_changes import ChangeListener
 
 DEFAULT_TTL_S = 7 * 86400
 # A waiter re-reads the version this often even without a message (a dropped connection).
@@ -220,6 +221,7 @@ class RedisBatchStore:
         self._cancel = self._client.register_script(_CANCEL)
         self._read_batch = self._client.register_script(_READ_BATCH)
         self._read_changes = self._client.register_script(_READ_CHANGES)
+        self._changes = ChangeListener(self._client, f"{prefix}events:")
 
     # -- key names ------------------------------------------------------------------------
 
@@ -384,32 +386,32 @@ class RedisBatchStore:
     def wait_for_change(self, batch_id: str, since_version: int, timeout_s: float) -> int:
         """Block until the batch's version exceeds ``since_version`` or the timeout; return it.
 
-        An unknown (or expired) batch returns 0 at once.
+        An unknown (or expired) batch returns 0 at once. Woken by the store's one shared
+        pub/sub listener; the version is read again now and then in case a message was lost.
         """
         deadline = time.monotonic() + timeout_s
-        # redis-py leaves pubsub() unannotated.
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._changes.watch(batch_id)
         try:
-            pubsub.subscribe(self._channel(batch_id))
             while True:
-                # Read after subscribing: a change published before the subscription took
-                # effect is seen here, one published after arrives as a message.
+                # Read after watching: a change published before is seen here, one
+                # published after wakes the wait below.
                 version = self._version(batch_id)
                 remaining = deadline - time.monotonic()
                 if version is None:
                     return 0
                 if version > since_version or remaining <= 0:
                     return version
-                message_deadline = time.monotonic() + min(remaining, POLL_INTERVAL_S)
-                while (left := message_deadline - time.monotonic()) > 0:
-                    message = pubsub.get_message(timeout=left)
-                    if message is not None and int(message["data"]) > since_version:
-                        return int(message["data"])
+                announced = self._changes.wait(
+                    batch_id, since_version, min(remaining, POLL_INTERVAL_S)
+                )
+                if announced is not None:
+                    return announced
         finally:
-            pubsub.close()
+            self._changes.unwatch(batch_id)
 
     def close(self) -> None:
         """Close the connection pool, when this store built it from a URL."""
+        self._changes.close()
         if self._owns_client:
             self._client.close()
 
