@@ -16,13 +16,15 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from pixelmill.store import BatchStore
+from pixelmill.store import BatchStore, StoreUnavailable
 
 # How long one wait on the store lasts: bounds how late a closed connection is noticed.
 WAIT_SLICE_S = 2.0
 KEEPALIVE_S = 15.0
 # How long a browser waits before reconnecting a dropped stream.
 RETRY_MS = 3000
+# How long a stream waits before asking a store that was unavailable again.
+STORE_RETRY_S = 1.0
 
 
 def sse_frame(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
@@ -53,9 +55,14 @@ async def batch_events(
     sent = last_event_id
     last_sent = time.monotonic()
     while True:
-        record, finished_images = await anyio.to_thread.run_sync(
-            store.batch_changes, batch_id, sent, limiter=limiter
-        )
+        try:
+            record, finished_images = await anyio.to_thread.run_sync(
+                store.batch_changes, batch_id, sent, limiter=limiter
+            )
+        except StoreUnavailable:  # the store is down for a while: keep the stream, retry
+            yield ": store unavailable, waiting\n\n"
+            await anyio.sleep(STORE_RETRY_S)
+            continue
         if record is None:  # expired or deleted while we watched
             yield sse_frame("error", {"code": "not_found", "message": f"no batch {batch_id!r}"})
             return
@@ -69,9 +76,12 @@ async def batch_events(
         if record.is_finished:
             yield sse_frame("done", record.as_api_dict(include_images=False), record.version + 1)
             return
-        await anyio.to_thread.run_sync(
-            store.wait_for_change, batch_id, record.version, WAIT_SLICE_S, limiter=limiter
-        )
+        try:
+            await anyio.to_thread.run_sync(
+                store.wait_for_change, batch_id, record.version, WAIT_SLICE_S, limiter=limiter
+            )
+        except StoreUnavailable:
+            await anyio.sleep(STORE_RETRY_S)
         if time.monotonic() - last_sent >= KEEPALIVE_S:
             yield ": keep-alive\n\n"  # a comment line: keeps proxies from closing the stream
             last_sent = time.monotonic()

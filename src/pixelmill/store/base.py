@@ -11,6 +11,11 @@ from typing import Any, Protocol
 
 from pixelmill.states import BatchStatus, ImageStatus
 
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or refuses writes (down, full disk): try again later."""
+
+
 # The error of an image cancelled before it started (the engine's own say the same code).
 CANCELLED_ERROR: dict[str, str] = {
     "code": "cancelled",

@@ -23,7 +23,13 @@ from typing import Any, cast
 import redis
 
 from pixelmill.states import BatchStatus, ImageStatus
-from pixelmill.store._common import dump_json, load_json, require_final, utc_now
+from pixelmill.store._common import (
+    dump_json,
+    load_json,
+    require_final,
+    unavailable_on,
+    utc_now,
+)
 from pixelmill.store.base import (
     CANCELLED_ERROR,
     BatchRecord,
@@ -196,6 +202,7 @@ _BUMPS = {
 }
 
 
+@unavailable_on(redis.ConnectionError, redis.TimeoutError)
 class RedisBatchStore:
     """Batches and images in Redis; finished batches expire after ``ttl_s``."""
 

@@ -24,6 +24,7 @@ from pixelmill.store._common import (
     dump_json,
     load_json,
     require_final,
+    unavailable_on,
     utc_now,
 )
 from pixelmill.store.base import (
@@ -88,6 +89,7 @@ BATCH_COLUMNS = (
 )
 
 
+@unavailable_on(sqlite3.OperationalError)
 class SqliteBatchStore:
     """Batches and images in one SQLite file; survives restarts."""
 
