@@ -22,7 +22,6 @@ from pixelmill.states import BatchStatus, ImageStatus
 from pixelmill.store._common import (
     COUNTERS_BY_FINAL_STATUS,
     dump_json,
-    load_json,
     require_final,
     unavailable_on,
     utc_now,
@@ -34,59 +33,19 @@ from pixelmill.store.base import (
     NewImage,
     Transition,
 )
+from pixelmill.store.sqlite_schema import (
+    BATCH_COLUMNS,
+    CHANGES_INDEX,
+    IMAGE_COLUMNS,
+    SCHEMA,
+    batch_record,
+    image_record,
+)
 
 BUSY_TIMEOUT_MS = 10_000
 PRUNE_INTERVAL_S = 60.0
 # How often a waiter re-reads the version, to see writes made by another process.
 POLL_INTERVAL_S = 0.25
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    batch_seq    INTEGER PRIMARY KEY AUTOINCREMENT,  -- creation order, for resume
-    batch_id     TEXT NOT NULL UNIQUE,
-    status       TEXT NOT NULL,
-    total        INTEGER NOT NULL,
-    completed    INTEGER NOT NULL DEFAULT 0,
-    duplicates   INTEGER NOT NULL DEFAULT 0,
-    failed       INTEGER NOT NULL DEFAULT 0,
-    cancelled    INTEGER NOT NULL DEFAULT 0,
-    pending      INTEGER NOT NULL,
-    created_at   TEXT NOT NULL,
-    finished_at  TEXT,
-    callback_url TEXT,
-    version      INTEGER NOT NULL DEFAULT 1
-);
-CREATE TABLE IF NOT EXISTS images (
-    batch_id      TEXT NOT NULL REFERENCES batches (batch_id),
-    image_id      TEXT NOT NULL,
-    seq           INTEGER NOT NULL,
-    filename      TEXT NOT NULL,
-    status        TEXT NOT NULL,
-    sha256        TEXT,
-    spool_path    TEXT,
-    declared_type TEXT,
-    detected_type TEXT,
-    error         TEXT,   -- JSON
-    renditions    TEXT,   -- JSON
-    timings_ms    TEXT,   -- JSON
-    version       INTEGER NOT NULL DEFAULT 0,  -- batch version when it became final
-    PRIMARY KEY (batch_id, image_id)
-);
-CREATE INDEX IF NOT EXISTS images_by_seq ON images (batch_id, seq);
-CREATE INDEX IF NOT EXISTS images_unfinished ON images (status)
-    WHERE status IN ('pending', 'processing');
-"""
-
-IMAGE_COLUMNS = (
-    "image_id, batch_id, filename, status, sha256, spool_path, declared_type, detected_type,"
-    " error, renditions, timings_ms, seq, version"
-)
-# After the table exists (a file from an older release gains the column first).
-CHANGES_INDEX = "CREATE INDEX IF NOT EXISTS images_by_version ON images (batch_id, version)"
-BATCH_COLUMNS = (
-    "batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,"
-    " finished_at, callback_url, version"
-)
 
 
 @unavailable_on(sqlite3.OperationalError)
@@ -237,7 +196,7 @@ class SqliteBatchStore:
                 self._conn.execute("COMMIT")
         if row is None:
             return None
-        return _batch_record(row, [_image_record(r) for r in rows])
+        return batch_record(row, [image_record(r) for r in rows])
 
     def get_image(self, batch_id: str, image_id: str) -> ImageRecord | None:
         """One image of a batch, or None."""
@@ -246,7 +205,7 @@ class SqliteBatchStore:
                 f"SELECT {IMAGE_COLUMNS} FROM images WHERE batch_id = ? AND image_id = ?",
                 (batch_id, image_id),
             ).fetchone()
-        return None if row is None else _image_record(row)
+        return None if row is None else image_record(row)
 
     def mark_processing(self, batch_id: str, image_id: str) -> Transition:
         """pending -> processing (batch queued -> processing). Not applied once final."""
@@ -380,7 +339,7 @@ class SqliteBatchStore:
                 self._conn.execute("COMMIT")
         if row is None:
             return None, []
-        return _batch_record(row, []), [_image_record(r) for r in rows]
+        return batch_record(row, []), [image_record(r) for r in rows]
 
     def unfinished_images(self) -> list[ImageRecord]:
         """Every pending or processing image of every batch, oldest batch first (resume)."""
@@ -390,7 +349,7 @@ class SqliteBatchStore:
                 f"SELECT {columns} FROM images AS i JOIN batches AS b USING (batch_id)"
                 " WHERE i.status IN ('pending', 'processing') ORDER BY b.batch_seq, i.seq"
             ).fetchall()
-        return [_image_record(row) for row in rows]
+        return [image_record(row) for row in rows]
 
     def wait_for_change(self, batch_id: str, since_version: int, timeout_s: float) -> int:
         """Block until the batch's version exceeds ``since_version`` or the timeout; return it.
@@ -420,43 +379,3 @@ class SqliteBatchStore:
                 "SELECT version FROM batches WHERE batch_id = ?", (batch_id,)
             ).fetchone()
         return None if row is None else int(row[0])
-
-
-def _image_record(row: tuple[Any, ...]) -> ImageRecord:
-    (image_id, batch_id, filename, status, sha256, spool_path, declared_type, detected_type,
-     error, renditions, timings_ms, seq, version) = row  # fmt: skip
-    return ImageRecord(
-        image_id=image_id,
-        batch_id=batch_id,
-        filename=filename,
-        status=ImageStatus(status),
-        sha256=sha256,
-        spool_path=spool_path,
-        declared_type=declared_type,
-        detected_type=detected_type,
-        error=load_json(error),
-        renditions=load_json(renditions) or [],
-        timings_ms=load_json(timings_ms),
-        seq=int(seq),
-        version=int(version),
-    )
-
-
-def _batch_record(row: tuple[Any, ...], images: list[ImageRecord]) -> BatchRecord:
-    (batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,
-     finished_at, callback_url, version) = row  # fmt: skip
-    return BatchRecord(
-        batch_id=batch_id,
-        status=BatchStatus(status),
-        total=total,
-        completed=completed,
-        duplicates=duplicates,
-        failed=failed,
-        cancelled=cancelled,
-        pending=pending,
-        created_at=created_at,
-        finished_at=finished_at,
-        callback_url=callback_url,
-        version=version,
-        images=images,
-    )
