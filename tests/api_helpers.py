@@ -150,3 +150,12 @@ def read_sse(
                 if stop_after_images is not None and images >= stop_after_images:
                     break
     return events, retries
+
+
+def wait_for_empty_spool(data_dir: Path, timeout_s: float = 15.0) -> None:
+    """Spool files go right after their outcome is stored, a moment after the batch reads
+    finished (and after an image still stopping when its batch was cancelled)."""
+    deadline = time.monotonic() + timeout_s
+    while left := spool_files(data_dir):
+        assert time.monotonic() < deadline, f"spool files left: {left}"
+        time.sleep(0.05)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from api_helpers import check_invariant, small_jpeg, spool_files, upload
+from api_helpers import check_invariant, small_jpeg, upload, wait_for_empty_spool
 from api_server import app_client, free_port
 from conftest import IN_CI
 from pixelmill.config import Settings
@@ -130,4 +130,4 @@ def test_redis_shut_down_mid_batch_loses_nothing_and_the_batch_finishes(
         while client.get("/healthz").status_code != 200:
             assert time.monotonic() < health_deadline, client.get("/healthz").text
             time.sleep(0.1)
-    assert spool_files(data_dir) == []
+    wait_for_empty_spool(data_dir)

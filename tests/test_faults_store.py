@@ -12,7 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api_helpers import check_invariant, slow_jpeg, small_jpeg, spool_files, upload, wait_for_batch
+from api_helpers import (
+    check_invariant,
+    slow_jpeg,
+    small_jpeg,
+    upload,
+    wait_for_batch,
+    wait_for_empty_spool,
+)
 from api_server import app_client
 from conftest import IN_CI
 from pixelmill.config import Settings
@@ -108,4 +115,4 @@ def test_a_full_disk_holds_outcomes_until_space_is_freed_then_the_batch_finishes
         after = client.post("/v1/batches", files=[upload("after.jpg", small_jpeg(8001))]).json()
         assert wait_for_batch(client, after["batch_id"])["completed"] == 1
     with contextlib.suppress(FileNotFoundError):
-        assert spool_files(data_dir) == []
+        wait_for_empty_spool(data_dir)

@@ -211,7 +211,7 @@ def test_lifecycle_keeps_counts_and_invariant_at_every_step(store: BatchStore) -
         ("img-001", ImageStatus.DUPLICATE, (2, 1, 1, 0, 2), BatchStatus.PROCESSING),
         ("img-002", None, (2, 1, 1, 0, 2), BatchStatus.PROCESSING),
         ("img-002", ImageStatus.FAILED, (2, 1, 2, 0, 1), BatchStatus.PROCESSING),
-        ("img-003", ImageStatus.CANCELLED, (2, 1, 2, 1, 0), BatchStatus.COMPLETED),
+        ("img-003", ImageStatus.DONE, (3, 1, 2, 0, 0), BatchStatus.COMPLETED),
     ]
     version = checked(store, batch_id).version
     for image_id, final, expected, batch_status in steps:
@@ -227,6 +227,23 @@ def test_lifecycle_keeps_counts_and_invariant_at_every_step(store: BatchStore) -
         assert batch.version > version
         version = batch.version
     assert is_utc_iso(checked(store, batch_id).finished_at)
+
+
+def test_a_batch_emptied_by_cancelled_images_ends_cancelled(store: BatchStore) -> None:
+    """Issue 6 item 1: the engine's callbacks for swept images may land before the store's
+    cancel; the batch they empty ends ``cancelled``, and so does its webhook, not
+    ``completed``."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(3))
+    store.finish_image(batch_id, "img-000", ImageStatus.DONE)
+    store.finish_image(batch_id, "img-001", ImageStatus.CANCELLED)
+    last = store.finish_image(batch_id, "img-002", ImageStatus.CANCELLED)
+    assert last.batch_finished
+    batch = checked(store, batch_id)
+    assert batch.status is BatchStatus.CANCELLED and batch.is_finished
+    _, late_cancel = store.cancel_batch(batch_id)
+    assert late_cancel == NOT_APPLIED
+    assert checked(store, batch_id).status is BatchStatus.CANCELLED
 
 
 def test_first_finish_moves_a_queued_batch_to_processing(store: BatchStore) -> None:

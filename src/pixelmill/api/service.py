@@ -240,13 +240,14 @@ class BatchService:
     def cancel_batch(self, batch_id: str) -> BatchRecord:
         """Cancel (idempotent): no image of the batch starts after this returns.
 
-        The store first: once it says ``cancelled`` the batch can only end cancelled, so the
-        engine's callbacks for the images it then sweeps cannot make it ``completed``.
+        The engine first: once its cancel returns, every image it started is ``processing``
+        in the store (admission marks them under the same lock), so the store's cancel drops
+        only images that never started. The engine's callbacks for the images it sweeps may
+        land first: the store ends a batch with a cancelled image ``cancelled`` all the same.
         """
-        record, transition = self.store.cancel_batch(batch_id)
-        if record is None:
-            raise NotFound(f"no batch {batch_id!r}")
+        self.get_batch(batch_id, include_images=False)
         self.engine.cancel_batch(batch_id)
+        _, transition = self.store.cancel_batch(batch_id)
         if transition.cancelled_images:
             self.metrics.images.labels(status=ImageStatus.CANCELLED.value).inc(
                 transition.cancelled_images

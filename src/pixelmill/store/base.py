@@ -158,7 +158,8 @@ class BatchStore(Protocol):
         """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent.
 
         Each image cancelled here gets ``CANCELLED_ERROR`` as its error, like every other
-        cancelled image. Once cancelled, a batch ends ``cancelled`` whatever comes next.
+        cancelled image. Once cancelled, a batch ends ``cancelled`` whatever comes next; so
+        does a batch that finishes with any image ``cancelled`` (only a cancel cancels one).
         """
 
     def batch_changes(

@@ -9,8 +9,12 @@ LUA_FINISH_IF_DRAINED = """
 local function finish_if_drained()
   if tonumber(redis.call('HGET', KEYS[1], 'pending')) ~= 0 then return 0 end
   if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
-  if redis.call('HGET', KEYS[1], 'status') ~= 'cancelled' then
+  -- Only a cancel cancels images: a batch with one ends cancelled, whichever came first.
+  local cancelled = tonumber(redis.call('HGET', KEYS[1], 'cancelled') or '0')
+  if redis.call('HGET', KEYS[1], 'status') ~= 'cancelled' and cancelled == 0 then
     redis.call('HSET', KEYS[1], 'status', 'completed')
+  else
+    redis.call('HSET', KEYS[1], 'status', 'cancelled')
   end
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[1])
   local ttl = tonumber(ARGV[2])

@@ -120,10 +120,15 @@ class SqliteBatchStore:
             self.prune_expired()
 
     def _finish_batch_if_drained(self, conn: sqlite3.Connection, batch_id: str) -> bool:
-        """Inside a transaction: when nothing is pending, set the final status and time."""
+        """Inside a transaction: when nothing is pending, set the final status and time.
+
+        Only a cancel cancels images, so a batch with a cancelled image ends ``cancelled``
+        even when the engine's callbacks for its swept images land before the store's cancel.
+        """
         cursor = conn.execute(
             "UPDATE batches SET finished_at = ?,"
-            " status = CASE WHEN status = 'cancelled' THEN 'cancelled' ELSE 'completed' END"
+            " status = CASE WHEN status = 'cancelled' OR cancelled > 0"
+            " THEN 'cancelled' ELSE 'completed' END"
             " WHERE batch_id = ? AND pending = 0 AND finished_at IS NULL",
             (utc_now(), batch_id),
         )
