@@ -14,10 +14,11 @@ import httpx
 import pytest
 import redis
 
-from api_helpers import check_invariant, small_jpeg, upload, wait_for_empty_spool
-from api_server import app_client, free_port
+from api_helpers import check_invariant, small_jpeg, spool_files, upload, wait_for_empty_spool
+from api_server import ServerProcess, app_client, free_port
 from conftest import IN_CI
 from pixelmill.config import Settings
+from test_api_process import DRAINED, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +132,43 @@ def test_redis_shut_down_mid_batch_loses_nothing_and_the_batch_finishes(
             assert time.monotonic() < health_deadline, client.get("/healthz").text
             time.sleep(0.1)
     wait_for_empty_spool(data_dir)
+
+
+def test_outcomes_unwritten_at_a_stop_are_redone_by_the_next_start(
+    throwaway_redis: ThrowawayRedis, tmp_path: Path
+) -> None:
+    """Redis down, then the service stopped: outcomes it could not write are not lost; their
+    spool files stay and the next start resumes those images (rendered again or duplicate)."""
+    env = server_env(tmp_path / "data", store=throwaway_redis.url, prefix="pixelmill-fault:")
+    first = ServerProcess(env, tmp_path / "server.log").start()
+    files = [upload(f"{i}.jpg", small_jpeg(9900 + i, (1400, 1000))) for i in range(6)]
+    try:
+        with httpx.Client(base_url=first.url, timeout=60) as client:
+            batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+            seen: list[int] = []
+            deadline = time.monotonic() + 60
+            while (status := poll(client, batch_id, seen)) is None or status["completed"] < 1:
+                assert time.monotonic() < deadline, "the batch did not start"
+                time.sleep(0.05)
+            throwaway_redis.shut_down()
+            deadline = time.monotonic() + 60
+            while "wait for the store" not in client.get("/healthz").text:
+                assert time.monotonic() < deadline, "no outcome waited for the store"
+                time.sleep(0.1)
+    finally:
+        assert first.terminate() in DRAINED, first.log()
+    assert spool_files(tmp_path / "data"), "unwritten outcomes keep their spool files"
+    throwaway_redis.start()
+    second = ServerProcess(env, tmp_path / "server.log").start()
+    try:
+        with httpx.Client(base_url=second.url, timeout=60) as client:
+            seen = []
+            deadline = time.monotonic() + 120
+            while (status := poll(client, batch_id, seen)) is None or status["pending"]:
+                assert time.monotonic() < deadline, f"not finished after the restart: {status}"
+                time.sleep(0.1)
+            assert status["status"] == "completed" and status["completed"] == 6
+            assert status["failed"] == status["cancelled"] == 0
+    finally:
+        assert second.terminate() in DRAINED, second.log()
+    wait_for_empty_spool(tmp_path / "data")
