@@ -113,3 +113,49 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert set(body) == {"error"}
     assert body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+def read_sse(
+    client: httpx.Client,
+    batch_id: str,
+    *,
+    last_event_id: str | None = None,
+    stop_after_images: int | None = None,
+    timeout_s: float = 60.0,
+) -> tuple[list[tuple[str | None, str, dict[str, Any]]], list[str]]:
+    """A batch's SSE stream as ``(id, event, data)`` triples, plus its ``retry:`` values.
+
+    Reconnects like a browser when ``last_event_id`` is given; with ``stop_after_images``
+    the connection is dropped once that many ``image`` events were read.
+    """
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    events: list[tuple[str | None, str, dict[str, Any]]] = []
+    retries: list[str] = []
+    event_id: str | None = None
+    name = "message"
+    url = f"/v1/batches/{batch_id}/events"
+    with client.stream("GET", url, headers=headers, timeout=timeout_s) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("retry: "):
+                retries.append(line.removeprefix("retry: "))
+            elif line.startswith("id: "):
+                event_id = line.removeprefix("id: ")
+            elif line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((event_id, name, json.loads(line.removeprefix("data: "))))
+                event_id, name = None, "message"
+                images = sum(1 for _, n, _ in events if n == "image")
+                if stop_after_images is not None and images >= stop_after_images:
+                    break
+    return events, retries
+
+
+def wait_for_empty_spool(data_dir: Path, timeout_s: float = 15.0) -> None:
+    """Spool files go right after their outcome is stored, a moment after the batch reads
+    finished (and after an image still stopping when its batch was cancelled)."""
+    deadline = time.monotonic() + timeout_s
+    while left := spool_files(data_dir):
+        assert time.monotonic() < deadline, f"spool files left: {left}"
+        time.sleep(0.05)

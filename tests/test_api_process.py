@@ -42,6 +42,8 @@ def server_env(
         "PIXELMILL_WORKERS": "1",
         "PIXELMILL_API_KEY": "",
         "PIXELMILL_WEBHOOK_SECRET": "",
+        # Callbacks go to receivers on 127.0.0.1, refused by the address policy otherwise.
+        "PIXELMILL_WEBHOOK_ALLOW_PRIVATE": "true",
         **extra,
     }
     if prefix:

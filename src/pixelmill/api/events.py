@@ -1,4 +1,10 @@
-"""Server-Sent Events for one batch: ``image`` per finished image, ``progress``, then ``done``."""
+"""Server-Sent Events for one batch: ``image`` per finished image, ``progress``, then ``done``.
+
+Every event carries an increasing ``id:``: an ``image`` event the version at which that
+image finished, a ``progress`` event the batch's version, ``done`` one past it. A client that
+reconnects with ``Last-Event-ID`` gets what happened after that event and nothing twice. Each
+round reads only the images finished since the last one sent, never the whole batch.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,15 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from pixelmill.store import BatchStore
+from pixelmill.store import BatchStore, StoreUnavailable
 
 # How long one wait on the store lasts: bounds how late a closed connection is noticed.
 WAIT_SLICE_S = 2.0
 KEEPALIVE_S = 15.0
+# How long a browser waits before reconnecting a dropped stream.
+RETRY_MS = 3000
+# How long a stream waits before asking a store that was unavailable again.
+STORE_RETRY_S = 1.0
 
 
 def sse_frame(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
@@ -23,35 +33,55 @@ def sse_frame(event: str, data: dict[str, Any], event_id: int | None = None) -> 
     return head + f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def batch_events(
-    store: BatchStore, batch_id: str, limiter: anyio.CapacityLimiter | None = None
-) -> AsyncIterator[str]:
-    """Stream a batch's progress until it is finished (or it disappears).
+def parse_last_event_id(value: str | None) -> int:
+    """The ``Last-Event-ID`` a client sent back, or 0 (from the start) when absent or bad."""
+    if value is None or not value.strip().isdigit() or len(value.strip()) > 18:
+        return 0
+    return int(value.strip())
 
-    Waits run on ``limiter``'s threads, so many open streams cannot starve other routes.
+
+async def batch_events(
+    store: BatchStore,
+    batch_id: str,
+    limiter: anyio.CapacityLimiter | None = None,
+    last_event_id: int = 0,
+) -> AsyncIterator[str]:
+    """Stream a batch's progress after ``last_event_id`` until it is finished (or disappears).
+
+    Reads and waits run on ``limiter``'s threads, so many open streams cannot starve other
+    routes.
     """
-    announced: set[str] = set()
-    last_version = -1
+    yield f"retry: {RETRY_MS}\n\n"
+    sent = last_event_id
     last_sent = time.monotonic()
     while True:
-        record = await anyio.to_thread.run_sync(store.get_batch, batch_id)
+        try:
+            record, finished_images = await anyio.to_thread.run_sync(
+                store.batch_changes, batch_id, sent, limiter=limiter
+            )
+        except StoreUnavailable:  # the store is down for a while: keep the stream, retry
+            yield ": store unavailable, waiting\n\n"
+            await anyio.sleep(STORE_RETRY_S)
+            continue
         if record is None:  # expired or deleted while we watched
             yield sse_frame("error", {"code": "not_found", "message": f"no batch {batch_id!r}"})
             return
-        if record.version != last_version:
-            for image in record.images:
-                if image.status.is_final and image.image_id not in announced:
-                    announced.add(image.image_id)
-                    yield sse_frame("image", image.as_api_dict(), record.version)
+        for image in finished_images:
+            yield sse_frame("image", image.as_api_dict(), image.version)
+            sent = max(sent, image.version)
+        if record.version > sent:
             yield sse_frame("progress", record.as_api_dict(include_images=False), record.version)
-            last_version = record.version
+            sent = record.version
             last_sent = time.monotonic()
         if record.is_finished:
-            yield sse_frame("done", record.as_api_dict(include_images=False), record.version)
+            yield sse_frame("done", record.as_api_dict(include_images=False), record.version + 1)
             return
-        await anyio.to_thread.run_sync(
-            store.wait_for_change, batch_id, last_version, WAIT_SLICE_S, limiter=limiter
-        )
+        try:
+            await anyio.to_thread.run_sync(
+                store.wait_for_change, batch_id, record.version, WAIT_SLICE_S, limiter=limiter
+            )
+        except StoreUnavailable:
+            await anyio.sleep(STORE_RETRY_S)
         if time.monotonic() - last_sent >= KEEPALIVE_S:
             yield ": keep-alive\n\n"  # a comment line: keeps proxies from closing the stream
             last_sent = time.monotonic()

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from pixelmill.api.metrics import Metrics
+from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
 from pixelmill.api.webhooks import MAX_IMAGES_IN_CALLBACK, WebhookSender, callback_body
 from pixelmill.config import Settings
-from pixelmill.engine.base import ImageJob, ImageOutcome
+from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
 from pixelmill.engine.local import LocalEngine
 from pixelmill.errors import ErrorCode, NotFound
 from pixelmill.states import BatchStatus, ImageStatus
@@ -31,6 +32,11 @@ from pixelmill.store import BatchRecord, BatchStore, ImageRecord, NewImage, open
 log = logging.getLogger(__name__)
 
 SPOOL_LOST_MESSAGE = "the uploaded file was lost before it was rendered (spool file missing)"
+CANCELLED_WHILE_RENDERING = ErrorInfo(ErrorCode.CANCELLED, "the batch was cancelled")
+# How long a callback waits for an unreachable store before leaving it to the next start.
+CALLBACK_STORE_WAIT_S = 30.0
+# At a graceful stop: how long outcomes still waiting for the store get to be written.
+STOP_FLUSH_S = 5.0
 
 
 def new_id() -> str:
@@ -58,6 +64,10 @@ class BatchService:
             settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
         )
         self.metrics = Metrics()
+        # Outcomes the store did not take yet (down, full disk): retried, never dropped.
+        self.writes = StoreWriteRetrier()
+        # Set between start() and stop(): callbacks read the store only while it is open.
+        self._running = threading.Event()
         self.webhooks = WebhookSender(
             settings.webhook_secret,
             settings.webhook_attempts,
@@ -87,6 +97,8 @@ class BatchService:
         """Start the engine and resume every unfinished image from the spool."""
         self.spool_root.mkdir(parents=True, exist_ok=True)
         self.storage.sweep_temp_files()
+        self._running.set()
+        self.writes.start()
         self.engine.start()
         self._feeder.start()
         self.resume()
@@ -98,6 +110,13 @@ class BatchService:
         self._feeder.join(10)
         if unstarted:
             log.info("%d image(s) left pending for the next start", len(unstarted))
+        unwritten = self.writes.flush(STOP_FLUSH_S)
+        self.writes.stop()
+        if unwritten:
+            # Their spool files stay and the store still has them unfinished: resumed later.
+            log.warning("%d outcome(s) not written (store unavailable): resumed at next start",
+                        unwritten)  # fmt: skip
+        self._running.clear()  # callbacks not yet built keep their marker for the next start
         self.webhooks.close()
         self.store.close()
 
@@ -107,15 +126,28 @@ class BatchService:
             store_ok = self.store.ping()
         except Exception:  # a store that cannot even answer ping is unreachable, not a 500
             store_ok = False
-        engine_ok = self.engine.is_alive() and self._feeder.is_alive()
-        return {
-            "status": "ok" if store_ok and engine_ok else "unavailable",
+        engine_ok = self.engine.is_alive() and self._feeder.is_alive() and self.writes.is_alive()
+        unwritten = self.writes.waiting
+        report: dict[str, Any] = {
+            "status": "ok" if store_ok and engine_ok and not unwritten else "unavailable",
             "store": "ok" if store_ok else "unreachable",
             "engine": "ok" if engine_ok else "stopped",
             "workers": self.settings.workers,
             "queued": self.engine.queued,
             "in_flight": self.engine.in_flight,
+            "unwritten_outcomes": unwritten,
         }
+        if unwritten:
+            # Reachable yet refusing writes (a full disk under SQLite) is still not healthy.
+            report["store"] = "failing" if store_ok else "unreachable"
+            report["reason"] = (
+                f"{unwritten} image outcome(s) wait for the store: {self.writes.last_error}"
+            )
+        elif not store_ok:
+            report["reason"] = "the store does not answer"
+        elif not engine_ok:
+            report["reason"] = "the engine is not running"
+        return report
 
     def resume(self) -> None:
         """Queue again what a previous run left unfinished; forget spool files of no image."""
@@ -139,7 +171,7 @@ class BatchService:
         self._sweep_spool(keep)
         if self.outbox.is_dir():
             for marker in sorted(self.outbox.iterdir()):
-                self._schedule_webhook(marker.name)
+                self._send_callback(marker.name)
 
     def _finish_lost(self, image: ImageRecord) -> None:
         transition = self.store.finish_image(
@@ -148,6 +180,8 @@ class BatchService:
             ImageStatus.FAILED,
             error={"code": ErrorCode.INTERNAL.value, "message": SPOOL_LOST_MESSAGE},
         )
+        if transition.applied:
+            self.metrics.images.labels(status=ImageStatus.FAILED.value).inc()
         if transition.batch_finished:
             self._schedule_webhook(image.batch_id)
 
@@ -207,10 +241,20 @@ class BatchService:
         return record
 
     def cancel_batch(self, batch_id: str) -> BatchRecord:
-        """Cancel (idempotent): no image of the batch starts after this returns."""
+        """Cancel (idempotent): no image of the batch starts after this returns.
+
+        The engine first: once its cancel returns, every image it started is ``processing``
+        in the store (admission marks them under the same lock), so the store's cancel drops
+        only images that never started. The engine's callbacks for the images it sweeps may
+        land first: the store ends a batch with a cancelled image ``cancelled`` all the same.
+        """
         self.get_batch(batch_id, include_images=False)
         self.engine.cancel_batch(batch_id)
         _, transition = self.store.cancel_batch(batch_id)
+        if transition.cancelled_images:
+            self.metrics.images.labels(status=ImageStatus.CANCELLED.value).inc(
+                transition.cancelled_images
+            )
         if transition.batch_finished:
             self._schedule_webhook(batch_id)
         return self.get_batch(batch_id)
@@ -241,9 +285,19 @@ class BatchService:
                 return
 
     def _on_start(self, job: ImageJob) -> None:
-        self.store.mark_processing(job.batch_id, job.job_id)
+        try:
+            self.store.mark_processing(job.batch_id, job.job_id)
+        except Exception as exc:  # cosmetic: finish_image takes a pending image as well
+            log.warning("could not mark image %s processing: %s", job.job_id, exc)
 
     def _on_outcome(self, outcome: ImageOutcome) -> None:
+        """Write the outcome now, or keep it and retry until the store takes it."""
+        self.writes.submit(
+            f"image {outcome.job.job_id} {outcome.status.value}",
+            lambda: self._write_outcome(outcome),
+        )
+
+    def _write_outcome(self, outcome: ImageOutcome) -> None:
         job, result = outcome.job, outcome.result
         renditions = None
         if result is not None:
@@ -252,15 +306,19 @@ class BatchService:
                 for r in result.renditions
             ]
         done = outcome.status is ImageStatus.DONE and result is not None
+        error = outcome.error
+        if outcome.status is ImageStatus.CANCELLED and error is None:
+            error = CANCELLED_WHILE_RENDERING  # every cancelled image says why, however it stopped
         transition = self.store.finish_image(
             job.batch_id,
             job.job_id,
             outcome.status,
             sha256=job.sha256,
-            error=None if outcome.error is None else outcome.error.as_dict(),
+            error=None if error is None else error.as_dict(),
             renditions=renditions,
             timings_ms=result.timings.as_dict() if done and result is not None else None,
         )
+        # The store has it: what follows must not raise, or the retry would skip it.
         if transition.applied:
             self.metrics.observe_outcome(outcome.status, result, outcome.elapsed_s)
         if transition.batch_finished:
@@ -277,13 +335,32 @@ class BatchService:
     # -- webhooks -------------------------------------------------------------------------
 
     def _schedule_webhook(self, batch_id: str) -> None:
-        future = self.webhooks.schedule(lambda: self._callback_for(batch_id))
-        future.add_done_callback(lambda done: self._callback_settled(batch_id, done))
+        """The batch just finished: record the callback as owed, then send it.
 
-    def _callback_settled(self, batch_id: str, future: Future[bool]) -> None:
+        The marker is written here, on the thread of the transition, before anything is
+        queued: a crash or a stop at any later point leaves it for the next start.
+        """
+        try:
+            self.outbox.mkdir(parents=True, exist_ok=True)
+            (self.outbox / batch_id).touch()
+        except OSError as exc:
+            log.warning("could not record the callback of batch %s as owed: %s", batch_id, exc)
+        self._send_callback(batch_id)
+
+    def _send_callback(self, batch_id: str) -> None:
+        keep_marker = threading.Event()  # set when the callback could not even be built
+        try:
+            future = self.webhooks.schedule(lambda: self._callback_for(batch_id, keep_marker))
+        except RuntimeError:  # the sender is closed: the marker stays for the next start
+            return
+        future.add_done_callback(lambda done: self._callback_settled(batch_id, done, keep_marker))
+
+    def _callback_settled(
+        self, batch_id: str, future: Future[bool], keep_marker: threading.Event
+    ) -> None:
         """Delivered, or given up after every attempt: no longer owed. Cut short by a
-        shutdown: still owed, and the next start sends it."""
-        if future.cancelled():
+        shutdown, or not built for want of a store: still owed, the next start sends it."""
+        if future.cancelled() or keep_marker.is_set():
             return
         delivered = future.exception() is None and future.result()
         if self.webhooks.stopping and not delivered:
@@ -291,14 +368,28 @@ class BatchService:
         with contextlib.suppress(OSError):
             (self.outbox / batch_id).unlink()
 
-    def _callback_for(self, batch_id: str) -> tuple[str, bytes] | None:
-        record = self.store.get_batch(batch_id, include_images=False)
-        if record is None or not record.callback_url:
-            return None
-        with contextlib.suppress(OSError):
-            self.outbox.mkdir(parents=True, exist_ok=True)
-            (self.outbox / batch_id).touch()
-        url = record.callback_url
-        if record.total <= MAX_IMAGES_IN_CALLBACK:
-            record = self.store.get_batch(batch_id) or record
-        return url, callback_body(record.as_api_dict())
+    def _callback_for(
+        self, batch_id: str, keep_marker: threading.Event
+    ) -> tuple[str, bytes] | None:
+        """``(url, body)`` of the batch's callback; None when it has no callback_url."""
+        deadline = time.monotonic() + CALLBACK_STORE_WAIT_S
+        delay = 0.1
+        while True:
+            if not self._running.is_set():  # stopping: the store may be closed already
+                keep_marker.set()
+                return None
+            try:
+                record = self.store.get_batch(batch_id, include_images=False)
+                if record is None or not record.callback_url:
+                    return None
+                url = record.callback_url
+                if record.total <= MAX_IMAGES_IN_CALLBACK:
+                    record = self.store.get_batch(batch_id) or record
+                return url, callback_body(record.as_api_dict())
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    log.warning("callback of batch %s left for the next start: %s", batch_id, exc)
+                    keep_marker.set()
+                    return None
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)

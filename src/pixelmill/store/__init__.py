@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixelmill.store.base import BatchRecord, BatchStore, ImageRecord, NewImage, Transition
+from pixelmill.store.base import (
+    BatchRecord,
+    BatchStore,
+    ImageRecord,
+    NewImage,
+    StoreUnavailable,
+    Transition,
+)
 from pixelmill.store.redis import DEFAULT_TTL_S, RedisBatchStore
 from pixelmill.store.sqlite import SqliteBatchStore
 
@@ -15,6 +22,7 @@ __all__ = [
     "NewImage",
     "RedisBatchStore",
     "SqliteBatchStore",
+    "StoreUnavailable",
     "Transition",
     "open_store",
 ]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pixelmill.states import ImageStatus
+from pixelmill.store.base import StoreUnavailable
+
+StoreClass = TypeVar("StoreClass", bound=type)
 
 UNFINISHED_IMAGE_STATUSES = (ImageStatus.PENDING, ImageStatus.PROCESSING)
 
@@ -38,3 +44,29 @@ def dump_json(value: Any) -> str | None:
 
 def load_json(text: str | None) -> Any:
     return None if text is None or text == "" else json.loads(text)
+
+
+def unavailable_on(*errors: type[BaseException]) -> Callable[[StoreClass], StoreClass]:
+    """Class decorator: ``errors`` raised by a public method become ``StoreUnavailable``.
+
+    So callers (the API) tell "the store is down or full" from a bug without importing
+    redis or sqlite3.
+    """
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def translated(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except errors as exc:
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+        return translated
+
+    def decorate(cls: StoreClass) -> StoreClass:
+        for name, member in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.isfunction(member) and name != "close":
+                setattr(cls, name, wrap(member))
+        return cls
+
+    return decorate

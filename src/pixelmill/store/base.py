@@ -12,6 +12,17 @@ from typing import Any, Protocol
 from pixelmill.states import BatchStatus, ImageStatus
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached or refuses writes (down, full disk): try again later."""
+
+
+# The error of an image cancelled before it started (the engine's own say the same code).
+CANCELLED_ERROR: dict[str, str] = {
+    "code": "cancelled",
+    "message": "the batch was cancelled before this image started",
+}
+
+
 @dataclass(frozen=True)
 class NewImage:
     """An uploaded image, spooled and hashed, about to join a batch."""
@@ -39,6 +50,9 @@ class ImageRecord:
     renditions: list[dict[str, Any]]
     timings_ms: dict[str, float] | None
     seq: int  # position in the batch, from 0
+    # The batch version at which the image became final (0 while unfinished): the order in
+    # which images finished, and what an event stream resumes from.
+    version: int = 0
 
     def as_api_dict(self) -> dict[str, Any]:
         return {
@@ -67,7 +81,8 @@ class BatchRecord:
     created_at: str  # ISO 8601, UTC
     finished_at: str | None
     callback_url: str | None
-    version: int  # increases with every applied transition
+    # Increases with every applied transition, past the version of every image it finished.
+    version: int
     images: list[ImageRecord] = field(default_factory=list)
 
     @property
@@ -103,6 +118,8 @@ class Transition:
 
     applied: bool
     batch_finished: bool = False  # this transition finished the batch (fire the webhook)
+    # Images a batch cancel moved from pending to cancelled (they reach no engine callback).
+    cancelled_images: int = field(default=0, compare=False)
 
 
 class BatchStore(Protocol):
@@ -138,7 +155,20 @@ class BatchStore(Protocol):
         """
 
     def cancel_batch(self, batch_id: str) -> tuple[BatchRecord | None, Transition]:
-        """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent."""
+        """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent.
+
+        Each image cancelled here gets ``CANCELLED_ERROR`` as its error, like every other
+        cancelled image. Once cancelled, a batch ends ``cancelled`` whatever comes next; so
+        does a batch that finishes with any image ``cancelled`` (only a cancel cancels one).
+        """
+
+    def batch_changes(
+        self, batch_id: str, since_version: int
+    ) -> tuple[BatchRecord | None, list[ImageRecord]]:
+        """The batch (without images) and its images finished after ``since_version``.
+
+        Ordered by ``ImageRecord.version``; one consistent snapshot. Reads only what changed.
+        """
 
     def unfinished_images(self) -> list[ImageRecord]:
         """Every pending or processing image of every batch, oldest batch first (resume)."""

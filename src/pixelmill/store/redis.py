@@ -4,6 +4,7 @@ Keys, all under the prefix (``pixelmill:`` by default):
 
     {prefix}batch:{batch_id}                 hash: counters, status, times, version
     {prefix}batch:{batch_id}:images          list: image ids in upload order
+    {prefix}batch:{batch_id}:changes         sorted set: finished image ids by their version
     {prefix}image:{batch_id}:{image_id}      hash: one image (JSON for error/renditions/timings)
     {prefix}unfinished                       sorted set: unfinished batch ids by creation order
     {prefix}batch_seq                        counter giving that creation order
@@ -22,133 +23,33 @@ from typing import Any, cast
 import redis
 
 from pixelmill.states import BatchStatus, ImageStatus
-from pixelmill.store._common import dump_json, load_json, require_final, utc_now
-from pixelmill.store.base import BatchRecord, ImageRecord, NewImage, Transition
+from pixelmill.store._common import (
+    dump_json,
+    load_json,
+    require_final,
+    unavailable_on,
+    utc_now,
+)
+from pixelmill.store.base import (
+    CANCELLED_ERROR,
+    BatchRecord,
+    ImageRecord,
+    NewImage,
+    Transition,
+)
+from pixelmill.store.redis_changes import ChangeListener
+from pixelmill.store.redis_scripts import (
+    CANCEL,
+    CREATE,
+    FINISH_IMAGE,
+    MARK_PROCESSING,
+    READ_BATCH,
+    READ_CHANGES,
+)
 
 DEFAULT_TTL_S = 7 * 86400
 # A waiter re-reads the version this often even without a message (a dropped connection).
 POLL_INTERVAL_S = 1.0
-
-# Shared Lua: when the batch has nothing pending, finish it: final status, time, TTL on every
-# key of the batch, out of the unfinished set. KEYS[1] batch, KEYS[2] images list,
-# KEYS[3] unfinished; ARGV[1] now, ARGV[2] ttl, ARGV[3] image key prefix for this batch.
-_LUA_FINISH_IF_DRAINED = """
-local function finish_if_drained()
-  if tonumber(redis.call('HGET', KEYS[1], 'pending')) ~= 0 then return 0 end
-  if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
-  if redis.call('HGET', KEYS[1], 'status') ~= 'cancelled' then
-    redis.call('HSET', KEYS[1], 'status', 'completed')
-  end
-  redis.call('HSET', KEYS[1], 'finished_at', ARGV[1])
-  local ttl = tonumber(ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-  for _, image_id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-    redis.call('EXPIRE', ARGV[3] .. image_id, ttl)
-  end
-  redis.call('ZREM', KEYS[3], ARGV[4])
-  return 1
-end
-"""
-
-# KEYS: batch, images list, unfinished, batch_seq, then one hash per image.
-# ARGV: now, ttl, image key prefix, batch_id, pending count, then per image: id and a flat
-# field list as "n, f1, v1, ..., fn, vn"; then the batch's own fields the same way.
-_CREATE = (
-    _LUA_FINISH_IF_DRAINED
-    + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local i = 6
-for k = 5, #KEYS do
-  local image_id = ARGV[i]
-  local n = tonumber(ARGV[i + 1])
-  redis.call('HSET', KEYS[k], unpack(ARGV, i + 2, i + 1 + 2 * n))
-  redis.call('RPUSH', KEYS[2], image_id)
-  i = i + 2 + 2 * n
-end
-local n = tonumber(ARGV[i])
-redis.call('HSET', KEYS[1], unpack(ARGV, i + 1, i + 2 * n))
-if finish_if_drained() == 0 then
-  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[4])
-end
-return 1
-"""
-)
-
-# KEYS: batch, image. ARGV: channel. Returns 1 when applied.
-_MARK_PROCESSING = """
-if redis.call('HGET', KEYS[2], 'status') ~= 'pending' then return 0 end
-redis.call('HSET', KEYS[2], 'status', 'processing')
-if redis.call('HGET', KEYS[1], 'status') == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'processing')
-end
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('PUBLISH', ARGV[1], version)
-return 1
-"""
-
-# KEYS: batch, images list, unfinished, image. ARGV: now, ttl, image key prefix, batch_id,
-# channel, new status, counters to bump ("completed,duplicates"), then image field pairs.
-# Returns {applied, finished}.
-_FINISH_IMAGE = (
-    _LUA_FINISH_IF_DRAINED
-    + """
-local current = redis.call('HGET', KEYS[4], 'status')
-if current ~= 'pending' and current ~= 'processing' then return {0, 0} end
-redis.call('HSET', KEYS[4], 'status', ARGV[6])
-if #ARGV > 7 then redis.call('HSET', KEYS[4], unpack(ARGV, 8)) end
-redis.call('HINCRBY', KEYS[1], 'pending', -1)
-for counter in string.gmatch(ARGV[7], '[^,]+') do
-  redis.call('HINCRBY', KEYS[1], counter, 1)
-end
-if redis.call('HGET', KEYS[1], 'status') == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'processing')
-end
-local finished = finish_if_drained()
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('PUBLISH', ARGV[5], version)
-return {1, finished}
-"""
-)
-
-# KEYS: batch, images list, unfinished. ARGV: now, ttl, image key prefix, batch_id, channel.
-# Returns {applied, finished}.
-_CANCEL = (
-    _LUA_FINISH_IF_DRAINED
-    + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'queued' and status ~= 'processing' then return {0, 0} end
-redis.call('HSET', KEYS[1], 'status', 'cancelled')
-local dropped = 0
-for _, image_id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  local key = ARGV[3] .. image_id
-  if redis.call('HGET', key, 'status') == 'pending' then
-    redis.call('HSET', key, 'status', 'cancelled')
-    dropped = dropped + 1
-  end
-end
-redis.call('HINCRBY', KEYS[1], 'cancelled', dropped)
-redis.call('HINCRBY', KEYS[1], 'pending', -dropped)
-local finished = finish_if_drained()
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('PUBLISH', ARGV[5], version)
-return {1, finished}
-"""
-)
-
-# A consistent snapshot of a batch. KEYS: batch, images list. ARGV: image key prefix,
-# "1" to include images. Returns {batch fields, {image fields}...} as flat field lists.
-_READ_BATCH = """
-local batch = redis.call('HGETALL', KEYS[1])
-if #batch == 0 then return {} end
-local out = {batch}
-if ARGV[2] == '1' then
-  for _, image_id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-    out[#out + 1] = redis.call('HGETALL', ARGV[1] .. image_id)
-  end
-end
-return out
-"""
 
 _COUNTER_FIELDS = ("total", "completed", "duplicates", "failed", "cancelled", "pending")
 _BUMPS = {
@@ -159,6 +60,7 @@ _BUMPS = {
 }
 
 
+@unavailable_on(redis.ConnectionError, redis.TimeoutError)
 class RedisBatchStore:
     """Batches and images in Redis; finished batches expire after ``ttl_s``."""
 
@@ -178,11 +80,13 @@ class RedisBatchStore:
             self._owns_client = False
         self.prefix = prefix
         self.ttl_s = ttl_s
-        self._create = self._client.register_script(_CREATE)
-        self._mark_processing = self._client.register_script(_MARK_PROCESSING)
-        self._finish_image = self._client.register_script(_FINISH_IMAGE)
-        self._cancel = self._client.register_script(_CANCEL)
-        self._read_batch = self._client.register_script(_READ_BATCH)
+        self._create = self._client.register_script(CREATE)
+        self._mark_processing = self._client.register_script(MARK_PROCESSING)
+        self._finish_image = self._client.register_script(FINISH_IMAGE)
+        self._cancel = self._client.register_script(CANCEL)
+        self._read_batch = self._client.register_script(READ_BATCH)
+        self._read_changes = self._client.register_script(READ_CHANGES)
+        self._changes = ChangeListener(self._client, f"{prefix}events:")
 
     # -- key names ------------------------------------------------------------------------
 
@@ -312,10 +216,26 @@ class RedisBatchStore:
     def cancel_batch(self, batch_id: str) -> tuple[BatchRecord | None, Transition]:
         """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent."""
         keys, args = self._finishing_keys_and_args(batch_id)
-        args.append(self._channel(batch_id))
-        applied, finished = self._cancel(keys=keys, args=args)
-        transition = Transition(applied=bool(applied), batch_finished=bool(finished))
+        args += [self._channel(batch_id), dump_json(CANCELLED_ERROR)]
+        applied, finished, dropped = self._cancel(keys=keys, args=args)
+        transition = Transition(
+            applied=bool(applied), batch_finished=bool(finished), cancelled_images=int(dropped)
+        )
         return self.get_batch(batch_id), transition
+
+    def batch_changes(
+        self, batch_id: str, since_version: int
+    ) -> tuple[BatchRecord | None, list[ImageRecord]]:
+        """The batch (without images) and its images finished after ``since_version``."""
+        batch_key = self._batch_key(batch_id)
+        reply = self._read_changes(
+            keys=[batch_key, f"{batch_key}:changes"],
+            args=[self._image_prefix(batch_id), int(since_version)],
+        )
+        if not reply:
+            return None, []
+        batch, *images = (_pairs(flat) for flat in reply)
+        return _batch_record(batch, []), [_image_record(image) for image in images if image]
 
     def unfinished_images(self) -> list[ImageRecord]:
         """Every pending or processing image of every batch, oldest batch first (resume)."""
@@ -331,32 +251,32 @@ class RedisBatchStore:
     def wait_for_change(self, batch_id: str, since_version: int, timeout_s: float) -> int:
         """Block until the batch's version exceeds ``since_version`` or the timeout; return it.
 
-        An unknown (or expired) batch returns 0 at once.
+        An unknown (or expired) batch returns 0 at once. Woken by the store's one shared
+        pub/sub listener; the version is read again now and then in case a message was lost.
         """
         deadline = time.monotonic() + timeout_s
-        # redis-py leaves pubsub() unannotated.
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._changes.watch(batch_id)
         try:
-            pubsub.subscribe(self._channel(batch_id))
             while True:
-                # Read after subscribing: a change published before the subscription took
-                # effect is seen here, one published after arrives as a message.
+                # Read after watching: a change published before is seen here, one
+                # published after wakes the wait below.
                 version = self._version(batch_id)
                 remaining = deadline - time.monotonic()
                 if version is None:
                     return 0
                 if version > since_version or remaining <= 0:
                     return version
-                message_deadline = time.monotonic() + min(remaining, POLL_INTERVAL_S)
-                while (left := message_deadline - time.monotonic()) > 0:
-                    message = pubsub.get_message(timeout=left)
-                    if message is not None and int(message["data"]) > since_version:
-                        return int(message["data"])
+                announced = self._changes.wait(
+                    batch_id, since_version, min(remaining, POLL_INTERVAL_S)
+                )
+                if announced is not None:
+                    return announced
         finally:
-            pubsub.close()
+            self._changes.unwatch(batch_id)
 
     def close(self) -> None:
         """Close the connection pool, when this store built it from a URL."""
+        self._changes.close()
         if self._owns_client:
             self._client.close()
 
@@ -388,6 +308,7 @@ def _image_record(fields: dict[str, str]) -> ImageRecord:
         renditions=load_json(fields.get("renditions")) or [],
         timings_ms=load_json(fields.get("timings_ms")),
         seq=int(fields["seq"]),
+        version=int(fields.get("version", 0)),
     )
 
 

@@ -22,63 +22,33 @@ from pixelmill.states import BatchStatus, ImageStatus
 from pixelmill.store._common import (
     COUNTERS_BY_FINAL_STATUS,
     dump_json,
-    load_json,
     require_final,
+    unavailable_on,
     utc_now,
 )
-from pixelmill.store.base import BatchRecord, ImageRecord, NewImage, Transition
+from pixelmill.store.base import (
+    CANCELLED_ERROR,
+    BatchRecord,
+    ImageRecord,
+    NewImage,
+    Transition,
+)
+from pixelmill.store.sqlite_schema import (
+    BATCH_COLUMNS,
+    CHANGES_INDEX,
+    IMAGE_COLUMNS,
+    SCHEMA,
+    batch_record,
+    image_record,
+)
 
 BUSY_TIMEOUT_MS = 10_000
 PRUNE_INTERVAL_S = 60.0
 # How often a waiter re-reads the version, to see writes made by another process.
 POLL_INTERVAL_S = 0.25
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    batch_seq    INTEGER PRIMARY KEY AUTOINCREMENT,  -- creation order, for resume
-    batch_id     TEXT NOT NULL UNIQUE,
-    status       TEXT NOT NULL,
-    total        INTEGER NOT NULL,
-    completed    INTEGER NOT NULL DEFAULT 0,
-    duplicates   INTEGER NOT NULL DEFAULT 0,
-    failed       INTEGER NOT NULL DEFAULT 0,
-    cancelled    INTEGER NOT NULL DEFAULT 0,
-    pending      INTEGER NOT NULL,
-    created_at   TEXT NOT NULL,
-    finished_at  TEXT,
-    callback_url TEXT,
-    version      INTEGER NOT NULL DEFAULT 1
-);
-CREATE TABLE IF NOT EXISTS images (
-    batch_id      TEXT NOT NULL REFERENCES batches (batch_id),
-    image_id      TEXT NOT NULL,
-    seq           INTEGER NOT NULL,
-    filename      TEXT NOT NULL,
-    status        TEXT NOT NULL,
-    sha256        TEXT,
-    spool_path    TEXT,
-    declared_type TEXT,
-    detected_type TEXT,
-    error         TEXT,   -- JSON
-    renditions    TEXT,   -- JSON
-    timings_ms    TEXT,   -- JSON
-    PRIMARY KEY (batch_id, image_id)
-);
-CREATE INDEX IF NOT EXISTS images_by_seq ON images (batch_id, seq);
-CREATE INDEX IF NOT EXISTS images_unfinished ON images (status)
-    WHERE status IN ('pending', 'processing');
-"""
 
-IMAGE_COLUMNS = (
-    "image_id, batch_id, filename, status, sha256, spool_path, declared_type, detected_type,"
-    " error, renditions, timings_ms, seq"
-)
-BATCH_COLUMNS = (
-    "batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,"
-    " finished_at, callback_url, version"
-)
-
-
+@unavailable_on(sqlite3.OperationalError)
 class SqliteBatchStore:
     """Batches and images in one SQLite file; survives restarts."""
 
@@ -102,6 +72,12 @@ class SqliteBatchStore:
             self._conn.execute("PRAGMA synchronous = NORMAL")  # durable enough under WAL
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.executescript(SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(images)")}
+            if "version" not in columns:
+                self._conn.execute(
+                    "ALTER TABLE images ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
+                )
+            self._conn.execute(CHANGES_INDEX)
         self.prune_expired()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -144,10 +120,15 @@ class SqliteBatchStore:
             self.prune_expired()
 
     def _finish_batch_if_drained(self, conn: sqlite3.Connection, batch_id: str) -> bool:
-        """Inside a transaction: when nothing is pending, set the final status and time."""
+        """Inside a transaction: when nothing is pending, set the final status and time.
+
+        Only a cancel cancels images, so a batch with a cancelled image ends ``cancelled``
+        even when the engine's callbacks for its swept images land before the store's cancel.
+        """
         cursor = conn.execute(
             "UPDATE batches SET finished_at = ?,"
-            " status = CASE WHEN status = 'cancelled' THEN 'cancelled' ELSE 'completed' END"
+            " status = CASE WHEN status = 'cancelled' OR cancelled > 0"
+            " THEN 'cancelled' ELSE 'completed' END"
             " WHERE batch_id = ? AND pending = 0 AND finished_at IS NULL",
             (utc_now(), batch_id),
         )
@@ -172,23 +153,28 @@ class SqliteBatchStore:
         pending = len(images) - failed
         now = utc_now()
         status = BatchStatus.QUEUED if pending else BatchStatus.COMPLETED
+        # Images failed at upload are final from the start: versions 1..failed, then the batch.
+        failed_rank = {
+            image.image_id: rank
+            for rank, image in enumerate((i for i in images if i.error is not None), start=1)
+        }
         with self._write() as conn:
             try:
                 conn.execute(
                     "INSERT INTO batches (batch_id, status, total, failed, pending, created_at,"
-                    " finished_at, callback_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " finished_at, callback_url, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (batch_id, status, len(images), failed, pending, now,
-                     None if pending else now, callback_url),
+                     None if pending else now, callback_url, failed + 1),
                 )  # fmt: skip
             except sqlite3.IntegrityError:
                 raise ValueError(f"batch {batch_id!r} already exists") from None
             conn.executemany(
-                f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (image.image_id, batch_id, image.filename,
                      ImageStatus.FAILED if image.error is not None else ImageStatus.PENDING,
                      image.sha256, image.spool_path, image.declared_type, image.detected_type,
-                     dump_json(image.error), "[]", None, seq)
+                     dump_json(image.error), "[]", None, seq, failed_rank.get(image.image_id, 0))
                     for seq, image in enumerate(images)
                 ],
             )  # fmt: skip
@@ -215,7 +201,7 @@ class SqliteBatchStore:
                 self._conn.execute("COMMIT")
         if row is None:
             return None
-        return _batch_record(row, [_image_record(r) for r in rows])
+        return batch_record(row, [image_record(r) for r in rows])
 
     def get_image(self, batch_id: str, image_id: str) -> ImageRecord | None:
         """One image of a batch, or None."""
@@ -224,7 +210,7 @@ class SqliteBatchStore:
                 f"SELECT {IMAGE_COLUMNS} FROM images WHERE batch_id = ? AND image_id = ?",
                 (batch_id, image_id),
             ).fetchone()
-        return None if row is None else _image_record(row)
+        return None if row is None else image_record(row)
 
     def mark_processing(self, batch_id: str, image_id: str) -> Transition:
         """pending -> processing (batch queued -> processing). Not applied once final."""
@@ -272,11 +258,18 @@ class SqliteBatchStore:
             ).rowcount  # fmt: skip
             if changed:
                 increments = "".join(f", {name} = {name} + 1" for name in bumps)
+                # Two steps: the image takes the first, the batch (progress) the second.
                 conn.execute(
-                    f"UPDATE batches SET pending = pending - 1, version = version + 1{increments},"
+                    f"UPDATE batches SET pending = pending - 1, version = version + 2{increments},"
                     " status = CASE WHEN status = 'queued' THEN 'processing' ELSE status END"
                     " WHERE batch_id = ?",
                     (batch_id,),
+                )
+                conn.execute(
+                    "UPDATE images SET version ="
+                    " (SELECT version - 1 FROM batches WHERE batch_id = ?)"
+                    " WHERE batch_id = ? AND image_id = ?",
+                    (batch_id, batch_id, image_id),
                 )
                 finished = self._finish_batch_if_drained(conn, batch_id)
         if not changed:
@@ -289,27 +282,69 @@ class SqliteBatchStore:
     def cancel_batch(self, batch_id: str) -> tuple[BatchRecord | None, Transition]:
         """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent."""
         finished = False
+        dropped = 0
         with self._write() as conn:
-            changed = conn.execute(
-                "UPDATE batches SET status = 'cancelled', version = version + 1"
+            row = conn.execute(
+                "SELECT version FROM batches"
                 " WHERE batch_id = ? AND status IN ('queued', 'processing')",
                 (batch_id,),
-            ).rowcount
+            ).fetchone()
+            changed = row is not None
             if changed:
-                dropped = conn.execute(
-                    "UPDATE images SET status = 'cancelled'"
-                    " WHERE batch_id = ? AND status = 'pending'",
-                    (batch_id,),
-                ).rowcount
+                # Each dropped image takes a version of its own (upload order), the batch the next.
+                base = int(row[0])
+                pending_ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT image_id FROM images WHERE batch_id = ? AND status = 'pending'"
+                        " ORDER BY seq",
+                        (batch_id,),
+                    )
+                ]
+                dropped = len(pending_ids)
+                conn.executemany(
+                    "UPDATE images SET status = 'cancelled', error = ?, version = ?"
+                    " WHERE batch_id = ? AND image_id = ?",
+                    [
+                        (dump_json(CANCELLED_ERROR), base + rank, batch_id, image_id)
+                        for rank, image_id in enumerate(pending_ids, start=1)
+                    ],
+                )
                 conn.execute(
-                    "UPDATE batches SET cancelled = cancelled + ?, pending = pending - ?"
-                    " WHERE batch_id = ?",
-                    (dropped, dropped, batch_id),
+                    "UPDATE batches SET status = 'cancelled', version = ?,"
+                    " cancelled = cancelled + ?, pending = pending - ? WHERE batch_id = ?",
+                    (base + dropped + 1, dropped, dropped, batch_id),
                 )
                 finished = self._finish_batch_if_drained(conn, batch_id)
         if changed:
             self._notify()
-        return self.get_batch(batch_id), Transition(applied=bool(changed), batch_finished=finished)
+        transition = Transition(
+            applied=bool(changed), batch_finished=finished, cancelled_images=dropped
+        )
+        return self.get_batch(batch_id), transition
+
+    def batch_changes(
+        self, batch_id: str, since_version: int
+    ) -> tuple[BatchRecord | None, list[ImageRecord]]:
+        """The batch (without images) and its images finished after ``since_version``."""
+        with self._lock:
+            self._conn.execute("BEGIN")  # one snapshot: counters and images agree
+            try:
+                row = self._conn.execute(
+                    f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
+                ).fetchone()
+                rows = []
+                if row is not None:
+                    rows = self._conn.execute(
+                        f"SELECT {IMAGE_COLUMNS} FROM images"
+                        " WHERE batch_id = ? AND version > ? ORDER BY version",
+                        (batch_id, since_version),
+                    ).fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+        if row is None:
+            return None, []
+        return batch_record(row, []), [image_record(r) for r in rows]
 
     def unfinished_images(self) -> list[ImageRecord]:
         """Every pending or processing image of every batch, oldest batch first (resume)."""
@@ -319,7 +354,7 @@ class SqliteBatchStore:
                 f"SELECT {columns} FROM images AS i JOIN batches AS b USING (batch_id)"
                 " WHERE i.status IN ('pending', 'processing') ORDER BY b.batch_seq, i.seq"
             ).fetchall()
-        return [_image_record(row) for row in rows]
+        return [image_record(row) for row in rows]
 
     def wait_for_change(self, batch_id: str, since_version: int, timeout_s: float) -> int:
         """Block until the batch's version exceeds ``since_version`` or the timeout; return it.
@@ -349,42 +384,3 @@ class SqliteBatchStore:
                 "SELECT version FROM batches WHERE batch_id = ?", (batch_id,)
             ).fetchone()
         return None if row is None else int(row[0])
-
-
-def _image_record(row: tuple[Any, ...]) -> ImageRecord:
-    (image_id, batch_id, filename, status, sha256, spool_path, declared_type, detected_type,
-     error, renditions, timings_ms, seq) = row  # fmt: skip
-    return ImageRecord(
-        image_id=image_id,
-        batch_id=batch_id,
-        filename=filename,
-        status=ImageStatus(status),
-        sha256=sha256,
-        spool_path=spool_path,
-        declared_type=declared_type,
-        detected_type=detected_type,
-        error=load_json(error),
-        renditions=load_json(renditions) or [],
-        timings_ms=load_json(timings_ms),
-        seq=int(seq),
-    )
-
-
-def _batch_record(row: tuple[Any, ...], images: list[ImageRecord]) -> BatchRecord:
-    (batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,
-     finished_at, callback_url, version) = row  # fmt: skip
-    return BatchRecord(
-        batch_id=batch_id,
-        status=BatchStatus(status),
-        total=total,
-        completed=completed,
-        duplicates=duplicates,
-        failed=failed,
-        cancelled=cancelled,
-        pending=pending,
-        created_at=created_at,
-        finished_at=finished_at,
-        callback_url=callback_url,
-        version=version,
-        images=images,
-    )

@@ -1,0 +1,118 @@
+"""A full disk under the SQLite store, for real: a tmpfs this test mounts, filled to the brim."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api_helpers import (
+    check_invariant,
+    slow_jpeg,
+    small_jpeg,
+    upload,
+    wait_for_batch,
+    wait_for_empty_spool,
+)
+from api_server import app_client
+from conftest import IN_CI
+from pixelmill.config import Settings
+
+pytestmark = pytest.mark.slow
+
+DISK_MB = 48
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of DISK_MB mounted on a fresh folder; unmounted afterwards whatever happens."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    command = [
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        f"size={DISK_MB}m,mode=0755",
+        "tmpfs",
+        str(mount_point),
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        result = subprocess.CompletedProcess(command, 1, "", str(exc))
+    if result.returncode != 0:
+        reason = f"cannot mount a tmpfs (needs root): {result.stderr.strip()}"
+        if IN_CI:
+            pytest.fail(reason + " and CI=true requires this test")
+        pytest.skip(reason)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
+
+
+def fill(folder: Path) -> Path:
+    """A file that takes every free byte of ``folder``'s file system."""
+    filler = folder / "filler"
+    chunk = b"\0" * (1 << 20)
+    with open(filler, "wb", buffering=0) as f:
+        for size in (len(chunk), 4096, 1):  # big writes first, then the last crumbs
+            try:
+                while True:
+                    f.write(chunk[:size])
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+    return filler
+
+
+def wait_for_health(client: httpx.Client, status: int, timeout_s: float) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.get("/healthz")
+        if response.status_code == status:
+            body: dict[str, object] = response.json()
+            return body
+        assert time.monotonic() < deadline, f"/healthz never answered {status}: {response.text}"
+        time.sleep(0.1)
+
+
+def test_a_full_disk_holds_outcomes_until_space_is_freed_then_the_batch_finishes(
+    small_disk: Path,
+) -> None:
+    """Issue 6 items 6 and 16: writes that fail on a full disk used to leave images
+    ``processing`` for ever while /healthz said ok."""
+    data_dir = small_disk / "data"
+    with app_client(Settings(data_dir=data_dir, workers=1)) as client:
+        warm = client.post("/v1/batches", files=[upload("warm.jpg", small_jpeg(8000))]).json()
+        wait_for_batch(client, warm["batch_id"])
+        files = [upload(f"{i}.jpg", slow_jpeg(8100 + i, (900, 600))) for i in range(5)]
+        batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+        filler = fill(small_disk)
+        try:
+            health = wait_for_health(client, 503, timeout_s=120)
+            assert health["status"] == "unavailable"
+            assert "store" in str(health.get("reason", "")), health
+            # Reads still work and the counts still add up while writes fail.
+            status = client.get(f"/v1/batches/{batch_id}")
+            assert status.status_code == 200
+            check_invariant(status.json())
+            assert status.json()["pending"] >= 1
+        finally:
+            filler.unlink()
+        final = wait_for_batch(client, batch_id, timeout_s=180)
+        assert final["pending"] == 0 and final["total"] == 5
+        assert all(image["status"] != "processing" for image in final["images"])
+        wait_for_health(client, 200, timeout_s=30)
+        # The disk works again: a new upload renders.
+        after = client.post("/v1/batches", files=[upload("after.jpg", small_jpeg(8001))]).json()
+        assert wait_for_batch(client, after["batch_id"])["completed"] == 1
+    with contextlib.suppress(FileNotFoundError):
+        wait_for_empty_spool(data_dir)
