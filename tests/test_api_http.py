@@ -27,6 +27,7 @@ from api_helpers import (
     truncated_jpeg,
     upload,
     wait_for_batch,
+    wait_for_empty_spool,
 )
 from api_server import running_in_thread
 from images import format_by_magic
@@ -121,7 +122,7 @@ def test_a_mixed_batch_finishes_with_every_image_accounted_for(
     for name in ("one.jpg", "two.png", "mislabelled.gif"):
         check_renditions(client, images[name])
     assert set(images["one.jpg"]["timings_ms"]) >= {"read", "decode", "resize", "encode"}
-    assert spool_files(data_dir) == []
+    wait_for_empty_spool(data_dir)
     assert temp_files(data_dir) == []
 
 
@@ -204,7 +205,7 @@ def test_cancel_stops_a_batch_and_no_pending_image_starts_afterwards(
             assert not (data_dir / "renditions" / sha[:2] / sha).exists()
         if image["status"] == "cancelled":
             assert image["renditions"] == []
-    assert spool_files(data_dir) == []
+    wait_for_empty_spool(data_dir)
 
 
 def test_one_image_with_wait_answers_its_record(client: httpx.Client) -> None:

@@ -86,7 +86,8 @@ def poll(client: httpx.Client, batch_id: str, seen: list[int]) -> dict[str, Any]
     response = client.get(f"/v1/batches/{batch_id}")
     assert response.status_code in (200, 503), response.text
     if response.status_code == 503:
-        assert response.json()["error"]["code"], response.text
+        assert response.json()["error"]["code"] == "unavailable", response.text
+        assert response.headers["retry-after"].isdigit()
         return None
     status: dict[str, Any] = response.json()
     check_invariant(status)

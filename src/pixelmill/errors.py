@@ -13,6 +13,7 @@
     ├── InvalidRequest              invalid_request
     ├── Unauthorized                unauthorized
     ├── InsufficientStorage         insufficient_storage (the data dir is full)
+    ├── Unavailable                 unavailable (the store is down: try again shortly)
     └── InternalError               internal
 
 The codes are the contract of DESIGN.md; the HTTP status of each lives in ``HTTP_STATUS``.
@@ -35,6 +36,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     UNAUTHORIZED = "unauthorized"
     INSUFFICIENT_STORAGE = "insufficient_storage"
+    UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
 
@@ -101,6 +103,12 @@ class InsufficientStorage(PixelmillError):
     code = ErrorCode.INSUFFICIENT_STORAGE
 
 
+class Unavailable(PixelmillError):
+    """A part the service needs (the batch store) is down or refuses writes for now."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
 class InternalError(PixelmillError):
     code = ErrorCode.INTERNAL
 
@@ -117,5 +125,6 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_REQUEST: 400,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.INSUFFICIENT_STORAGE: 507,
+    ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }

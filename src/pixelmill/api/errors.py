@@ -36,6 +36,10 @@ def error_response(
     )
 
 
+# Seconds a client is asked to wait when the store is down or full (Retry-After on 503).
+RETRY_AFTER_S = 2
+
+
 def close_after_answer(request: Request) -> None:
     """Answer this request with ``Connection: close`` (its body was left unread)."""
     request.state.close_connection = True
@@ -44,6 +48,8 @@ def close_after_answer(request: Request) -> None:
 async def _pixelmill_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PixelmillError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else {}
+    if exc.code is ErrorCode.UNAVAILABLE:
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     if getattr(request.state, "close_connection", False):
         headers["Connection"] = "close"
     # Some errors answer with a more precise status than their code's (413, 408).

@@ -80,6 +80,8 @@ class Health(BaseModel):
     workers: int
     queued: int
     in_flight: int
+    unwritten_outcomes: int = 0  # image outcomes waiting for the store to take them
+    reason: str | None = None  # why the status is not ok
 
 
 ERROR_MEANINGS: dict[int, str] = {
@@ -90,6 +92,7 @@ ERROR_MEANINGS: dict[int, str] = {
     416: "Range outside the file (code invalid_request)",
     413: "Body over PIXELMILL_MAX_BATCH_BYTES (file_too_large) or more files than "
     "PIXELMILL_MAX_FILES_PER_BATCH (invalid_request)",
+    503: "The batch store is down or full for now; retry after Retry-After (code unavailable)",
     507: "No space left to store the upload (code insufficient_storage)",
 }
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pixelmill.errors import Unavailable
 from pixelmill.states import BatchStatus, ImageStatus
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(Unavailable):
     """The store cannot be reached or refuses writes (down, full disk): try again later."""
 
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 
 from pixelmill.api.deps import ServiceDep, checked_id
 from pixelmill.api.events import batch_events, parse_last_event_id
@@ -16,33 +12,12 @@ from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.schemas import BatchAccepted, BatchOut, error_responses
 from pixelmill.api.service import new_id
 from pixelmill.api.webhooks import validate_callback_url
-from pixelmill.store import StoreUnavailable
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-Params = ParamSpec("Params")
-Result = TypeVar("Result")
-# Seconds a client is asked to wait when the store is down (Retry-After).
-STORE_RETRY_AFTER_S = 2
-
-
 def batch_url(batch_id: str) -> str:
     return f"/v1/batches/{batch_id}"
-
-
-async def with_store(
-    call: Callable[Params, Result], *args: Params.args, **kwargs: Params.kwargs
-) -> Result:
-    """``call`` on the thread pool; a store that is down or full is a 503, never a 500."""
-    try:
-        return await run_in_threadpool(call, *args, **kwargs)
-    except StoreUnavailable:
-        raise HTTPException(
-            503,
-            "the batch store is unavailable; try again shortly",
-            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
-        ) from None
 
 
 @router.post(
@@ -66,7 +41,7 @@ async def create_batch(request: Request, service: ServiceDep) -> JSONResponse:
     except BaseException:
         form.discard()
         raise
-    record = await with_store(service.create_batch, batch_id, form, callback_url)
+    record = await run_in_threadpool(service.create_batch, batch_id, form, callback_url)
     body = BatchAccepted(
         batch_id=batch_id,
         status=record.status.value,
@@ -84,7 +59,7 @@ async def create_batch(request: Request, service: ServiceDep) -> JSONResponse:
     responses=error_responses(401, 404, 503),
 )
 async def get_batch(batch_id: str, service: ServiceDep) -> JSONResponse:
-    record = await with_store(service.get_batch, checked_id(batch_id, "batch"))
+    record = await run_in_threadpool(service.get_batch, checked_id(batch_id, "batch"))
     return JSONResponse(record.as_api_dict())
 
 
@@ -101,7 +76,7 @@ async def batch_events_stream(
     batch_id: str, request: Request, service: ServiceDep
 ) -> StreamingResponse:
     # Look the batch up first, so an unknown id is a plain 404, not an event stream.
-    await with_store(service.get_batch, checked_id(batch_id, "batch"), include_images=False)
+    await run_in_threadpool(service.get_batch, checked_id(batch_id, "batch"), include_images=False)
     # Sent back by a reconnecting EventSource: resume after that event, replay nothing.
     last_event_id = parse_last_event_id(request.headers.get("last-event-id"))
     return StreamingResponse(
@@ -120,5 +95,5 @@ async def batch_events_stream(
 )
 async def cancel_batch(batch_id: str, service: ServiceDep) -> JSONResponse:
     """No image of the batch starts after this answers; running ones stop soon after."""
-    record = await with_store(service.cancel_batch, checked_id(batch_id, "batch"))
+    record = await run_in_threadpool(service.cancel_batch, checked_id(batch_id, "batch"))
     return JSONResponse(record.as_api_dict(), status_code=202)
