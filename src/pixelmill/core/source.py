@@ -184,10 +184,14 @@ def jpeg_draft_scale(width: int, height: int, min_side: int) -> int:
 
 
 def source_info(image: Image.Image, probe: Probe, orientation: int) -> SourceInfo:
+    """The manifest's facts about the source; its size is as displayed (after orientation)."""
+    width, height = probe.width, probe.height
+    if orientation in (5, 6, 7, 8):  # stored on its side: displayed with the axes swapped
+        width, height = height, width
     return SourceInfo(
         format=probe.format.value,
-        width=probe.width,
-        height=probe.height,
+        width=width,
+        height=height,
         bytes=probe.bytes,
         orientation=orientation,
         mode=probe.mode,
