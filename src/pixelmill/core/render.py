@@ -11,15 +11,9 @@ from PIL import Image
 
 from pixelmill.core import imaging
 from pixelmill.core.encode import save_rendition
+from pixelmill.core.header import DECODER_ERRORS, describe
 from pixelmill.core.sniff import SourceFormat
-from pixelmill.core.source import (
-    DECODER_ERRORS,
-    Probe,
-    describe,
-    jpeg_draft_scale,
-    open_source,
-    source_info,
-)
+from pixelmill.core.source import Probe, jpeg_draft_scale, open_source, source_info
 from pixelmill.core.specs import RenderResult, RenderSpec, Rendition, Timings
 from pixelmill.errors import Cancelled, CorruptImage
 
