@@ -9,11 +9,13 @@ HEIF/AVIF's ISOBMFF boxes are read here. All decoding happens in worker processe
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import PIL
 from PIL import (
     BmpImagePlugin,
     GifImagePlugin,
@@ -46,6 +48,10 @@ DECODER_ERRORS: tuple[type[BaseException], ...] = (
     struct.error,
     __import__("zlib").error,
 )
+
+# Where the imaging libraries' Python code lives: an exception raised there is theirs.
+_LIBRARY_FOLDERS = (os.path.dirname(PIL.__file__) + os.sep,)
+_LIBRARY_PACKAGES = (f"{os.sep}pillow_heif{os.sep}",)
 
 _PLUGIN_CLASSES: dict[SourceFormat, type[ImageFile]] = {
     SourceFormat.JPEG: JpegImagePlugin.JpegImageFile,
@@ -122,6 +128,18 @@ def _webp_header(stream: BinaryIO) -> Header:
         height = int.from_bytes(body[8:10], "little") & 0x3FFF
         return Header(width, height, "RGB")
     raise CorruptImage(f"the WebP file starts with an unknown chunk {chunk!r}")
+
+
+def raised_by_library(exc: BaseException) -> bool:
+    """True when ``exc`` was raised inside Pillow or pillow_heif (its innermost frame is
+    theirs): on decoded pixels that means the data was inconsistent, not that we erred."""
+    frame = exc.__traceback__
+    if frame is None:
+        return False
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    filename = frame.tb_frame.f_code.co_filename
+    return filename.startswith(_LIBRARY_FOLDERS) or any(p in filename for p in _LIBRARY_PACKAGES)
 
 
 def describe(exc: BaseException) -> str:

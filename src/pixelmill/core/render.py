@@ -11,7 +11,7 @@ from PIL import Image
 
 from pixelmill.core import imaging
 from pixelmill.core.encode import save_rendition
-from pixelmill.core.header import DECODER_ERRORS, describe
+from pixelmill.core.header import DECODER_ERRORS, describe, raised_by_library
 from pixelmill.core.sniff import SourceFormat
 from pixelmill.core.source import Probe, jpeg_draft_scale, open_source, source_info
 from pixelmill.core.specs import RenderResult, RenderSpec, Rendition, Timings
@@ -55,8 +55,7 @@ def render_renditions(
                     f"cannot decode the {probe.format.value} data: {describe(exc)}"
                 ) from None
             decode_done = time.perf_counter()
-            # From here on the pixels are in memory: an exception is a bug of ours, not bad data.
-            base = _prepare(image, icc, orientation, sizes)
+            base = _prepare_decoded(image, icc, orientation, sizes, probe)
             if base is not image:
                 image.close()  # free the full-size pixels before encoding
             prepare_done = time.perf_counter()
@@ -167,6 +166,25 @@ def _target_sizes(probe: Probe, orientation: int, spec: RenderSpec) -> dict[str,
         p.name: imaging.rendition_size(probe.width, probe.height, orientation, p.width, p.height)
         for p in spec.presets
     }
+
+
+def _prepare_decoded(
+    decoded: Image.Image,
+    icc: bytes | None,
+    orientation: int,
+    sizes: dict[str, tuple[int, int]],
+    probe: Probe,
+) -> Image.Image:
+    """``_prepare``, where Pillow refusing the decoded image (a palette image without a
+    palette, say) is damaged data: corrupt_image. An error raised in our code stays a bug."""
+    try:
+        return _prepare(decoded, icc, orientation, sizes)
+    except DECODER_ERRORS as exc:
+        if not raised_by_library(exc):
+            raise
+        raise CorruptImage(
+            f"the decoded {probe.format.value} data is inconsistent: {describe(exc)}"
+        ) from None
 
 
 def _prepare(
