@@ -226,7 +226,7 @@ def test_grey_with_a_coloured_jpeg_background_becomes_colour(tmp_path: Path) -> 
         assert red > 200 and green < 60
 
 
-def test_written_files_are_never_left_world_unreadable_by_mkstemp(tmp_path: Path) -> None:
+def test_a_manifest_written_in_this_process_gets_the_umask_mode(tmp_path: Path) -> None:
     """In this process too (whatever its umask), a manifest gets 0666 & ~umask."""
     mask = os.umask(0o022)
     os.umask(mask)
