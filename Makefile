@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)  ## ruff + mypy
 
 bench: $(STAMP)  ## speed and memory benchmarks (prints medians and ratios)
 	$(BIN)/python -m bench
+
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)  ## coverage-guided fuzz of the image pipeline (atheris), FUZZ_SECONDS long
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python fuzz/run_fuzz.py
 
 clean:
 	rm -rf $(VENV) pixelmill-data .pytest_cache .mypy_cache .ruff_cache

@@ -38,6 +38,17 @@ ALL_FORMATS = (OutputFormat.JPEG, OutputFormat.WEBP, OutputFormat.AVIF, OutputFo
 TWO_SIZES = (Preset("thumbnail", 150, 150), Preset("medium", 300, 300))
 EVERY_FORMAT = RenderSpec(presets=TWO_SIZES, formats=ALL_FORMATS)
 ALPHA_MODES = {"LA", "RGBA", "P"}
+GREY_MODES = {"1", "L", "LA", "I;16", "I", "F"}
+
+
+def _expected_mode(source_mode: str, fmt: OutputFormat) -> str:
+    """Grey stays one channel in JPEG, PNG and AVIF (AVIF has no grey + alpha in Pillow);
+    WebP has no grey mode, so it is RGB(A) with equal channels."""
+    alpha = source_mode in ALPHA_MODES and fmt is not OutputFormat.JPEG
+    grey = source_mode in GREY_MODES and fmt is not OutputFormat.WEBP
+    if grey and not (alpha and fmt is OutputFormat.AVIF):
+        return "LA" if alpha else "L"
+    return "RGBA" if alpha else "RGB"
 
 
 def _error_code(source: Path, out: Path, spec: RenderSpec = EVERY_FORMAT) -> str:
@@ -78,8 +89,7 @@ def test_every_mode_renders_every_format(mode: str, tmp_path: Path) -> None:
             assert image.size == (r.width, r.height)
             exact = (150, 112.5) if r.name == "thumbnail" else (300, 225)
             assert r.width == exact[0] and abs(r.height - exact[1]) < 1, r.filename
-            keeps_alpha = mode in ALPHA_MODES and r.format is not OutputFormat.JPEG
-            assert image.mode == ("RGBA" if keeps_alpha else "RGB"), r.filename
+            assert image.mode == _expected_mode(mode, r.format), r.filename
             expected = _expected_rgb(mode, image.size)
             got = mean_colour(_opaque_region(image))
             want = mean_colour(_opaque_region(expected))
@@ -241,7 +251,8 @@ def test_manifest_has_the_shape_of_the_design(tmp_path: Path) -> None:
     path = write_manifest(out, manifest_dict(result))
     assert path == out / "manifest.json"
     manifest = json.loads(path.read_text())
-    assert list(manifest) == ["sha256", "source", "renditions", "timings_ms"]
+    assert list(manifest) == ["sha256", "source", "renditions", "timings_ms", "manifest_version"]
+    assert manifest["manifest_version"] == 2
     assert manifest["sha256"] == SHA
     assert manifest["source"] == {
         "format": "jpeg",

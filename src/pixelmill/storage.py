@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pixelmill.core.encode import remove_temp_files
-from pixelmill.core.imaging import rendition_size
+from pixelmill.core.imaging import fit_size
 from pixelmill.core.manifest import (
     MANIFEST_NAME,
     read_manifest_file,
@@ -62,11 +62,11 @@ class LocalStorage:
         if previous is None:
             return frozenset(wanted)
         # A rendition counts only at the size its preset asks for now (a box may have changed).
+        # The manifest's source size is the displayed one (older manifests are upgraded on
+        # read), so it fits the box as it is: no orientation swap here.
         source = previous.source
         expected = {
-            f"{p.name}.{f.extension}": rendition_size(
-                source.width, source.height, source.orientation, p.width, p.height
-            )
+            f"{p.name}.{f.extension}": fit_size(source.width, source.height, p.width, p.height)
             for p in spec.presets
             for f in spec.formats
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,39 @@ def encoder_options(fmt: OutputFormat, quality: int) -> dict[str, Any]:
     return {"quality": quality}
 
 
+@lru_cache(maxsize=1)
+def process_umask() -> int:
+    """This process's umask, read once without changing it where the kernel tells it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # No /proc: set and restore at once (a thread creating a file in between would get 022).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode of every file we write: readable by others as the umask allows (0644 under
+    022), so a web server running as another user can serve it; mkstemp alone gives 0600."""
+    return 0o666 & ~process_umask()
+
+
 def write_atomically(path: Path, write: Any) -> int:
     """Call ``write(file)`` on a temp file beside ``path``, then rename it into place.
 
-    Returns the size in bytes. On any failure the temp file is removed.
+    Returns the size in bytes. On any failure the temp file is removed. The file gets
+    ``file_mode()`` before the rename, so it is never visible with other permissions.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), file_mode())
             write(file)
             size = file.tell()
         os.replace(temp_name, path)

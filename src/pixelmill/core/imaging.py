@@ -59,17 +59,32 @@ def orient(image: Image.Image, orientation: int) -> Image.Image:
     return image if method is None else image.transpose(method)
 
 
-def working_mode(mode: str, has_transparency: bool) -> str:
-    """The 8-bit mode ``mode`` is converted to before resizing."""
+def working_mode(mode: str, has_transparency: bool, grey_palette: bool = False) -> str:
+    """The 8-bit mode ``mode`` is converted to before resizing (grey stays one channel)."""
     if mode in WORKING_MODES:
         return mode
     if mode in ("1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return "LA" if has_transparency else "L"
+    if mode in ("P", "PA") and grey_palette:
+        return "LA" if has_transparency or mode == "PA" else "L"
     if mode == "PA":
         return "RGBA"
     if mode == "P":
         return "RGBA" if has_transparency else "RGB"
     return "RGBA" if has_transparency or mode.endswith("A") else "RGB"
+
+
+def has_grey_palette(image: Image.Image) -> bool:
+    """True when every entry of a P/PA image's palette is a grey (r == g == b)."""
+    if image.mode not in ("P", "PA"):
+        return False
+    try:
+        palette = image.getpalette("RGB")
+    except (ValueError, TypeError):
+        return False
+    if not palette:
+        return False
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette), 3))
 
 
 def to_working_mode(image: Image.Image, target: str) -> Image.Image:
@@ -133,7 +148,10 @@ def _transform(
 
 
 def to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
-    """Convert to sRGB RGB or RGBA using the embedded profile (or a plain conversion)."""
+    """Convert to sRGB RGB or RGBA using the embedded profile (or a plain conversion);
+    greyscale (L, LA) stays greyscale, its tones mapped through a grey profile if any."""
+    if image.mode in ("L", "LA"):
+        return _grey_to_srgb(image, icc)
     has_alpha = image.mode in ("LA", "RGBA")
     out_mode = "RGBA" if has_alpha else "RGB"
     if icc:
@@ -152,17 +170,48 @@ def to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     return image if image.mode == out_mode else image.convert(out_mode)
 
 
+def _grey_to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """Map grey tones through the embedded grey profile to sRGB's, keeping one channel."""
+    if not icc:
+        return image
+    grey = image if image.mode == "L" else image.getchannel("L")
+    transform = _transform(hashlib.sha1(icc).hexdigest(), icc, "L", "RGB")
+    if transform is None:
+        return image
+    try:
+        mapped = transform.apply(grey).convert("L")  # neutral greys: R == G == B
+    except (ImageCms.PyCMSError, ValueError):
+        return image
+    return mapped if image.mode == "L" else Image.merge("LA", (mapped, image.getchannel("A")))
+
+
 def is_opaque(image: Image.Image) -> bool:
-    if image.mode != "RGBA":
+    if image.mode not in ("RGBA", "LA"):
         return True
     extrema = image.getchannel("A").getextrema()
     return extrema[0] == 255
 
 
+def without_alpha(image: Image.Image) -> Image.Image:
+    """``image`` in the same colour mode minus its alpha channel (RGBA -> RGB, LA -> L)."""
+    return image.convert({"RGBA": "RGB", "LA": "L"}.get(image.mode, image.mode))
+
+
 def flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Composite transparent pixels onto ``background`` (for formats without alpha)."""
-    if image.mode != "RGBA":
-        return image if image.mode == "RGB" else image.convert("RGB")
+    """Composite transparent pixels onto ``background`` (for formats without alpha).
+
+    Greyscale stays one channel unless the background has a colour.
+    """
+    grey_background = background[0] == background[1] == background[2]
+    if image.mode in ("L", "RGB"):
+        return image
+    if image.mode == "LA" and grey_background:
+        base = Image.new("L", image.size, background[0])
+        base.paste(image.getchannel("L"), mask=image.getchannel("A"))
+        return base
+    if image.mode not in ("RGBA", "LA"):
+        return image.convert("RGB")
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
     base = Image.new("RGB", image.size, background)
-    base.paste(image, mask=image.getchannel("A"))
+    base.paste(rgba, mask=rgba.getchannel("A"))
     return base

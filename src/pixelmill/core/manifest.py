@@ -10,6 +10,10 @@ from pixelmill.core.encode import write_atomically
 from pixelmill.core.specs import OutputFormat, RenderResult, Rendition, SourceInfo, Timings
 
 MANIFEST_NAME = "manifest.json"
+# 2: source.width/height are the displayed size (after EXIF orientation). Manifests without
+# the field were written before that and hold the stored size.
+MANIFEST_VERSION = 2
+_SIDEWAYS = (5, 6, 7, 8)  # EXIF orientations stored on their side
 
 
 def manifest_dict(
@@ -22,6 +26,7 @@ def manifest_dict(
         "source": result.source.as_dict(),
         "renditions": [r.as_dict() for r in listed],
         "timings_ms": result.timings.as_dict(),
+        "manifest_version": MANIFEST_VERSION,
     }
 
 
@@ -33,17 +38,31 @@ def write_manifest(out_dir: str | Path, manifest: dict[str, object]) -> Path:
 
 
 def read_manifest_file(folder: Path) -> dict[str, Any] | None:
+    """The manifest in ``folder`` in the current version, or None when there is none."""
     try:
         data = json.loads((folder / MANIFEST_NAME).read_text())
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return upgrade_manifest(data) if isinstance(data, dict) else None
+
+
+def upgrade_manifest(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` as the current version describes it: an older manifest of a sideways-stored
+    source gets its displayed size (its renditions were upright already). Idempotent."""
+    version = data.get("manifest_version")
+    if isinstance(version, int) and version >= MANIFEST_VERSION:
+        return data
+    upgraded = dict(data, manifest_version=MANIFEST_VERSION)
+    source = data.get("source")
+    if isinstance(source, dict) and source.get("orientation") in _SIDEWAYS:
+        upgraded["source"] = dict(source, width=source.get("height"), height=source.get("width"))
+    return upgraded
 
 
 def render_result_from_manifest(data: dict[str, Any]) -> RenderResult | None:
     """The RenderResult a manifest describes, or None if it is not a manifest we wrote."""
     try:
-        source = data["source"]
+        source = upgrade_manifest(data)["source"]
         timings = data.get("timings_ms") or {}
         return RenderResult(
             sha256=str(data["sha256"]),

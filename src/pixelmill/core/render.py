@@ -11,15 +11,9 @@ from PIL import Image
 
 from pixelmill.core import imaging
 from pixelmill.core.encode import save_rendition
+from pixelmill.core.header import DECODER_ERRORS, describe, raised_by_library
 from pixelmill.core.sniff import SourceFormat
-from pixelmill.core.source import (
-    DECODER_ERRORS,
-    Probe,
-    describe,
-    jpeg_draft_scale,
-    open_source,
-    source_info,
-)
+from pixelmill.core.source import Probe, jpeg_draft_scale, open_source, source_info
 from pixelmill.core.specs import RenderResult, RenderSpec, Rendition, Timings
 from pixelmill.errors import Cancelled, CorruptImage
 
@@ -61,8 +55,7 @@ def render_renditions(
                     f"cannot decode the {probe.format.value} data: {describe(exc)}"
                 ) from None
             decode_done = time.perf_counter()
-            # From here on the pixels are in memory: an exception is a bug of ours, not bad data.
-            base = _prepare(image, icc, orientation, sizes)
+            base = _prepare_decoded(image, icc, orientation, sizes, probe)
             if base is not image:
                 image.close()  # free the full-size pixels before encoding
             prepare_done = time.perf_counter()
@@ -88,19 +81,17 @@ def _write_renditions(
     should_cancel: Callable[[], bool] | None,
     exif: bytes | None,
 ) -> tuple[list[Rendition], float, float]:
-    """Resize in a cascade (largest first, each from the previous one) and encode each."""
+    """Resize in a cascade (largest output first, each from a big enough earlier one), encode."""
     resize_s = encode_s = 0.0
     written: list[Rendition] = []
-    current = base
-    for preset in sorted(spec.presets, key=lambda p: p.width * p.height, reverse=True):
+    made: list[Image.Image] = []  # renditions resized so far, largest first
+    for preset in sorted(spec.presets, key=lambda p: _area(sizes[p.name]), reverse=True):
         if should_cancel is not None and should_cancel():
             raise Cancelled("cancelled between renditions")
         t0 = time.perf_counter()
         size = sizes[preset.name]
-        if current.size != size:
-            current = current.resize(
-                size, Image.Resampling.LANCZOS, reducing_gap=imaging.REDUCING_GAP
-            )
+        current = _resized(_cascade_source(base, made, size), size)
+        made.append(current)
         t1 = time.perf_counter()
         resize_s += t1 - t0
         for fmt in spec.formats:
@@ -114,6 +105,34 @@ def _write_renditions(
     order = {name: i for i, name in enumerate(spec.rendition_names())}
     written.sort(key=lambda r: order[r.filename])
     return written, resize_s, encode_s
+
+
+def _area(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
+
+
+def _cascade_source(
+    base: Image.Image, made: list[Image.Image], size: tuple[int, int]
+) -> Image.Image:
+    """The smallest image to resize ``size`` from without losing detail: an earlier
+    rendition of exactly that size, or one at least twice as big on each side; else ``base``.
+
+    Box areas do not order outputs (a wide box can give a bigger image than a square one),
+    so each candidate is checked on both sides.
+    """
+    width, height = size
+    for earlier in reversed(made):  # smallest first
+        if earlier.size == size:
+            return earlier
+        if earlier.width >= 2 * width and earlier.height >= 2 * height:
+            return earlier
+    return base
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=imaging.REDUCING_GAP)
 
 
 def _kept_exif(image: Image.Image) -> bytes | None:
@@ -149,11 +168,32 @@ def _target_sizes(probe: Probe, orientation: int, spec: RenderSpec) -> dict[str,
     }
 
 
+def _prepare_decoded(
+    decoded: Image.Image,
+    icc: bytes | None,
+    orientation: int,
+    sizes: dict[str, tuple[int, int]],
+    probe: Probe,
+) -> Image.Image:
+    """``_prepare``, where Pillow refusing the decoded image (a palette image without a
+    palette, say) is damaged data: corrupt_image. An error raised in our code stays a bug."""
+    try:
+        return _prepare(decoded, icc, orientation, sizes)
+    except DECODER_ERRORS as exc:
+        if not raised_by_library(exc):
+            raise
+        raise CorruptImage(
+            f"the decoded {probe.format.value} data is inconsistent: {describe(exc)}"
+        ) from None
+
+
 def _prepare(
     decoded: Image.Image, icc: bytes | None, orientation: int, sizes: dict[str, tuple[int, int]]
 ) -> Image.Image:
     """Shrink the decoded pixels towards the largest rendition, upright and in sRGB."""
-    target = imaging.working_mode(decoded.mode, decoded.has_transparency_data)
+    target = imaging.working_mode(
+        decoded.mode, decoded.has_transparency_data, imaging.has_grey_palette(decoded)
+    )
     largest = max(sizes.values(), key=lambda s: s[0] * s[1])
     width, height = decoded.size
     if imaging.swaps_axes(orientation):
@@ -164,7 +204,7 @@ def _prepare(
     if upright.mode == "CMYK" and not icc:
         return upright.convert("RGB")
     srgb = imaging.to_srgb(upright, icc)
-    if srgb.mode == "RGBA" and imaging.is_opaque(srgb):
-        srgb = srgb.convert("RGB")
+    if srgb.mode in ("RGBA", "LA") and imaging.is_opaque(srgb):
+        srgb = imaging.without_alpha(srgb)
     srgb.info = {}
     return srgb

@@ -10,34 +10,25 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import BinaryIO
 
-import pillow_heif
 from PIL import Image, UnidentifiedImageError
 
+from pixelmill.core.header import DECODER_ERRORS, Header, describe, read_header
 from pixelmill.core.pngcheck import verify_png_crcs
 from pixelmill.core.sniff import HEADER_BYTES, SourceFormat, sniff
 from pixelmill.core.specs import Limits, SourceInfo
 from pixelmill.errors import CorruptImage, FileTooLarge, TooManyPixels, UnsupportedFormat
 
-pillow_heif.register_heif_opener()
 
-# Whatever Pillow and its plugins raise on damaged data. Anything else is a bug of ours.
-DECODER_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ValueError,
-    IndexError,
-    KeyError,
-    TypeError,
-    SyntaxError,
-    EOFError,
-    MemoryError,
-    OverflowError,
-    ZeroDivisionError,
-    AttributeError,
-    RuntimeError,
-    __import__("struct").error,
-)
+@lru_cache(maxsize=1)
+def _register_heif_decoder() -> None:
+    """Let Pillow open HEIF through libheif; only where images are decoded (a worker)."""
+    import pillow_heif  # native code: imported on first use, never by the header probe
+
+    pillow_heif.register_heif_opener()
+
 
 _BYTES_PER_PIXEL = {
     "1": 1,
@@ -98,34 +89,21 @@ def open_source(
     """Open ``path`` header-only, enforce limits, verify checksums; yield the lazy image.
 
     ``largest_box`` is the longest side any rendition may have; it sizes the memory estimate.
+    This hands the bytes to Pillow's decoders (native code): call it in a worker process.
     """
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise CorruptImage(f"cannot read the file: {exc.strerror or exc}") from None
-    if size > limits.max_bytes:
-        raise FileTooLarge(f"{size} bytes is over the limit of {limits.max_bytes} bytes")
-    with open(path, "rb") as stream:
-        header = stream.read(HEADER_BYTES)
-        fmt = sniff(header)
-        if fmt is None:
-            raise UnsupportedFormat("not a JPEG, PNG, GIF, WebP, TIFF, BMP, HEIF or AVIF file")
+    with _opened(path, limits) as (stream, fmt, size):
+        if fmt in (SourceFormat.HEIF, SourceFormat.AVIF):
+            # libheif/libavif parse the whole file on open: check the size they will state
+            # (in Python) first, so an oversized image never reaches them.
+            _check_size(read_header(stream, fmt), limits)
+            _register_heif_decoder()
         if fmt is SourceFormat.PNG and verify_checksums:
             verify_png_crcs(stream)
         stream.seek(0)
         image = _open_header(stream, fmt, limits)
         try:
-            yield (
-                image,
-                Probe(
-                    fmt,
-                    image.width,
-                    image.height,
-                    image.mode,
-                    size,
-                    estimate_decode_bytes(image, fmt, largest_box),
-                ),
-            )
+            cost = estimate_decode_bytes(image.width, image.height, image.mode, fmt, largest_box)
+            yield image, Probe(fmt, image.width, image.height, image.mode, size, cost)
         finally:
             image.close()
 
@@ -133,11 +111,43 @@ def open_source(
 def probe(path: str | os.PathLike[str], limits: Limits, largest_box: int = 1920) -> Probe:
     """Read only the header: the format, the size and what decoding would cost.
 
-    Unlike rendering, this does not read the whole file to verify PNG checksums: the
-    render that follows does that, and reading a big PNG twice would be wasted work.
+    Safe in the service process: the header is parsed in Python only (see ``header``), and
+    the file is not read whole (the render that follows verifies PNG checksums).
     """
-    with open_source(path, limits, largest_box, verify_checksums=False) as (_, info):
-        return info
+    with _opened(path, limits) as (stream, fmt, size):
+        found = _check_size(read_header(stream, fmt), limits)
+        cost = estimate_decode_bytes(found.width, found.height, found.mode, fmt, largest_box)
+        return Probe(fmt, found.width, found.height, found.mode, size, cost)
+
+
+@contextmanager
+def _opened(
+    path: str | os.PathLike[str], limits: Limits
+) -> Iterator[tuple[BinaryIO, SourceFormat, int]]:
+    """The open file, its format by magic bytes and its size; limits on bytes enforced."""
+    try:
+        size = os.path.getsize(path)
+        stream = open(path, "rb")  # noqa: SIM115 - closed below, after the caller's block
+    except OSError as exc:
+        raise CorruptImage(f"cannot read the file: {exc.strerror or exc}") from None
+    with stream:
+        if size > limits.max_bytes:
+            raise FileTooLarge(f"{size} bytes is over the limit of {limits.max_bytes} bytes")
+        fmt = sniff(stream.read(HEADER_BYTES))
+        if fmt is None:
+            raise UnsupportedFormat("not a JPEG, PNG, GIF, WebP, TIFF, BMP, HEIF or AVIF file")
+        yield stream, fmt, size
+
+
+def _check_size(found: Header, limits: Limits) -> Header:
+    if found.width < 1 or found.height < 1:
+        raise CorruptImage(f"declared size {found.width}x{found.height} is empty")
+    if found.width * found.height > limits.max_pixels:
+        raise TooManyPixels(
+            f"{found.width}x{found.height} = {found.width * found.height} pixels is over "
+            f"the limit of {limits.max_pixels}"
+        )
+    return found
 
 
 def _open_header(stream: BinaryIO, fmt: SourceFormat, limits: Limits) -> Image.Image:
@@ -163,13 +173,14 @@ def _open_header(stream: BinaryIO, fmt: SourceFormat, limits: Limits) -> Image.I
     return image
 
 
-def estimate_decode_bytes(image: Image.Image, fmt: SourceFormat, largest_box: int) -> int:
-    """Peak bytes to decode and shrink ``image``: pixels once as decoded, plus working room."""
-    width, height = image.size
+def estimate_decode_bytes(
+    width: int, height: int, mode: str, fmt: SourceFormat, largest_box: int
+) -> int:
+    """Peak bytes to decode and shrink an image: pixels once as decoded, plus working room."""
     if fmt is SourceFormat.JPEG:
         scale = jpeg_draft_scale(width, height, 2 * largest_box)
         width, height = -(-width // scale), -(-height // scale)
-    decoded = width * height * _BYTES_PER_PIXEL.get(image.mode, 4)
+    decoded = width * height * _BYTES_PER_PIXEL.get(mode, 4)
     # Shrinking works in strips and keeps a reduced copy of at most a quarter of the pixels.
     return decoded + width * height + 32 * 1024 * 1024
 
@@ -184,10 +195,14 @@ def jpeg_draft_scale(width: int, height: int, min_side: int) -> int:
 
 
 def source_info(image: Image.Image, probe: Probe, orientation: int) -> SourceInfo:
+    """The manifest's facts about the source; its size is as displayed (after orientation)."""
+    width, height = probe.width, probe.height
+    if orientation in (5, 6, 7, 8):  # stored on its side: displayed with the axes swapped
+        width, height = height, width
     return SourceInfo(
         format=probe.format.value,
-        width=probe.width,
-        height=probe.height,
+        width=width,
+        height=height,
         bytes=probe.bytes,
         orientation=orientation,
         mode=probe.mode,
@@ -203,9 +218,3 @@ def count_frames(image: Image.Image, fmt: SourceFormat) -> int | None:
         return 1 if not getattr(image, "is_animated", False) else None
     except DECODER_ERRORS:
         return None
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line, traceback-free description of a decoder error."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
