@@ -20,8 +20,8 @@ test: $(STAMP)  ## run every test
 	$(BIN)/pytest
 
 lint: $(STAMP)  ## ruff + mypy
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
 	$(BIN)/mypy
 
 bench: $(STAMP)  ## speed and memory benchmarks (prints medians and ratios)
