@@ -221,7 +221,7 @@ def test_a_full_disk_fails_insufficient_storage_and_leaves_nothing(
     photo = noisy_photo(tmp_path / "noise.jpg", (1000, 750), seed=6)  # ~0.9 MB of JPEGs
     filler = small_disk / "filler"
     free = shutil.disk_usage(small_disk).free
-    filler.write_bytes(b"\0" * (free - 200_000))  # room for a thumbnail, not for a large one
+    filler.write_bytes(b"\0" * (free - 700_000))  # room for the large JPEG, not the medium
     run = Run(small_disk, work_dir=tmp_path / "engine")
     run.submit(photo, batch_id="full")
     outcome = run.finish()["noise.jpg"]
