@@ -9,7 +9,6 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,17 @@ from engine_faults import cancel_midway_task, counting_task, crash_after_render_
 from pixelmill.core.specs import Limits, OutputFormat, RenderSpec
 from pixelmill.engine.base import ImageJob
 from pixelmill.states import ImageStatus
-from test_engine import Run, make_photo, out, sha256_of  # noqa: F401 (out: a fixture)
+from test_engine import Run, make_photo, sha256_of
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Iterator[Path]:
+    """The output folder; afterwards it must hold no temp file and no engine work folder."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    yield folder
+    assert list(folder.rglob(".pixelmill-tmp-*")) == [], "temp files left behind"
+    assert not list((folder / "engine").glob("*")), "engine files left behind"
 
 
 def starts_of(path: Path) -> int:
