@@ -57,7 +57,8 @@ def test_a_crash_costs_only_its_own_image(tmp_path: Path, out: Path) -> None:
 
 def test_a_timeout_costs_only_its_own_image(tmp_path: Path, out: Path) -> None:
     """A hang is killed at its limit while the images beside it keep their progress."""
-    spec = RenderSpec(formats=(OutputFormat.JPEG,), limits=Limits(timeout_s=1.5))
+    # Room for a slow image (1 s, then a small render) on a loaded machine, not for a hang.
+    spec = RenderSpec(formats=(OutputFormat.JPEG,), limits=Limits(timeout_s=4.0))
     slow = [make_photo(tmp_path / f"slow{i}.jpg", seed=i) for i in range(3)]
     hang = make_photo(tmp_path / "hang.jpg", seed=41)
     run = Run(out, spec, task_function=counting_task)
@@ -197,6 +198,20 @@ def test_cancels_leave_no_files_and_are_forgotten(tmp_path: Path, out: Path) -> 
     leftovers = list(work_dir.rglob("*")) if work_dir.exists() else []
     assert leftovers == [], f"cancel files written: {len(leftovers)}"
     run.finish()
+
+
+def test_flag_folders_of_earlier_versions_are_removed(tmp_path: Path, out: Path) -> None:
+    """Cancel-flag folders a dead engine of an earlier version left in work_dir go at start."""
+    work_dir = out / "engine"
+    dead = work_dir / "engine-999999999-0a1b2c3d"  # no such process
+    (dead / "cancel").mkdir(parents=True)
+    (dead / "cancel" / "flag").touch()
+    alive = tmp_path / "elsewhere" / f"engine-{os.getpid()}-0a1b2c3d"
+    alive.mkdir(parents=True)
+    Run(out).finish()
+    Run(out, work_dir=alive.parent).finish()
+    assert not dead.exists()
+    assert alive.exists(), "a live process's folder was removed"
 
 
 @pytest.fixture

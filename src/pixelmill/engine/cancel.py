@@ -9,7 +9,11 @@ too, and a long-running service does not keep every id it ever cancelled.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from collections import Counter, OrderedDict
+from pathlib import Path
 
 RECENT_CANCELS_KEPT = 1024
 
@@ -59,3 +63,19 @@ class CancelRegistry:
         self._recent.move_to_end(batch_id)
         while len(self._recent) > self._recent_kept:
             self._recent.popitem(last=False)
+
+
+def remove_orphaned_flag_folders(work_dir: Path) -> None:
+    """Remove the cancel-flag folders (``engine-<pid>-*``) earlier versions left behind.
+
+    Only those of processes that are gone: another engine of an earlier version may
+    still be using its own.
+    """
+    with contextlib.suppress(OSError):
+        for folder in work_dir.glob("engine-*-*"):
+            try:
+                os.kill(int(folder.name.split("-")[1]), 0)
+            except ProcessLookupError:
+                shutil.rmtree(folder, ignore_errors=True)
+            except (ValueError, PermissionError):
+                continue  # not ours to judge: a name we did not write, or another user's

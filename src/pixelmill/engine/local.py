@@ -20,7 +20,7 @@ from pixelmill.core.source import probe
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.admission import AdmissionQueue, Entry
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
-from pixelmill.engine.cancel import CancelRegistry
+from pixelmill.engine.cancel import CancelRegistry, remove_orphaned_flag_folders
 from pixelmill.engine.dedupe import InFlight
 from pixelmill.engine.outcomes import CANCELLED, Outcomes, WorkerEvent
 from pixelmill.engine.pool import Worker, WorkerPool
@@ -52,9 +52,9 @@ class LocalEngine(Outcomes):
         queue_size: int = 256,
         task_function: Callable[[RenderTask], TaskResult] = run_render_task,
     ) -> None:
-        """``task_function`` is what workers run (tests inject faults). ``work_dir`` is
-        accepted for callers of earlier versions: cancels and timeouts now travel on each
-        worker's pipe, so the engine writes no files of its own."""
+        """``task_function`` is what workers run (tests inject faults). The engine writes no
+        files of its own (cancels and timeouts travel on each worker's pipe); in
+        ``work_dir`` it removes the cancel-flag folders earlier versions left there."""
         self.spec = spec
         self.storage = storage
         self.workers = max(1, workers)
@@ -64,6 +64,7 @@ class LocalEngine(Outcomes):
         self._on_start = on_start
         self._queue_size = max(1, queue_size)
         self._largest_box = max(max(p.width, p.height) for p in spec.presets)
+        self._work_dir = Path(work_dir) if work_dir is not None else None
 
         self._cond = threading.Condition()
         # Held while one job is admitted (cancel check .. on_start), so that a cancel that
@@ -92,6 +93,8 @@ class LocalEngine(Outcomes):
     # ---- public API -------------------------------------------------------------------
 
     def start(self) -> LocalEngine:
+        if self._work_dir is not None:
+            remove_orphaned_flag_folders(self._work_dir)
         self._thread = threading.Thread(target=self._dispatch, name="pixelmill-dispatcher")
         self._thread.daemon = True
         self._thread.start()
@@ -219,20 +222,6 @@ class LocalEngine(Outcomes):
         except Exception as exc:  # a bug here must not hang callers: fail what is left
             log.exception("the dispatcher stopped on an internal error")
             self._fail_everything(exc)
-
-    def _fail_everything(self, exc: Exception) -> None:
-        with self._cond:
-            self._closing = True
-            self._failure = ErrorInfo(ErrorCode.INTERNAL, f"engine failure: {exc}")
-            leftovers = self._queue.clear() + [r.entry for r in self._running.values()]
-            leftovers += self._in_flight.take_all_followers()
-            self._running.clear()
-        self._pool.kill_all()
-        for entry in leftovers:
-            self._emit(ImageOutcome(entry.job, ImageStatus.FAILED, None, self._failure))
-        with self._cond:
-            self._outstanding = 0  # nothing will report any more: release join()
-            self._cond.notify_all()
 
     def _next_wake(self) -> float:
         if not self._running:

@@ -49,6 +49,23 @@ class Outcomes:
     _running: dict[Worker, Running]
     _in_flight: InFlight[Running]
     _pool: WorkerPool
+    _closing: bool
+    _failure: ErrorInfo | None
+
+    def _fail_everything(self, exc: Exception) -> None:
+        """The last resort after a bug in the dispatcher: every job held fails ``internal``."""
+        with self._cond:
+            self._closing = True
+            self._failure = ErrorInfo(ErrorCode.INTERNAL, f"engine failure: {exc}")
+            leftovers = self._queue.clear() + [r.entry for r in self._running.values()]
+            leftovers += self._in_flight.take_all_followers()
+            self._running.clear()
+        self._pool.kill_all()
+        for entry in leftovers:
+            self._emit(ImageOutcome(entry.job, ImageStatus.FAILED, None, self._failure))
+        with self._cond:
+            self._outstanding = 0  # nothing will report any more: release join()
+            self._cond.notify_all()
 
     def _collect(self) -> None:
         """Turn worker events into outcomes: a result, or a death judged for its job alone."""
