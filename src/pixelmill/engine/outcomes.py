@@ -76,6 +76,8 @@ class Outcomes:
                 worker, result, exitcode = self._events.popleft()
             if result is not None:
                 self._pool.task_done(worker)
+            else:
+                self._pool.forget(worker)
             running = self._running.get(worker)
             if running is None or (result is not None and result.job_id != running.task.job_id):
                 continue  # an idle worker exited (recycled), or a result nobody waits for

@@ -42,10 +42,6 @@ class Worker:
     timed_out: bool = False  # its watchdog said so before ending it
     reader: threading.Thread | None = field(default=None, repr=False)
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
 
 ResultCallback = Callable[[Worker, TaskResult], None]
 ExitCallback = Callable[[Worker, int | None], None]
@@ -89,9 +85,13 @@ class WorkerPool:
             try:
                 worker.conn.send(task)
                 return worker
-            except (OSError, ValueError):  # it died a moment ago: its reader reports that
+            except OSError:  # it died a moment ago: its reader reports that
                 worker.busy = False
                 worker.tasks = self.max_tasks_per_child  # never again
+            except Exception as exc:  # the task cannot be pickled: nothing was sent
+                worker.busy = False
+                worker.tasks -= 1
+                raise RuntimeError(f"cannot send the task to a worker: {exc}") from exc
         raise RuntimeError("cannot hand a task to a worker process")
 
     def task_done(self, worker: Worker) -> None:
@@ -129,9 +129,16 @@ class WorkerPool:
                 if worker.reader.is_alive():
                     self.kill(worker)
                     worker.reader.join(_EXIT_WAIT_S * 2)
+            self.forget(worker)
 
-    def process_ids(self) -> list[int]:
-        return [w.pid for w in self._live() if w.pid is not None]
+    def forget(self, worker: Worker) -> None:
+        """Close the pipe of a worker that exited (its reader is done with it).
+
+        Only the dispatcher sends and closes: a pipe closed by another thread could have
+        its descriptor reused under a send in flight.
+        """
+        with contextlib.suppress(OSError):
+            worker.conn.close()
 
     # ---- internals ----------------------------------------------------------------
 
@@ -195,7 +202,6 @@ class WorkerPool:
             self.kill(worker)
             worker.process.join(_EXIT_WAIT_S)
         exitcode = worker.process.exitcode
-        worker.conn.close()
         with self._lock:
             worker.exited = True
             self._workers.remove(worker)
