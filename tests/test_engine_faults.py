@@ -20,6 +20,7 @@ from engine_faults import cancel_midway_task, counting_task, crash_after_render_
 from pixelmill.core.specs import Limits, OutputFormat, RenderSpec
 from pixelmill.engine.base import ImageJob
 from pixelmill.states import ImageStatus
+from pixelmill.storage import remove_unlisted_renditions
 from test_engine import Run, make_photo, sha256_of
 
 
@@ -100,6 +101,25 @@ def test_a_cancelled_image_keeps_no_rendition(tmp_path: Path, out: Path) -> None
     assert outcome.status is ImageStatus.CANCELLED
     assert outcome.error is not None and outcome.error.code == "cancelled"
     assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_only_unlisted_renditions_are_removed(tmp_path: Path) -> None:
+    """What the manifest lists stays; what it does not (and temp files) goes."""
+    folder = tmp_path / "image"
+    folder.mkdir()
+    for name in ("large.jpg", "medium.jpg", ".pixelmill-tmp-x", "other.txt"):
+        (folder / name).write_bytes(b"x")
+    manifest = folder / "manifest.json"
+    manifest.write_text('{"renditions": [{"path": "large.jpg"}]}')
+    assert remove_unlisted_renditions(folder, {"large.jpg", "medium.jpg"}) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["large.jpg", "manifest.json", "other.txt"]
+    manifest.write_text('{"renditions": "not a list"}')  # cannot tell what it lists: keep
+    assert remove_unlisted_renditions(folder, {"large.jpg"}) == 0
+    assert (folder / "large.jpg").exists()
+    manifest.unlink()
+    (folder / "other.txt").unlink()
+    assert remove_unlisted_renditions(folder, {"large.jpg"}) == 1
+    assert not folder.exists(), "an emptied folder stays behind"
 
 
 def test_every_cancelled_outcome_carries_the_cancelled_error(tmp_path: Path, out: Path) -> None:

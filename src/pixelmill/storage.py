@@ -117,9 +117,10 @@ def remove_unlisted_renditions(folder: Path, names: Iterable[str]) -> int:
         manifest = read_manifest_file(folder)
     except OSError:
         return remove_temp_files(folder)
-    previous = render_result_from_manifest(manifest) if manifest is not None else None
-    listed = {r.filename for r in previous.renditions} if previous is not None else set()
+    listed = _listed_files(manifest) if manifest is not None else set()
     removed = remove_temp_files(folder)
+    if listed is None:  # a manifest we cannot make sense of: keep what it may list
+        return removed
     for name in set(names) - listed:
         if "/" in name or name.startswith("."):
             continue  # never a rendition's name: nothing of ours to remove
@@ -129,3 +130,11 @@ def remove_unlisted_renditions(folder: Path, names: Iterable[str]) -> int:
     with contextlib.suppress(OSError):
         folder.rmdir()  # only when empty: a rendered image keeps its folder
     return removed
+
+
+def _listed_files(manifest: dict[str, Any]) -> set[str] | None:
+    """The file names a manifest lists; None when it has no list we can read."""
+    renditions = manifest.get("renditions")
+    if not isinstance(renditions, list):
+        return None
+    return {str(r.get("path")) for r in renditions if isinstance(r, dict)}
