@@ -42,3 +42,52 @@ def pid_recording_task(task: RenderTask) -> TaskResult:
     """Render, and leave the worker's process id beside the source."""
     Path(task.source).with_suffix(".pid").write_text(str(os.getpid()))
     return run_render_task(task)
+
+
+def counting_task(task: RenderTask) -> TaskResult:
+    """``faulty_task``, after adding a line to ``<source>.starts`` for each start.
+
+    ``slow*`` images take a second before rendering, so they are in flight when another
+    worker crashes or times out.
+    """
+    with Path(task.source).with_suffix(".starts").open("a") as starts:
+        starts.write(f"{os.getpid()}\n")
+    if Path(task.source).name.startswith("slow"):
+        time.sleep(1.0)
+    return faulty_task(task)
+
+
+def crash_after_render_task(task: RenderTask) -> TaskResult:
+    """Write every rendition (no manifest yet), then die: the parent must clean up."""
+    from pixelmill.core.render import render_renditions
+
+    render_renditions(task.source, task.out_dir, task.spec, task.sha256, only=task.only)
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
+
+
+def cancel_midway_task(task: RenderTask) -> TaskResult:
+    """Render until the first rendition is written, then wait (bounded) for the engine's cancel.
+
+    ``<source>.midway`` appears once a rendition is on disk: the test cancels then.
+    """
+    from pixelmill.engine import task as task_module
+
+    engine_says_stop = task_module._cancel_check
+    checks = 0
+
+    def stop_after_first_rendition() -> bool:
+        nonlocal checks
+        checks += 1
+        if checks < 3:  # before it starts, and before the first rendition
+            return engine_says_stop()
+        Path(task.source).with_suffix(".midway").touch()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if engine_says_stop():
+                return True
+            time.sleep(0.02)
+        return False
+
+    task_module.set_cancel_check(stop_after_first_rendition)
+    return run_render_task(task)

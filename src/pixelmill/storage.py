@@ -7,7 +7,9 @@ same content is rendered once, ever, and a manifest's presence means the work wa
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +35,8 @@ class RenditionStorage(Protocol):
     def missing_renditions(self, sha256: str, spec: RenderSpec) -> frozenset[str]: ...
 
     def remove_temp_files(self, sha256: str) -> int: ...
+
+    def discard_unlisted(self, sha256: str, names: Iterable[str]) -> int: ...
 
 
 class LocalStorage:
@@ -88,6 +92,10 @@ class LocalStorage:
     def remove_temp_files(self, sha256: str) -> int:
         return remove_temp_files(self.image_dir(sha256))
 
+    def discard_unlisted(self, sha256: str, names: Iterable[str]) -> int:
+        """After a run that did not finish: remove its files that no manifest lists."""
+        return remove_unlisted_renditions(self.image_dir(sha256), names)
+
     def sweep_temp_files(self) -> int:
         """Remove every temp file under the renditions tree (at start-up, after a crash)."""
         removed = 0
@@ -96,3 +104,37 @@ class LocalStorage:
                 for folder in shard.iterdir() if shard.is_dir() else ():
                     removed += remove_temp_files(folder)
         return removed
+
+
+def remove_unlisted_renditions(folder: Path, names: Iterable[str]) -> int:
+    """Remove the files ``names`` in ``folder`` that its manifest does not list, and temp files.
+
+    The image folder holds only what its manifest lists: what a cancelled, failed or killed
+    run wrote must not be served. An unreadable manifest keeps everything (it may list
+    them); an emptied folder is removed. Returns how many files went.
+    """
+    try:
+        manifest = read_manifest_file(folder)
+    except OSError:
+        return remove_temp_files(folder)
+    listed = _listed_files(manifest) if manifest is not None else set()
+    removed = remove_temp_files(folder)
+    if listed is None:  # a manifest we cannot make sense of: keep what it may list
+        return removed
+    for name in set(names) - listed:
+        if "/" in name or name.startswith("."):
+            continue  # never a rendition's name: nothing of ours to remove
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.unlink(folder / name)
+            removed += 1
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only when empty: a rendered image keeps its folder
+    return removed
+
+
+def _listed_files(manifest: dict[str, Any]) -> set[str] | None:
+    """The file names a manifest lists; None when it has no list we can read."""
+    renditions = manifest.get("renditions")
+    if not isinstance(renditions, list):
+        return None
+    return {str(r.get("path")) for r in renditions if isinstance(r, dict)}

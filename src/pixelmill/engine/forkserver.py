@@ -12,7 +12,7 @@ import multiprocessing
 from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
 
-PRELOAD = ["pixelmill.engine.task"]
+PRELOAD = ["pixelmill.engine.worker"]
 
 
 def worker_context() -> BaseContext:

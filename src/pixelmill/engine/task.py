@@ -6,16 +6,13 @@ Module-level and small on both sides of the process boundary: a path and a spec 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import signal
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pixelmill.core.encode import remove_temp_files
 from pixelmill.core.manifest import (
     manifest_dict,
     read_manifest_file,
@@ -25,12 +22,12 @@ from pixelmill.core.manifest import (
 from pixelmill.core.render import render_renditions
 from pixelmill.core.specs import RenderResult, RenderSpec, Rendition
 from pixelmill.errors import ErrorCode, ImageError
+from pixelmill.storage import remove_unlisted_renditions
 
 log = logging.getLogger(__name__)
 
-# Exit status of a worker that ran out of time on an image (see _Watchdog).
-TIMEOUT_EXIT_STATUS = 86
-ORPHAN_CHECK_INTERVAL_S = 1.0
+NO_SPACE_MESSAGE = "no space left on device writing renditions"
+_NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(frozen=True)
@@ -41,8 +38,10 @@ class RenderTask:
     out_dir: str
     spec: RenderSpec
     only: frozenset[str] | None  # None: every rendition of the spec
-    cancel_flags: tuple[str, ...]  # files whose existence means "stop between renditions"
-    timeout_marker: str  # written just before the watchdog ends a stuck worker
+
+    def targets(self) -> frozenset[str]:
+        """The file names this task may write (and must remove again if it does not finish)."""
+        return self.only if self.only is not None else frozenset(self.spec.rendition_names())
 
 
 @dataclass(frozen=True)
@@ -53,79 +52,37 @@ class TaskResult:
     error_message: str | None = None
 
 
-def init_worker(engine_pid: int) -> None:
-    """Worker start-up: Ctrl-C is the parent's business, and native decoders stay quiet.
-
-    libtiff and friends write complaints about damaged files straight to file descriptor 2;
-    the image's outcome already says what went wrong, so a worker's stderr goes nowhere.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    watcher = threading.Thread(target=_exit_when_gone, args=(engine_pid,), daemon=True)
-    watcher.start()
-
-
-def _exit_when_gone(engine_pid: int) -> None:
-    """End this worker once the engine's process is gone (killed before it could stop us).
-
-    An idle pool worker blocks on its task queue forever otherwise: it holds both ends of
-    that pipe, so it never sees the engine's side close.
-    """
-    while True:
-        time.sleep(ORPHAN_CHECK_INTERVAL_S)
-        try:
-            os.kill(engine_pid, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:
-            continue
-
-
-class _Watchdog:
-    """Ends this worker process if an image outlives its time limit.
-
-    A decoder stuck in C cannot be interrupted from Python; the parent sees the worker die,
-    finds the marker file and reports ``timeout`` for this image only.
-    """
-
-    def __init__(self, seconds: float, marker: str) -> None:
-        self._timer = threading.Timer(seconds, self._expire, args=(marker,))
-        self._timer.daemon = True
-
-    @staticmethod
-    def _expire(marker: str) -> None:
-        try:
-            Path(marker).touch()
-        finally:
-            os._exit(TIMEOUT_EXIT_STATUS)
-
-    def __enter__(self) -> _Watchdog:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-
-
 TaskFunction = Callable[[RenderTask], TaskResult]
 
 
-def run_guarded(function: TaskFunction, task: RenderTask) -> TaskResult:
-    """Run ``function(task)`` in a worker under the image's time limit."""
-    with _Watchdog(task.spec.limits.timeout_s, task.timeout_marker):
-        return function(task)
+def _never() -> bool:
+    return False
+
+
+# A worker runs one task at a time; the worker loop points this at "has the engine asked
+# this task to stop?" (a message on the worker's pipe) for the task it is running.
+_cancel_check: Callable[[], bool] = _never
+
+
+def set_cancel_check(check: Callable[[], bool] | None) -> None:
+    """Install what ``cancel_requested`` asks (the worker loop, per task)."""
+    global _cancel_check
+    _cancel_check = check or _never
+
+
+def cancel_requested() -> bool:
+    """True once the engine asked the running task to stop (checked between renditions)."""
+    return _cancel_check()
 
 
 def run_render_task(task: RenderTask) -> TaskResult:
-    """Render ``task`` and write its manifest; every failure becomes a TaskResult."""
+    """Render ``task`` and write its manifest; every failure becomes a TaskResult.
+
+    A task that does not finish leaves its image folder as its manifest lists it: the
+    renditions it wrote before a cancel or an error are removed, and so are temp files.
+    """
     out_dir = Path(task.out_dir)
-
-    def should_cancel() -> bool:
-        return any(os.path.exists(flag) for flag in task.cancel_flags)
-
-    if should_cancel():
+    if cancel_requested():
         return TaskResult(task.job_id, None, ErrorCode.CANCELLED, "cancelled before it started")
     try:
         result = render_renditions(
@@ -134,21 +91,31 @@ def run_render_task(task: RenderTask) -> TaskResult:
             task.spec,
             task.sha256,
             only=task.only,
-            should_cancel=should_cancel,
+            should_cancel=cancel_requested,
         )
         result = _merge_with_existing(result, out_dir, task.spec)
         write_manifest(out_dir, manifest_dict(result))
         return TaskResult(task.job_id, result)
     except ImageError as exc:
-        remove_temp_files(out_dir)
-        return TaskResult(task.job_id, None, exc.code, exc.message)
-    except OSError as exc:  # the output side: a read-only or full disk is not the image's fault
-        remove_temp_files(out_dir)
-        return TaskResult(task.job_id, None, ErrorCode.INTERNAL, f"cannot write renditions: {exc}")
+        failure = TaskResult(task.job_id, None, exc.code, exc.message)
+    except OSError as exc:
+        failure = TaskResult(task.job_id, None, *describe_os_error(exc, task.source))
     except Exception as exc:  # a bug of ours: that image fails, the run goes on
-        remove_temp_files(out_dir)
         log.exception("internal error rendering %s", task.source)
-        return TaskResult(task.job_id, None, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        failure = TaskResult(task.job_id, None, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    remove_unlisted_renditions(out_dir, task.targets())
+    return failure
+
+
+def describe_os_error(exc: OSError, source: str) -> tuple[ErrorCode, str]:
+    """The code and message of an OSError while rendering: whose fault it is decides."""
+    if exc.errno in _NO_SPACE_ERRNOS:
+        return ErrorCode.INSUFFICIENT_STORAGE, NO_SPACE_MESSAGE
+    if exc.filename is not None and os.fspath(exc.filename) == source:
+        # The source vanished or became unreadable after it was queued.
+        return ErrorCode.CORRUPT_IMAGE, f"cannot read the file: {exc.strerror or exc}"
+    # The output side: a read-only folder is not the image's fault.
+    return ErrorCode.INTERNAL, f"cannot write renditions: {exc}"
 
 
 def _merge_with_existing(result: RenderResult, out_dir: Path, spec: RenderSpec) -> RenderResult:
