@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,19 +60,41 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
 
 
-def fill(folder: Path) -> Path:
-    """A file that takes every free byte of ``folder``'s file system."""
-    filler = folder / "filler"
+def fill(handle: int) -> None:
+    """Write to ``handle`` until its file system has not one free byte left."""
     chunk = b"\0" * (1 << 20)
-    with open(filler, "wb", buffering=0) as f:
-        for size in (len(chunk), 4096, 1):  # big writes first, then the last crumbs
-            try:
-                while True:
-                    f.write(chunk[:size])
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-    return filler
+    for size in (len(chunk), 4096, 1):  # big writes first, then the last crumbs
+        try:
+            while True:
+                os.write(handle, chunk[:size])
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+
+
+@contextlib.contextmanager
+def disk_kept_full(folder: Path) -> Iterator[None]:
+    """Fill ``folder``'s file system and keep it full: whatever the service frees (a failed
+    image's partial files) is taken again at once, so every write it tries fails."""
+    filler = folder / "filler"
+    handle = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    stop = threading.Event()
+
+    def keep_full() -> None:
+        while not stop.is_set():
+            fill(handle)
+            stop.wait(0.005)
+
+    fill(handle)
+    hog = threading.Thread(target=keep_full, daemon=True)
+    hog.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        hog.join(10)
+        os.close(handle)
+        filler.unlink()
 
 
 def wait_for_health(client: httpx.Client, status: int, timeout_s: float) -> dict[str, object]:
@@ -95,8 +119,7 @@ def test_a_full_disk_holds_outcomes_until_space_is_freed_then_the_batch_finishes
         wait_for_batch(client, warm["batch_id"])
         files = [upload(f"{i}.jpg", slow_jpeg(8100 + i, (900, 600))) for i in range(5)]
         batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
-        filler = fill(small_disk)
-        try:
+        with disk_kept_full(small_disk):
             health = wait_for_health(client, 503, timeout_s=120)
             assert health["status"] == "unavailable"
             assert "store" in str(health.get("reason", "")), health
@@ -105,8 +128,6 @@ def test_a_full_disk_holds_outcomes_until_space_is_freed_then_the_batch_finishes
             assert status.status_code == 200
             check_invariant(status.json())
             assert status.json()["pending"] >= 1
-        finally:
-            filler.unlink()
         final = wait_for_batch(client, batch_id, timeout_s=180)
         assert final["pending"] == 0 and final["total"] == 5
         assert all(image["status"] != "processing" for image in final["images"])
