@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from api_helpers import read_sse, small_jpeg, upload, wait_for_batch
 from api_server import app_client
 from pixelmill.api.events import parse_last_event_id
 from pixelmill.api.service import BatchService
+from pixelmill.api.webhooks import AddressPolicy, CallbackRefused, WebhookSender, redact_url
 from pixelmill.config import Settings
 from pixelmill.store import NewImage, open_store
 from webhook_receiver import webhook_receiver
@@ -93,3 +95,60 @@ def test_a_callback_owed_and_finished_again_at_start_is_sent_once(tmp_path: Path
     assert [body["batch_id"] for body in bodies] == ["c" * 32], bodies
     assert bodies[0]["failed"] == 1 and bodies[0]["status"] == "completed"
     assert list((data_dir / "callbacks").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "what"),
+    [
+        ("http://[64:ff9b::a00:1]/hook", "private"),  # NAT64 of 10.0.0.1
+        ("http://[64:ff9b::7f00:1]/hook", "loopback"),
+        ("http://[64:ff9b::a9fe:a9fe]/hook", "link-local"),  # NAT64 of 169.254.169.254
+        ("http://[2002:a9fe:a9fe::1]/hook", "link-local"),  # 6to4 of 169.254.169.254
+        ("http://[2002:c0a8:101::1]/hook", "private"),  # 6to4 of 192.168.1.1
+    ],
+)
+def test_ipv6_forms_embedding_a_forbidden_ipv4_address_are_refused(url: str, what: str) -> None:
+    """A NAT64 gateway connects to the IPv4 address in the last 32 bits: these passed."""
+    with pytest.raises(CallbackRefused) as refused:
+        AddressPolicy().resolve(url)
+    assert what in refused.value.message
+    if what == "link-local":
+        with pytest.raises(CallbackRefused):
+            AddressPolicy(allow_private=True).resolve(url)
+
+
+def test_ipv6_forms_embedding_a_public_address_pass() -> None:
+    assert AddressPolicy().resolve("http://[64:ff9b::808:808]/") == ["64:ff9b::808:808"]
+    assert AddressPolicy().resolve("http://[2002:808:808::1]/") == ["2002:808:808::1"]
+
+
+def test_a_password_holding_an_at_sign_never_reaches_a_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """URL parsers split the authority at its last '@': the password's tail was logged."""
+    url = "http://hook-user:pass@w0rd-tail@127.0.0.1:9/hook"
+    assert redact_url(url) == "http://***@127.0.0.1:9/hook"
+    caplog.set_level(logging.DEBUG)
+    sender = WebhookSender(None, attempts=1, timeout_s=1, allow_private=True)
+    try:
+        assert sender.deliver(url, b"{}") is False  # nothing listens on port 9
+    finally:
+        sender.close()
+    assert "127.0.0.1:9/hook" in caplog.text and "w0rd-tail" not in caplog.text
+
+
+def test_a_host_that_does_not_resolve_at_send_time_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A DNS failure when the batch finishes was taken as a refusal: the callback was
+    dropped at once, never retried, its marker deleted. (A label over 63 characters fails
+    in the resolver's encoder, so no query leaves the machine.)"""
+    url = "http://" + "a" * 64 + ".example/hook"
+    caplog.set_level(logging.WARNING)
+    sender = WebhookSender(None, attempts=3, backoff_s=0.01, allow_private=True)
+    try:
+        assert sender.deliver(url, b"{}") is False
+    finally:
+        sender.close()
+    attempts = [r for r in caplog.records if "does not resolve" in r.getMessage()]
+    assert len(attempts) == 3, caplog.text
