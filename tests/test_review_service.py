@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 from api_helpers import read_sse, small_jpeg, upload, wait_for_batch
 from api_server import app_client
-from pixelmill.api.events import parse_last_event_id
+from pixelmill.api.events import batch_events, parse_last_event_id
 from pixelmill.api.service import BatchService
 from pixelmill.api.webhooks import AddressPolicy, CallbackRefused, WebhookSender, redact_url
 from pixelmill.config import Settings
+from pixelmill.states import ImageStatus
 from pixelmill.store import NewImage, open_store
 from webhook_receiver import webhook_receiver
 
@@ -152,3 +155,40 @@ def test_a_host_that_does_not_resolve_at_send_time_is_retried(
         sender.close()
     attempts = [r for r in caplog.records if "does not resolve" in r.getMessage()]
     assert len(attempts) == 3, caplog.text
+
+
+def test_an_id_past_an_unfinished_batchs_version_does_not_hide_the_next_image(
+    tmp_path: Path,
+) -> None:
+    """Resuming an unfinished batch after ``version + 1`` (an id it never sent) skipped the
+    image that next finished: that image takes exactly ``version + 1``."""
+    store = open_store("sqlite", tmp_path)
+    images = [NewImage(f"{i}" * 32, f"{i}.jpg", "a" * 64, None) for i in range(2)]
+    batch = store.create_batch("d" * 32, images)
+
+    async def read_all() -> list[tuple[str, int | None]]:
+        frames: list[tuple[str, int | None]] = []
+        with anyio.fail_after(15):  # without the fix: the first image never comes
+            async for frame in batch_events(store, batch.batch_id, None, batch.version + 1):
+                fields = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
+                if "event" in fields:
+                    frames.append((fields["event"], int(fields["id"]) if "id" in fields else None))
+                    if [name for name, _ in frames].count("image") == 1 and fields[
+                        "event"
+                    ] == "image":
+                        store.finish_image(batch.batch_id, "1" * 32, ImageStatus.DONE)
+        return frames
+
+    def finish_first_soon() -> None:
+        time.sleep(0.5)  # the stream is waiting for a change by now
+        store.finish_image(batch.batch_id, "0" * 32, ImageStatus.DONE)
+
+    worker = threading.Thread(target=finish_first_soon)
+    worker.start()
+    try:
+        frames = anyio.run(read_all)
+    finally:
+        worker.join()
+        store.close()
+    assert [name for name, _ in frames].count("image") == 2, frames
+    assert frames[-1][0] == "done"

@@ -69,9 +69,10 @@ async def batch_events(
         if record is None:  # expired or deleted while we watched
             yield sse_frame("error", {"code": "not_found", "message": f"no batch {batch_id!r}"})
             return
-        if sent > record.version + 1:
-            # An id this batch never sent (past its ``done``): another batch's, or a store
-            # that was emptied. Resuming after it would skip every event: start over.
+        if sent > record.version + (1 if record.is_finished else 0):
+            # An id this batch never sent (past its version, or its ``done``): another
+            # batch's, or a store that was emptied. Resuming after it would skip the events
+            # that take those versions: start over.
             sent = 0
             continue
         for image in finished_images:
