@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import redis
 
 from api_helpers import read_sse, small_jpeg, upload, wait_for_batch
 from api_server import app_client
@@ -22,6 +23,8 @@ from pixelmill.api.webhooks import AddressPolicy, CallbackRefused, WebhookSender
 from pixelmill.config import Settings
 from pixelmill.states import ImageStatus
 from pixelmill.store import NewImage, open_store
+from pixelmill.store.redis import RedisBatchStore
+from test_faults_redis import ThrowawayRedis, throwaway_redis  # noqa: F401 (a fixture)
 from webhook_receiver import webhook_receiver
 
 IMAGES = 3
@@ -192,3 +195,27 @@ def test_an_id_past_an_unfinished_batchs_version_does_not_hide_the_next_image(
         store.close()
     assert [name for name, _ in frames].count("image") == 2, frames
     assert frames[-1][0] == "done"
+
+
+def test_a_redis_wait_after_close_does_not_spin(
+    throwaway_redis: ThrowawayRedis,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """A waiter after close() (a ?wait request or an event stream still running while the
+    service stops) re-read the version in a tight loop: ~6,500 HGETs a second."""
+    store = RedisBatchStore(throwaway_redis.url, prefix="review:")
+    batch = store.create_batch("e" * 32, [NewImage("f" * 32, "a.jpg", "a" * 64, None)])
+    store.close()
+    admin = redis.Redis.from_url(throwaway_redis.url)
+    try:
+
+        def reads() -> int:
+            stats: dict[str, Any] = admin.info("commandstats")
+            return int(stats.get("cmdstat_hget", {}).get("calls", 0))
+
+        before = reads()
+        started = time.monotonic()
+        assert store.wait_for_change(batch.batch_id, batch.version, 1.5) == batch.version
+        assert time.monotonic() - started >= 1.4
+        assert reads() - before <= 10
+    finally:
+        admin.close()
