@@ -7,6 +7,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,50 @@ def test_a_redis_wait_after_close_does_not_spin(
         assert reads() - before <= 10
     finally:
         admin.close()
+
+
+@contextmanager
+def keep_alive_receiver() -> Iterator[tuple[str, list[tuple[str, int]]]]:
+    """An HTTP/1.1 receiver on 127.0.0.1 keeping connections open: records (Host, client
+    port) per request, so a request sent on another request's connection shows."""
+    seen: list[tuple[str, int]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.append((self.headers["Host"], self.client_address[1]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_connection_to_a_pinned_address_is_not_reused_for_another_host() -> None:
+    """Connections were pooled by the pinned IP: a callback to another host name resolving
+    to the same address went over the first one's connection (for https: its TLS session,
+    so the second name's certificate was never checked)."""
+    sender = WebhookSender(None, attempts=1, allow_private=True)
+    try:
+        with keep_alive_receiver() as (address, seen):
+            port = address.rpartition(":")[2]
+            for host in ("127.0.0.1", "localhost", "127.0.0.1"):
+                assert sender.deliver(f"http://{host}:{port}/hook", b"{}")
+    finally:
+        sender.close()
+    assert len(seen) == 3
+    assert len({client_port for _, client_port in seen}) == 3, seen

@@ -211,11 +211,16 @@ class WebhookSender:
         self.max_backoff_s = max_backoff_s
         self.policy = AddressPolicy(allow_private)
         # No proxies from the environment (they would connect for us, unchecked), no redirects.
+        # No kept-alive connections: the pool knows them by the pinned address only, so a
+        # callback to another name on that address would ride the first one's connection
+        # (and TLS session: its certificate never checked). One POST per batch needs none.
         self._client = httpx.Client(
             timeout=timeout_s,
             follow_redirects=False,
             trust_env=False,
-            transport=PinnedTransport(self.policy),
+            transport=PinnedTransport(
+                self.policy, limits=httpx.Limits(max_keepalive_connections=0)
+            ),
         )
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pixelmill-webhook")
         self._stopping = threading.Event()
