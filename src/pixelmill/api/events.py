@@ -9,6 +9,7 @@ round reads only the images finished since the last one sent, never the whole ba
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +26,8 @@ KEEPALIVE_S = 15.0
 RETRY_MS = 3000
 # How long a stream waits before asking a store that was unavailable again.
 STORE_RETRY_S = 1.0
+# ASCII digits only: str.isdigit() also takes superscripts ("²"), which int() refuses.
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 def sse_frame(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
@@ -35,7 +38,7 @@ def sse_frame(event: str, data: dict[str, Any], event_id: int | None = None) -> 
 
 def parse_last_event_id(value: str | None) -> int:
     """The ``Last-Event-ID`` a client sent back, or 0 (from the start) when absent or bad."""
-    if value is None or not value.strip().isdigit() or len(value.strip()) > 18:
+    if value is None or _EVENT_ID.fullmatch(value.strip()) is None:
         return 0
     return int(value.strip())
 
@@ -66,6 +69,12 @@ async def batch_events(
         if record is None:  # expired or deleted while we watched
             yield sse_frame("error", {"code": "not_found", "message": f"no batch {batch_id!r}"})
             return
+        if sent > record.version + (1 if record.is_finished else 0):
+            # An id this batch never sent (past its version, or its ``done``): another
+            # batch's, or a store that was emptied. Resuming after it would skip the events
+            # that take those versions: start over.
+            sent = 0
+            continue
         for image in finished_images:
             yield sse_frame("image", image.as_api_dict(), image.version)
             sent = max(sent, image.version)

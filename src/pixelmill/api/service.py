@@ -151,6 +151,9 @@ class BatchService:
 
     def resume(self) -> None:
         """Queue again what a previous run left unfinished; forget spool files of no image."""
+        # Callbacks a previous run owed, listed first: a batch that finishes below (an image
+        # whose spool file is lost, a resumed image) records and sends its own, only once.
+        owed = sorted(self.outbox.iterdir()) if self.outbox.is_dir() else []
         keep: set[Path] = set()
         status_of: dict[str, BatchStatus | None] = {}
         for image in self.store.unfinished_images():
@@ -169,9 +172,8 @@ class BatchService:
             keep.add(path)
             self._feed.put(ImageJob(image.image_id, str(path), image.sha256, image.batch_id))
         self._sweep_spool(keep)
-        if self.outbox.is_dir():
-            for marker in sorted(self.outbox.iterdir()):
-                self._send_callback(marker.name)
+        for marker in owed:
+            self._send_callback(marker.name)
 
     def _finish_lost(self, image: ImageRecord) -> None:
         transition = self.store.finish_image(

@@ -53,11 +53,19 @@ _PRIVATE_UNLESS_ALLOWED: tuple[tuple[str, Networks], ...] = (
     ),
 )
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
-_USERINFO = re.compile(r"(?<=://)[^/@?#]*@")
+# The well-known NAT64 prefix (RFC 6052): a NAT64 gateway connects to the IPv4 address in
+# the last 32 bits, so 64:ff9b::a00:1 reaches 10.0.0.1.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Up to the LAST "@" of the authority, as URL parsers split it: a password may hold an "@".
+_USERINFO = re.compile(r"(?<=://)[^/?#]*@")
 
 
 class CallbackRefused(InvalidRequest):
     """A callback address the policy forbids (at creation: 400; at send time: not sent)."""
+
+
+class CallbackUnresolved(CallbackRefused):
+    """The callback's host did not resolve (at creation: 400; at send time: retried)."""
 
 
 def redact_url(url: str) -> str:
@@ -68,10 +76,15 @@ def redact_url(url: str) -> str:
 
 
 def _plain_address(address: IPAddress) -> IPAddress:
-    """The IPv4 address an IPv4-mapped (::ffff:a.b.c.d) or -compatible IPv6 form stands for."""
+    """The IPv4 address an IPv6 form stands for: IPv4-mapped (::ffff:a.b.c.d), -compatible,
+    NAT64 (64:ff9b::a.b.c.d) or 6to4 (2002:aabb:ccdd::)."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return address.ipv4_mapped
+        if address.sixtofour is not None:
+            return address.sixtofour
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if address in _IPV4_COMPATIBLE and int(address) > 1:  # not :: nor ::1
             # IPv4-compatible (::a.b.c.d), deprecated but still routed by some stacks.
             return ipaddress.IPv4Address(int(address))
@@ -109,10 +122,12 @@ class AddressPolicy:
         try:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
-            raise CallbackRefused(f"callback_url host {host!r} does not resolve: {exc}") from None
+            raise CallbackUnresolved(
+                f"callback_url host {host!r} does not resolve: {exc}"
+            ) from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
         if not addresses:
-            raise CallbackRefused(f"callback_url host {host!r} does not resolve")
+            raise CallbackUnresolved(f"callback_url host {host!r} does not resolve")
         for address in addresses:
             reason = self.refusal(address)
             if reason is not None:
@@ -196,11 +211,16 @@ class WebhookSender:
         self.max_backoff_s = max_backoff_s
         self.policy = AddressPolicy(allow_private)
         # No proxies from the environment (they would connect for us, unchecked), no redirects.
+        # No kept-alive connections: the pool knows them by the pinned address only, so a
+        # callback to another name on that address would ride the first one's connection
+        # (and TLS session: its certificate never checked). One POST per batch needs none.
         self._client = httpx.Client(
             timeout=timeout_s,
             follow_redirects=False,
             trust_env=False,
-            transport=PinnedTransport(self.policy),
+            transport=PinnedTransport(
+                self.policy, limits=httpx.Limits(max_keepalive_connections=0)
+            ),
         )
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pixelmill-webhook")
         self._stopping = threading.Event()
@@ -229,7 +249,8 @@ class WebhookSender:
     def deliver(self, url: str, body: bytes) -> bool:
         """POST ``body`` until a 2xx or the attempts run out; True when delivered.
 
-        A target the address policy refuses is not retried: it will not change its mind.
+        A target the address policy refuses is not retried: it will not change its mind. A
+        host that does not resolve is: DNS failures are often passing ones.
         """
         headers = {"Content-Type": "application/json", "User-Agent": "pixelmill-webhook"}
         if self.secret:
@@ -242,6 +263,11 @@ class WebhookSender:
                     break
             try:
                 response = self._post_pinned(url, body, headers)
+            except CallbackUnresolved as exc:
+                log.warning(
+                    "callback to %s failed (attempt %d): %s", shown, attempt + 1, exc.message
+                )
+                continue
             except CallbackRefused as exc:
                 log.warning("callback to %s not sent: %s", shown, exc.message)
                 return False

@@ -52,9 +52,10 @@ class ChangeListener:
     def wait(self, batch_id: str, since_version: int, timeout_s: float) -> int | None:
         """A version above ``since_version`` announced within ``timeout_s``, else None."""
         with self._changed:
+            # Not woken by close(): a closed listener announces nothing, and a waiter that
+            # returned at once would re-read Redis in a tight loop until its own deadline.
             self._changed.wait_for(
-                lambda: self._latest.get(batch_id, 0) > since_version or self._stop.is_set(),
-                timeout=timeout_s,
+                lambda: self._latest.get(batch_id, 0) > since_version, timeout=timeout_s
             )
             version = self._latest.get(batch_id, 0)
         return version if version > since_version else None
