@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Any
 
 from pixelmill.engine.task import RenderTask, TaskFunction, TaskResult, set_cancel_check
 from pixelmill.errors import ErrorCode
@@ -156,7 +157,7 @@ def _die_with_the_fork_server() -> None:
     """
     from multiprocessing import forkserver
 
-    server = forkserver._forkserver  # type: ignore[attr-defined]
+    server: Any = forkserver._forkserver  # private: where multiprocessing keeps the fd
     alive_fd = server._forkserver_alive_fd
     if alive_fd is not None:
         with contextlib.suppress(OSError):
