@@ -3,7 +3,9 @@ whose batch is cancelled while its leader renders."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -75,3 +77,45 @@ def test_a_worker_stuck_holding_the_gil_dies_with_the_engine(tmp_path: Path) -> 
         leftover.kill()
     assert not alive, f"left running: {[p.cmdline()[-1][:60] for p in alive]}"
     print(f"every process of the engine gone {took:.2f} s after its SIGKILL")
+
+
+def test_a_second_ctrl_c_still_cleans_up_and_reports_every_image(tmp_path: Path) -> None:
+    """Ctrl-C pressed again while ``pixelmill run`` cleans up: exit 130, every file in the
+    report (the counts add up), no temp file, no process left."""
+    psutil = pytest.importorskip("psutil")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    count = 24
+    for i in range(count):
+        make_photo(photos / f"p{i:02}.jpg", (1600, 1200), seed=i)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    command = [sys.executable, "-m", "pixelmill", "run", str(photos), "-o", str(out)]
+    command += ["--report", str(report), "--workers", "2", "--formats", "jpeg,webp"]
+    proc = subprocess.Popen(command, env=_env(), start_new_session=True, stderr=subprocess.PIPE)
+    tree = []
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.rglob("*.jpg")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert list(out.rglob("*.jpg")), "nothing rendered"
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        for _ in range(6):  # as a terminal does: the whole group, again and again
+            if proc.poll() is not None:
+                break
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.03)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, stderr.decode()[-2000:]
+    assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+    summary = json.loads(report.read_text())["summary"]
+    statuses = ("done", "duplicate", "failed", "cancelled")
+    assert summary["total"] == count, summary
+    assert sum(summary[s] for s in statuses) == count, summary
+    assert summary["cancelled"] > 0, summary
+    assert list(out.rglob(".pixelmill-tmp-*")) == [], "temp files left behind"
+    _, alive = psutil.wait_procs(tree, timeout=15)
+    assert not alive, "workers left running"

@@ -170,14 +170,19 @@ class LocalEngine(Outcomes):
         if self._thread is not None:
             self._thread.join(kill_after_s)
             if self._thread.is_alive():
-                with self._cond:
-                    self._kill_running = True
-                    self._changed()
+                self.kill_running()
                 self._thread.join()
         self._pool.close()
         with self._cond:
             dropped, self._dropped = self._dropped, []
         return dropped
+
+    def kill_running(self) -> None:
+        """Kill the workers of running jobs now (they end ``cancelled``); safe from a signal
+        handler, as the lock is re-entrant."""
+        with self._cond:
+            self._kill_running = True
+            self._changed()
 
     # ---- worker events (reader threads) ----------------------------------------------
 
