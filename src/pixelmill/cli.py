@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -192,6 +193,9 @@ def _run_with_progress(
         try:
             render_paths(sources, out, on_outcome, spec=spec, options=options)
         except KeyboardInterrupt:
+            # Cleaned up and every image counted: another Ctrl-C must not cost the summary,
+            # the report and the exit code.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             progress.stop()
             console.print("[yellow]interrupted: pending images cancelled[/yellow]")
             return EXIT_INTERRUPTED
