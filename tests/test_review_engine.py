@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from test_engine import make_photo
+from engine_faults import counting_task
+from pixelmill.states import ImageStatus
+from test_engine import Run, make_photo
 from test_engine_faults import starts_of
 
 TESTS = Path(__file__).parent
@@ -119,3 +122,30 @@ def test_a_second_ctrl_c_still_cleans_up_and_reports_every_image(tmp_path: Path)
     assert list(out.rglob(".pixelmill-tmp-*")) == [], "temp files left behind"
     _, alive = psutil.wait_procs(tree, timeout=15)
     assert not alive, "workers left running"
+
+
+def test_a_copy_whose_batch_is_cancelled_does_not_wait_for_its_leader(tmp_path: Path) -> None:
+    """A copy waiting on another batch's render ends ``cancelled`` at its own batch's cancel,
+    at once, not ``duplicate`` once the other batch's render is done."""
+    leader = make_photo(tmp_path / "slow-a.jpg", (1600, 1200), seed=1)  # a second's sleep first
+    copy = tmp_path / "copy.jpg"
+    shutil.copy(leader, copy)
+    run = Run(tmp_path / "out", task_function=counting_task)
+    run.submit(leader, batch_id="A")
+    deadline = time.monotonic() + 30
+    while not run.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.submit(copy, batch_id="B")
+    while len(run.engine._in_flight._followers) == 0:
+        assert time.monotonic() < deadline, "the copy never waited for its leader"
+        time.sleep(0.01)
+    run.engine.cancel_batch("B")
+    while not run.outcomes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert run.outcomes and run.outcomes[0].job.job_id == "copy.jpg", "the copy waited"
+    results = run.finish()
+    assert results["copy.jpg"].status is ImageStatus.CANCELLED
+    assert results["copy.jpg"].error is not None
+    assert results["copy.jpg"].error.code == "cancelled"
+    assert results["slow-a.jpg"].status is ImageStatus.DONE
+    assert starts_of(leader) == 1

@@ -247,11 +247,13 @@ class LocalEngine(Outcomes):
             self._pool_broken = True
 
     def _sweep_cancelled(self) -> None:
-        """Queued jobs of cancelled batches get their outcome now, not when they reach the head."""
+        """Queued jobs of cancelled batches get their outcome now, not when they reach the head;
+        so do copies waiting for a render of another batch (not when that render ends)."""
         with self._cond:
             doomed = self._queue.remove_where(self._is_cancelled)
             if doomed:
                 self._cond.notify_all()
+        doomed += self._in_flight.remove_followers_where(self._is_cancelled)
         for entry in doomed:
             self._settle(entry, ImageStatus.CANCELLED, None, CANCELLED)
 
