@@ -66,6 +66,16 @@ def crash_after_render_task(task: RenderTask) -> TaskResult:
     raise AssertionError("unreachable")
 
 
+def crash_after_manifest_task(task: RenderTask) -> TaskResult:
+    """Render and write the manifest, then die before sending the result (the first time)."""
+    result = run_render_task(task)
+    marker = Path(task.source).with_suffix(".crashed")
+    if not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
 def cancel_midway_task(task: RenderTask) -> TaskResult:
     """Render until the first rendition is written, then wait (bounded) for the engine's cancel.
 

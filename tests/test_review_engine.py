@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_faults import counting_task
+from engine_faults import counting_task, crash_after_manifest_task
 from pixelmill.states import ImageStatus
 from test_engine import Run, make_photo
 from test_engine_faults import starts_of
@@ -28,7 +28,7 @@ from pixelmill.core.specs import Limits, OutputFormat, RenderSpec
 from pixelmill.engine.base import ImageJob
 from pixelmill.engine.local import LocalEngine
 from pixelmill.storage import LocalStorage
-from engine_faults import counting_task
+from engine_faults import counting_task, crash_after_manifest_task
 
 if __name__ == "__main__":
     out, folder = Path(sys.argv[1]), Path(sys.argv[2])
@@ -149,3 +149,18 @@ def test_a_copy_whose_batch_is_cancelled_does_not_wait_for_its_leader(tmp_path: 
     assert results["copy.jpg"].error.code == "cancelled"
     assert results["slow-a.jpg"].status is ImageStatus.DONE
     assert starts_of(leader) == 1
+
+
+def test_a_job_whose_worker_died_after_its_manifest_is_done_not_duplicate(
+    tmp_path: Path,
+) -> None:
+    """The retry of a job whose first run finished the render (then its worker died before
+    sending the result) reports ``done``: nobody else rendered that content."""
+    photo = make_photo(tmp_path / "p.jpg", seed=7)
+    run = Run(tmp_path / "out", task_function=crash_after_manifest_task)
+    run.submit(photo)
+    outcome = run.finish()["p.jpg"]
+    assert photo.with_suffix(".crashed").exists(), "the worker never died"
+    assert outcome.status is ImageStatus.DONE, outcome
+    assert outcome.result is not None and outcome.result.renditions
+    assert outcome.elapsed_s > 0, "a done image without its time"
