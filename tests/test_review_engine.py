@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -164,3 +165,32 @@ def test_a_job_whose_worker_died_after_its_manifest_is_done_not_duplicate(
     assert outcome.status is ImageStatus.DONE, outcome
     assert outcome.result is not None and outcome.result.renditions
     assert outcome.elapsed_s > 0, "a done image without its time"
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_recycling_a_worker_per_task_leaks_no_descriptor_or_thread(tmp_path: Path) -> None:
+    """A fresh worker for each of 100 images: descriptors and threads stay flat while it
+    runs, and are all given back by ``shutdown`` (the engine object still referenced)."""
+    photos = [make_photo(tmp_path / f"r{i}.jpg", (32, 24), seed=i) for i in range(100)]
+    Run(tmp_path / "warm").finish()  # the fork server and its descriptors exist from now on
+    threads_before, fds_before = threading.active_count(), _open_fds()
+    samples: list[tuple[int, int]] = []
+    run = Run(tmp_path / "out", workers=2, max_tasks_per_child=1)
+    for wave in range(10):  # measured between waves: every worker recycled ten times over
+        for photo in photos[wave * 10 : wave * 10 + 10]:
+            run.submit(photo)
+        assert run.engine.join(timeout=120)
+        samples.append((_open_fds(), threading.active_count()))
+    statuses = {o.status for o in run.finish().values()}
+    assert statuses <= {ImageStatus.DONE, ImageStatus.DUPLICATE}
+    fds, threads = [s[0] for s in samples], [s[1] for s in samples]
+    print(
+        f"descriptors while running {min(fds)}..{max(fds)}, threads {min(threads)}..{max(threads)}"
+    )
+    assert max(fds) - min(fds) <= 8, f"descriptors grow with recycles: {fds}"
+    assert max(threads) <= threads_before + 2 + 3, f"threads grow with recycles: {threads}"
+    assert threading.active_count() == threads_before, "threads left after shutdown"
+    assert _open_fds() == fds_before, "descriptors kept after shutdown"

@@ -174,6 +174,9 @@ class LocalEngine(Outcomes):
                 self._thread.join()
         self._pool.close()
         with self._cond:
+            # The exits nobody collects any more hold each worker's process, and with it
+            # the descriptor its exit status came on: let them go with the workers.
+            self._events.clear()
             dropped, self._dropped = self._dropped, []
         return dropped
 
