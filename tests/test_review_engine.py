@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_faults import counting_task, crash_after_manifest_task
+from engine_faults import counting_task, crash_after_manifest_task, torn_result_task
 from pixelmill.states import ImageStatus
 from test_engine import Run, make_photo
 from test_engine_faults import starts_of
@@ -29,7 +29,7 @@ from pixelmill.core.specs import Limits, OutputFormat, RenderSpec
 from pixelmill.engine.base import ImageJob
 from pixelmill.engine.local import LocalEngine
 from pixelmill.storage import LocalStorage
-from engine_faults import counting_task, crash_after_manifest_task
+from engine_faults import counting_task, crash_after_manifest_task, torn_result_task
 
 if __name__ == "__main__":
     out, folder = Path(sys.argv[1]), Path(sys.argv[2])
@@ -194,3 +194,15 @@ def test_recycling_a_worker_per_task_leaks_no_descriptor_or_thread(tmp_path: Pat
     assert max(threads) <= threads_before + 2 + 3, f"threads grow with recycles: {threads}"
     assert threading.active_count() == threads_before, "threads left after shutdown"
     assert _open_fds() == fds_before, "descriptors kept after shutdown"
+
+
+def test_a_worker_that_dies_mid_message_costs_one_retry(tmp_path: Path) -> None:
+    """Half a result on the pipe, then the worker's death: the job runs again and is done,
+    the image beside it is untouched, nothing is reported twice."""
+    photos = [make_photo(tmp_path / f"p{i}.jpg", seed=20 + i) for i in range(2)]
+    run = Run(tmp_path / "out", task_function=torn_result_task)
+    for photo in photos:
+        run.submit(photo)
+    results = run.finish()
+    assert all(p.with_suffix(".torn").exists() for p in photos), "no message was torn"
+    assert {o.status for o in results.values()} == {ImageStatus.DONE}, results
