@@ -83,9 +83,10 @@ def test_a_worker_stuck_holding_the_gil_dies_with_the_engine(tmp_path: Path) -> 
     print(f"every process of the engine gone {took:.2f} s after its SIGKILL")
 
 
-def test_a_second_ctrl_c_still_cleans_up_and_reports_every_image(tmp_path: Path) -> None:
-    """Ctrl-C pressed again while ``pixelmill run`` cleans up: exit 130, every file in the
-    report (the counts add up), no temp file, no process left."""
+def _interrupt_a_run(tmp_path: Path, stop: signal.Signals, group: bool) -> int:
+    """Run ``pixelmill run`` on 24 photos and send ``stop`` (again and again, bounded) once
+    it renders; check the report counts every file, no temp file or process is left; return
+    the exit status."""
     psutil = pytest.importorskip("psutil")
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -103,18 +104,21 @@ def test_a_second_ctrl_c_still_cleans_up_and_reports_every_image(tmp_path: Path)
             time.sleep(0.02)
         assert list(out.rglob("*.jpg")), "nothing rendered"
         tree = psutil.Process(proc.pid).children(recursive=True)
-        for _ in range(6):  # as a terminal does: the whole group, again and again
+        for _ in range(6):  # as an impatient user (or a supervisor) does
             if proc.poll() is not None:
                 break
-            os.killpg(proc.pid, signal.SIGINT)
+            if group:
+                os.killpg(proc.pid, stop)
+            else:
+                proc.send_signal(stop)
             time.sleep(0.03)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert proc.returncode == 130, stderr.decode()[-2000:]
     assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+    assert report.exists(), f"no report: {stderr.decode()[-2000:]}"
     summary = json.loads(report.read_text())["summary"]
     statuses = ("done", "duplicate", "failed", "cancelled")
     assert summary["total"] == count, summary
@@ -123,6 +127,21 @@ def test_a_second_ctrl_c_still_cleans_up_and_reports_every_image(tmp_path: Path)
     assert list(out.rglob(".pixelmill-tmp-*")) == [], "temp files left behind"
     _, alive = psutil.wait_procs(tree, timeout=15)
     assert not alive, "workers left running"
+    return proc.returncode
+
+
+def test_a_second_ctrl_c_still_cleans_up_and_reports_every_image(tmp_path: Path) -> None:
+    """Ctrl-C pressed again while ``pixelmill run`` cleans up: exit 130, every file in the
+    report (the counts add up), no temp file, no process left."""
+    assert _interrupt_a_run(tmp_path, signal.SIGINT, group=True) == 130
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["process", "process-group"])
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path: Path, group: bool) -> None:
+    """SIGTERM (a supervisor, ``timeout``, a CI cancel) cleans up like Ctrl-C and exits 143;
+    it used to kill the run half way: temp files and half an image's renditions left, no
+    report."""
+    assert _interrupt_a_run(tmp_path, signal.SIGTERM, group=group) == 143
 
 
 def test_a_copy_whose_batch_is_cancelled_does_not_wait_for_its_leader(tmp_path: Path) -> None:

@@ -143,20 +143,23 @@ def render_paths(
 
 @contextlib.contextmanager
 def _further_interrupts_kill(engine: LocalEngine) -> Iterator[None]:
-    """While cleaning up after Ctrl-C, another Ctrl-C kills the running workers at once.
+    """While cleaning up after Ctrl-C, another Ctrl-C (or SIGTERM) kills the running workers
+    at once.
 
     Raising again would abandon the clean-up half way: workers left writing (temp files
     behind) and images never reported, so the report's counts would not add up.
     """
+    stops = (signal.SIGINT, signal.SIGTERM)
     try:
-        previous = signal.signal(signal.SIGINT, lambda *_: engine.kill_running())
+        previous = [signal.signal(s, lambda *_: engine.kill_running()) for s in stops]
     except ValueError:  # not the main thread: no KeyboardInterrupt is raised here anyway
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        for stop, handler in zip(stops, previous, strict=True):
+            signal.signal(stop, handler if handler is not None else signal.SIG_DFL)
 
 
 def _report(
