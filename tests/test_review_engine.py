@@ -4,6 +4,7 @@ whose batch is cancelled while its leader renders."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -15,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from engine_faults import counting_task, crash_after_manifest_task, torn_result_task
+from engine_faults import (
+    counting_task,
+    crash_after_manifest_task,
+    faulty_task,
+    torn_result_task,
+)
 from pixelmill.states import ImageStatus
 from test_engine import Run, make_photo
 from test_engine_faults import starts_of
@@ -29,7 +35,12 @@ from pixelmill.core.specs import Limits, OutputFormat, RenderSpec
 from pixelmill.engine.base import ImageJob
 from pixelmill.engine.local import LocalEngine
 from pixelmill.storage import LocalStorage
-from engine_faults import counting_task, crash_after_manifest_task, torn_result_task
+from engine_faults import (
+    counting_task,
+    crash_after_manifest_task,
+    faulty_task,
+    torn_result_task,
+)
 
 if __name__ == "__main__":
     out, folder = Path(sys.argv[1]), Path(sys.argv[2])
@@ -225,3 +236,26 @@ def test_a_worker_that_dies_mid_message_costs_one_retry(tmp_path: Path) -> None:
     results = run.finish()
     assert all(p.with_suffix(".torn").exists() for p in photos), "no message was torn"
     assert {o.status for o in results.values()} == {ImageStatus.DONE}, results
+
+
+def test_a_crash_is_described_by_its_signal_while_others_poll_children(tmp_path: Path) -> None:
+    """``multiprocessing.active_children()`` called anywhere in the process (or the pool's
+    own starts) must not steal a dead worker's exit status: the message names SIGKILL."""
+    stop = threading.Event()
+
+    def poll_children() -> None:
+        while not stop.is_set():
+            multiprocessing.active_children()
+
+    poller = threading.Thread(target=poll_children, daemon=True)
+    poller.start()
+    run = Run(tmp_path / "out", task_function=faulty_task)
+    try:
+        for i in range(24):
+            run.submit(make_photo(tmp_path / f"crash-always{i}.jpg", (48, 32), seed=i))
+        results = run.finish()
+    finally:
+        stop.set()
+        poller.join(10)
+    messages = {o.error.message for o in results.values() if o.error is not None}
+    assert messages == {"the worker process died twice on this image (killed by SIGKILL)"}
