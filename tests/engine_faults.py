@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import struct
 import time
 from pathlib import Path
 
@@ -66,6 +67,16 @@ def crash_after_render_task(task: RenderTask) -> TaskResult:
     raise AssertionError("unreachable")
 
 
+def crash_after_manifest_task(task: RenderTask) -> TaskResult:
+    """Render and write the manifest, then die before sending the result (the first time)."""
+    result = run_render_task(task)
+    marker = Path(task.source).with_suffix(".crashed")
+    if not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
 def cancel_midway_task(task: RenderTask) -> TaskResult:
     """Render until the first rendition is written, then wait (bounded) for the engine's cancel.
 
@@ -91,3 +102,21 @@ def cancel_midway_task(task: RenderTask) -> TaskResult:
 
     task_module.set_cancel_check(stop_after_first_rendition)
     return run_render_task(task)
+
+
+def torn_result_task(task: RenderTask) -> TaskResult:
+    """The first time: render, write half a message on the worker's pipe, then die."""
+    from multiprocessing.connection import Connection
+
+    from pixelmill.engine import task as task_module
+
+    result = run_render_task(task)
+    marker = Path(task.source).with_suffix(".torn")
+    if marker.exists():
+        return result
+    marker.touch()
+    cells = task_module._cancel_check.__closure__ or ()
+    conn = next(c.cell_contents for c in cells if isinstance(c.cell_contents, Connection))
+    conn._send(struct.pack("!i", 4096) + b"half a result")  # the header promises 4096 bytes
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")

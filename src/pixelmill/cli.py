@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -30,6 +31,17 @@ from pixelmill.runner import EngineOptions, iter_files, render_paths
 from pixelmill.states import ImageStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run: stopped as on Ctrl-C (pending images cancelled, temp files
+    removed, the summary and report written), not killed half way."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
 
 app = typer.Typer(
     help="Turn images into every rendition a product needs, on all cores.",
@@ -190,11 +202,17 @@ def _run_with_progress(
 
     with progress:
         try:
+            signal.signal(signal.SIGTERM, _raise_terminated)
             render_paths(sources, out, on_outcome, spec=spec, options=options)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            # Cleaned up and every image counted: another Ctrl-C must not cost the summary,
+            # the report and the exit code.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             progress.stop()
             console.print("[yellow]interrupted: pending images cancelled[/yellow]")
-            return EXIT_INTERRUPTED
+            return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # rendering is over: nothing to clean up
     return EXIT_OK
 
 

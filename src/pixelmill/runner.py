@@ -7,8 +7,10 @@ Both write the content-addressed layout of DESIGN.md under ``out_dir``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -130,12 +132,34 @@ def render_paths(
             current = None
         engine.join()
     except BaseException:
-        engine.cancel_all()
-        engine.shutdown(cancel_pending=True, kill_after_s=2.0)
-        for index, path in [current, *files] if current else files:
-            _report(on_outcome, index, path, ImageStatus.CANCELLED, _CANCELLED)
+        with _further_interrupts_kill(engine):
+            engine.cancel_all()
+            engine.shutdown(cancel_pending=True, kill_after_s=2.0)
+            for index, path in [current, *files] if current else files:
+                _report(on_outcome, index, path, ImageStatus.CANCELLED, _CANCELLED)
         raise
     engine.shutdown()
+
+
+@contextlib.contextmanager
+def _further_interrupts_kill(engine: LocalEngine) -> Iterator[None]:
+    """While cleaning up after Ctrl-C, another Ctrl-C (or SIGTERM) kills the running workers
+    at once.
+
+    Raising again would abandon the clean-up half way: workers left writing (temp files
+    behind) and images never reported, so the report's counts would not add up.
+    """
+    stops = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = [signal.signal(s, lambda *_: engine.kill_running()) for s in stops]
+    except ValueError:  # not the main thread: no KeyboardInterrupt is raised here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        for stop, handler in zip(stops, previous, strict=True):
+            signal.signal(stop, handler if handler is not None else signal.SIG_DFL)
 
 
 def _report(

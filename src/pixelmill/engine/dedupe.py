@@ -6,9 +6,11 @@ is found here, and a copy waits for that render's outcome instead of rendering i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from pixelmill.engine.admission import Entry
+from pixelmill.engine.base import ImageJob
 
 Leader = TypeVar("Leader")
 
@@ -38,6 +40,19 @@ class InFlight(Generic[Leader]):
     def followers_of(self, sha256: str) -> list[Entry]:
         """Take the copies waiting for ``sha256``."""
         return self._followers.pop(sha256, [])
+
+    def remove_followers_where(self, doomed: Callable[[ImageJob], bool]) -> list[Entry]:
+        """Take out and return the copies whose job ``doomed`` picks (a cancelled batch)."""
+        removed: list[Entry] = []
+        for sha256 in list(self._followers):
+            kept: list[Entry] = []
+            for entry in self._followers[sha256]:
+                (removed if doomed(entry.job) else kept).append(entry)
+            if kept:
+                self._followers[sha256] = kept
+            else:
+                del self._followers[sha256]
+        return removed
 
     def take_all_followers(self) -> list[Entry]:
         everyone = [entry for entries in self._followers.values() for entry in entries]

@@ -170,14 +170,22 @@ class LocalEngine(Outcomes):
         if self._thread is not None:
             self._thread.join(kill_after_s)
             if self._thread.is_alive():
-                with self._cond:
-                    self._kill_running = True
-                    self._changed()
+                self.kill_running()
                 self._thread.join()
         self._pool.close()
         with self._cond:
+            # The exits nobody collects any more hold each worker's process, and with it
+            # the descriptor its exit status came on: let them go with the workers.
+            self._events.clear()
             dropped, self._dropped = self._dropped, []
         return dropped
+
+    def kill_running(self) -> None:
+        """Kill the workers of running jobs now (they end ``cancelled``); safe from a signal
+        handler, as the lock is re-entrant."""
+        with self._cond:
+            self._kill_running = True
+            self._changed()
 
     # ---- worker events (reader threads) ----------------------------------------------
 
@@ -242,11 +250,13 @@ class LocalEngine(Outcomes):
             self._pool_broken = True
 
     def _sweep_cancelled(self) -> None:
-        """Queued jobs of cancelled batches get their outcome now, not when they reach the head."""
+        """Queued jobs of cancelled batches get their outcome now, not when they reach the head;
+        so do copies waiting for a render of another batch (not when that render ends)."""
         with self._cond:
             doomed = self._queue.remove_where(self._is_cancelled)
             if doomed:
                 self._cond.notify_all()
+        doomed += self._in_flight.remove_followers_where(self._is_cancelled)
         for entry in doomed:
             self._settle(entry, ImageStatus.CANCELLED, None, CANCELLED)
 

@@ -154,9 +154,13 @@ class Outcomes:
             self._emit(outcome)
 
     def _emit_duplicate(self, entry: Entry) -> None:
+        """``entry``'s content is rendered already: a duplicate, unless this very job rendered
+        it (its worker died after writing the manifest, before sending the result)."""
         manifest = self.storage.read_manifest(entry.job.sha256)
         result = render_result_from_manifest(manifest) if manifest else None
-        self._emit(ImageOutcome(entry.job, ImageStatus.DUPLICATE, result, None))
+        status = ImageStatus.DONE if entry.strikes and result else ImageStatus.DUPLICATE
+        elapsed = time.monotonic() - entry.queued_at
+        self._emit(ImageOutcome(entry.job, status, result, None, elapsed))
 
     def _emit(self, outcome: ImageOutcome) -> None:
         self._call(self._on_outcome, outcome)

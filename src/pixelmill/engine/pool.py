@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import multiprocessing.process
 import os
 import threading
 import time
@@ -176,6 +177,10 @@ class WorkerPool:
         finally:
             child_end.close()  # the worker's copy is the only one: its death closes the pipe
         self.last_start_s = time.perf_counter() - began
+        # multiprocessing polls every child it lists (at each start, and whenever anything
+        # in this process calls active_children()): a poll racing the reader's join reads
+        # the exit status first and the reader's gives 255. The reader alone reads it.
+        getattr(multiprocessing.process, "_children", set()).discard(process)
         worker = Worker(process, parent_end, next(self._numbers), self.last_start_s)
         worker.reader = threading.Thread(
             target=self._read, args=(worker,), name=f"pixelmill-worker-{worker.number}"

@@ -7,13 +7,17 @@ at most ``max_tasks`` tasks, then exits (the engine starts a fresh one from the 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Any
 
 from pixelmill.engine.task import RenderTask, TaskFunction, TaskResult, set_cancel_check
 from pixelmill.errors import ErrorCode
@@ -21,6 +25,7 @@ from pixelmill.errors import ErrorCode
 log = logging.getLogger(__name__)
 
 ORPHAN_CHECK_INTERVAL_S = 1.0
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Exit status of a worker that ran out of time on an image (see _Watchdog).
 TIMEOUT_EXIT_STATUS = 86
 
@@ -136,8 +141,38 @@ def init_worker(engine_pid: int) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
+    _die_with_the_fork_server()
     watcher = threading.Thread(target=_exit_when_gone, args=(engine_pid,), daemon=True)
     watcher.start()
+
+
+def _die_with_the_fork_server() -> None:
+    """Have the kernel SIGKILL this worker when the fork server (its parent) exits.
+
+    The fork server exits once every holder of its "alive" pipe is gone: the engine, and
+    (multiprocessing hands it to them) every worker. A worker stuck in native code holding
+    the GIL never runs ``_exit_when_gone``, so it kept the fork server, the resource
+    tracker and itself alive forever after the engine was killed. Workers start no
+    processes: they drop their copy, and die with the fork server (Linux only).
+    """
+    from multiprocessing import forkserver
+
+    server: Any = forkserver._forkserver  # private: where multiprocessing keeps the fd
+    alive_fd = server._forkserver_alive_fd
+    if alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive_fd)
+        server._forkserver_alive_fd = None
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: the orphan check still guards
+        return
+    if os.getppid() != parent:  # the fork server went away before prctl took effect
+        os._exit(0)
 
 
 def _exit_when_gone(engine_pid: int) -> None:
