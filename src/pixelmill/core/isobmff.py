@@ -21,7 +21,11 @@ from pixelmill.errors import CorruptImage
 MAX_TOP_LEVEL_BOXES = 1_000
 MAX_CHILD_BOXES = 10_000  # per container (ipco of a big grid lists many properties)
 MAX_META_BYTES = 16 * 1024 * 1024  # Exif/XMP live in mdat or idat; a bigger meta is hostile
+# Item entries plus property indices over all ipma boxes, and item ids over all iref
+# references: each costs Python work and memory in the service process, so a meta box full
+# of them must end quickly (real files hold at most a few thousand: one per grid tile).
 MAX_ASSOCIATIONS = 200_000
+MAX_REFERENCES = 200_000
 _HEADER = struct.Struct(">I4s")
 _ALPHA_URNS = (b"urn:mpeg:hevc:2015:auxid:1", b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha")
 
@@ -156,7 +160,7 @@ def _associations(ipmas: list[_Box], data: bytes) -> dict[int, list[int]]:
             offset += struct.calcsize(item_format)
             (n,) = _unpack(">B", data, offset, ipma.end)
             offset += 1
-            total += n
+            total += 1 + n
             if total > MAX_ASSOCIATIONS:
                 raise CorruptImage("too many HEIF/AVIF property associations")
             indices = result.setdefault(item, [])
@@ -232,11 +236,15 @@ def _has_alpha_plane(data: bytes, iref: _Box, primary: int, alpha_items: set[int
     version = _unpack(">B", data, iref.start, iref.end)[0]
     id_format = ">I" if version else ">H"
     id_size = struct.calcsize(id_format)
+    total = 0
     for ref in _children(data, iref.start + 4, iref.end):
         if ref.kind != b"auxl":
             continue
         (from_item,) = _unpack(id_format, data, ref.start, ref.end)
         (count,) = _unpack(">H", data, ref.start + id_size, ref.end)
+        total += 1 + count
+        if total > MAX_REFERENCES:
+            raise CorruptImage("too many HEIF/AVIF item references")
         offset = ref.start + id_size + 2
         targets = [_unpack(id_format, data, offset + i * id_size, ref.end)[0] for i in range(count)]
         if from_item in alpha_items and primary in targets:
