@@ -12,6 +12,7 @@ from pixelmill.api.errors import close_after_answer
 from pixelmill.api.service import BatchService
 from pixelmill.api.uploads import (
     MAX_TEXT_FIELD_BYTES,
+    BodyPace,
     UploadForm,
     UploadTimeout,
     receive_upload,
@@ -115,11 +116,13 @@ async def _check_callback_address(form: UploadForm, policy: AddressPolicy) -> No
 
 
 async def _drain(stream: AsyncIterator[bytes], chunk_timeout_s: float) -> bool:
-    """Read and drop the rest of a refused body, within bounds; True when it ended."""
+    """Read and drop the rest of a refused body, within bounds (bytes, and the pace of an
+    upload: a dripping client is not waited for); True when it ended."""
     dropped = 0
+    pace = BodyPace(chunk_timeout_s)
     try:
         while dropped <= DRAIN_LIMIT_BYTES:
-            with anyio.fail_after(chunk_timeout_s):
+            with anyio.fail_after(pace.next_wait(dropped)):
                 chunk = await anext(stream)
             dropped += len(chunk)
     except StopAsyncIteration:
