@@ -9,11 +9,13 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from api_helpers import small_jpeg
-from api_server import running_in_thread
+import test_faults_redis
+from api_helpers import small_jpeg, upload
+from api_server import app_client, running_in_thread
 from pixelmill.api.app import create_app
 from test_api_hostile import (
     CLIENT_TIMEOUT_S,
@@ -24,6 +26,9 @@ from test_api_hostile import (
     request_head,
     spool_entries,
 )
+from test_faults_redis import ThrowawayRedis
+
+throwaway_redis = test_faults_redis.throwaway_redis  # the fixture, shared
 
 # A drip this slow never leaves a whole client timeout of silence.
 DRIP_EVERY_S = CLIENT_TIMEOUT_S / 4
@@ -91,3 +96,39 @@ def test_a_client_dripping_its_body_is_answered_408_and_leaves_nothing(
     while spool_entries(data_dir) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert spool_entries(data_dir) == []
+
+
+# -- every status a route answers is in /openapi.json, the store being down included -------
+
+
+def _listed(schema: dict[str, Any], method: str, path: str, status: int) -> bool:
+    return str(status) in schema["paths"][path][method]["responses"]
+
+
+def test_every_route_lists_the_503_it_answers_while_the_store_is_down(
+    throwaway_redis: ThrowawayRedis, tmp_path: Path
+) -> None:
+    """Redis stopped: each /v1 route that needs the store answers 503 'unavailable', and
+    that status, with the JSON error body, is in the route's entry of /openapi.json."""
+    settings = hostile_settings(tmp_path / "data", store=throwaway_redis.url)
+    with app_client(settings) as client:
+        made = client.post("/v1/batches", files=[upload("a.jpg", small_jpeg(1))])
+        assert made.status_code == 202, made.text
+        batch = made.json()["batch_id"]
+        schema = client.get("/openapi.json").json()
+        throwaway_redis.shut_down()
+        calls = [
+            ("post", "/v1/images", "/v1/images", {"files": {"file": ("b.jpg", small_jpeg(2))}}),
+            ("post", "/v1/batches", "/v1/batches", {"files": [upload("c.jpg", small_jpeg(3))]}),
+            ("get", f"/v1/batches/{batch}", "/v1/batches/{batch_id}", {}),
+            ("get", f"/v1/batches/{batch}/events", "/v1/batches/{batch_id}/events", {}),
+            ("post", f"/v1/batches/{batch}/cancel", "/v1/batches/{batch_id}/cancel", {}),
+        ]
+        unlisted = []
+        for method, url, path, options in calls:
+            response = client.request(method.upper(), url, **options)  # type: ignore[arg-type]
+            assert response.status_code == 503, (url, response.status_code, response.text)
+            assert response.json()["error"]["code"] == "unavailable"
+            if not _listed(schema, method, path, 503):
+                unlisted.append(f"{method.upper()} {path}")
+        assert unlisted == []
