@@ -5,7 +5,10 @@ A real uvicorn (configured as ``pixelmill serve`` configures it) on 127.0.0.1, r
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 
 import test_faults_redis
 from api_helpers import small_jpeg, upload
-from api_server import app_client, running_in_thread
+from api_server import app_client, free_port, running_in_thread
 from pixelmill.api.app import create_app
 from test_api_hostile import (
     CLIENT_TIMEOUT_S,
@@ -132,3 +135,18 @@ def test_every_route_lists_the_503_it_answers_while_the_store_is_down(
             if not _listed(schema, method, path, 503):
                 unlisted.append(f"{method.upper()} {path}")
         assert unlisted == []
+
+
+def test_a_data_dir_that_cannot_be_made_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    """``pixelmill serve`` with PIXELMILL_DATA_DIR under a file: a failed start (exit 3)
+    saying why in one line, not a 48-line traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "PIXELMILL_DATA_DIR": str(blocker / "data"), "PIXELMILL_WORKERS": "1"}
+    args = [sys.executable, "-m", "pixelmill", "serve", "--port", str(free_port())]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"cannot start: NotADirectoryError: [Errno 20] Not a directory: '{blocker}" in (
+        done.stderr
+    )

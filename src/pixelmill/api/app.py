@@ -46,8 +46,14 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = BatchService(settings, webhook_backoff_s=webhook_backoff_s)
-        await run_in_threadpool(service.start)
+        try:
+            service = BatchService(settings, webhook_backoff_s=webhook_backoff_s)
+            await run_in_threadpool(service.start)
+        except Exception as exc:
+            # An unusable data dir or an unreachable store at start: one line for the
+            # operator (see OneLineStartupFailure), not the framework's traceback.
+            app.state.startup_error = f"cannot start: {type(exc).__name__}: {exc}"
+            raise
         app.state.service = service
         app.state.sse_limiter = anyio.CapacityLimiter(EVENT_STREAM_THREADS)
         # ?wait=true blocks a thread until the image is done: not on the pool every route uses.
@@ -169,8 +175,31 @@ def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
     return HeaderDeadlineH11Protocol
 
 
+class OneLineStartupFailure:
+    """ASGI wrapper: a failed start is logged as the lifespan's one-line reason.
+
+    Starlette reports a failed lifespan start with the whole traceback, which uvicorn logs.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_one_line(message: Any) -> None:
+            reason = getattr(self.app.state, "startup_error", None)
+            if message.get("type") == "lifespan.startup.failed" and reason:
+                message = {**message, "message": reason}
+            await send(message)
+
+        await self.app(scope, receive, send_one_line)
+
+
 def uvicorn_config(
-    app: Any, settings: Settings, host: str, port: int, *, log_level: str = "info"
+    app: FastAPI, settings: Settings, host: str, port: int, *, log_level: str = "info"
 ) -> uvicorn.Config:
     """The one uvicorn configuration: ``pixelmill serve`` and the tests run the same server.
 
@@ -178,7 +207,7 @@ def uvicorn_config(
     each body chunk), a cap on open connections (more are answered 503) and on header bytes.
     """
     return uvicorn.Config(
-        app,
+        OneLineStartupFailure(app),
         host=host,
         port=port,
         http=header_deadline_protocol(settings.client_timeout_s),
