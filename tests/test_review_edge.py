@@ -22,6 +22,8 @@ from api_server import app_client, free_port, running_in_thread
 from pixelmill.api.app import create_app
 from test_api_hostile import (
     CLIENT_TIMEOUT_S,
+    MAX_BODY,
+    MULTIPART,
     SLACK_S,
     hostile_settings,
     part,
@@ -150,3 +152,25 @@ def test_a_data_dir_that_cannot_be_made_stops_the_start_with_one_line(tmp_path: 
     assert f"cannot start: NotADirectoryError: [Errno 20] Not a directory: '{blocker}" in (
         done.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("length", "content_type", "status"),
+    [(MAX_BODY + 1, MULTIPART, 413), (1000, "application/octet-stream", 400)],
+    ids=["too-long", "not-multipart"],
+)
+def test_a_client_waiting_for_100_continue_is_refused_without_sending_its_body(
+    base_url: str, length: int, content_type: str, status: int
+) -> None:
+    """``Expect: 100-continue`` (curl's way for bodies over 1 MB) and headers that rule the
+    body out: the answer comes at once, not a "100 Continue" inviting the whole body."""
+    head = request_head("/v1/batches", length, content_type)
+    with raw_socket(base_url) as sock:
+        sock.sendall(head[:-2] + b"Expect: 100-continue\r\n\r\n")
+        started = time.monotonic()
+        sock.settimeout(CLIENT_TIMEOUT_S / 2)
+        answer = sock.recv(65536)
+        waited = time.monotonic() - started
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert waited < CLIENT_TIMEOUT_S / 2

@@ -15,6 +15,7 @@ from pixelmill.api.uploads import (
     BodyPace,
     UploadForm,
     UploadTimeout,
+    multipart_boundary,
     receive_upload,
 )
 from pixelmill.api.webhooks import AddressPolicy, validate_callback_url
@@ -65,11 +66,16 @@ async def read_upload(
 ) -> UploadForm:
     """Spool the request's files under the batch's spool folder; at least one file."""
     settings = service.settings
+    if request.headers.get("expect", "").lower() == "100-continue":
+        try:
+            _refuse_by_headers(request, settings.max_batch_bytes)
+        except PixelmillError:
+            # Answered before "100 Continue": the client sends no body, nothing to drain.
+            close_after_answer(request)
+            raise
     stream = request.stream()
     try:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_batch_bytes:
-            raise FileTooLarge(f"the request body is over {settings.max_batch_bytes} bytes")
+        _refuse_by_headers(request, settings.max_batch_bytes)
         form = await receive_upload(
             stream,
             request.headers.get("content-type"),
@@ -100,6 +106,14 @@ async def read_upload(
         form.discard()
         raise
     return form
+
+
+def _refuse_by_headers(request: Request, max_body_bytes: int) -> None:
+    """Refuse a body its headers already rule out: too long, or not multipart."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_body_bytes:
+        raise FileTooLarge(f"the request body is over {max_body_bytes} bytes")
+    multipart_boundary(request.headers.get("content-type"))
 
 
 async def _check_callback_address(form: UploadForm, policy: AddressPolicy) -> None:
