@@ -250,3 +250,23 @@ def test_webp_header_variants(tmp_path: Path) -> None:
 def _probe_size(path: Path) -> tuple[int, int, str]:
     found = probe(path, Limits())
     return found.width, found.height, found.mode
+
+
+def test_a_heif_cropped_small_from_a_huge_coded_image_is_over_the_pixel_limit(
+    tmp_path: Path,
+) -> None:
+    """libheif decodes the whole coded image (ispe) before it applies the crop (clap): a
+    20000x20000 image cropped to 100x100 costs 400 million pixels, so it is refused."""
+    clap = _box(b"clap", struct.pack(">iIiIiIiI", 100, 1, 100, 1, 0, 1, 0, 1))
+    cropped = FTYP_HEIC + _meta(PITM, _iprp([_ispe(20_000, 20_000), clap], _ipma(1, 1, 2)))
+    path = tmp_path / "cropped.heic"
+    path.write_bytes(cropped)
+    with pytest.raises(ImageError) as caught:
+        probe(path, Limits())
+    assert caught.value.code == "too_many_pixels"
+    # The same crop of a small coded image is fine, and reads as its cropped size.
+    path.write_bytes(
+        cropped.replace(struct.pack(">II", 20_000, 20_000), struct.pack(">II", 640, 480))
+    )
+    found = probe(path, Limits())
+    assert (found.width, found.height) == (100, 100)

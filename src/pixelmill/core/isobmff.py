@@ -36,6 +36,8 @@ class IsobmffImage:
     height: int
     has_alpha: bool
     grey: bool  # one colour channel (``pixi``)
+    # What the decoder allocates: the coded size (ispe), before a clap crop makes it smaller.
+    coded_pixels: int
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ def read_image_size(stream: BinaryIO, apply_transforms: bool = True) -> IsobmffI
     properties = list(_children(meta, ipco.start, ipco.end))
     associations = _associations([b for b in parts if b.kind == b"ipma"], meta)
     primary_properties = associations.get(primary, [])
-    width, height = _displayed_size(meta, properties, primary_properties, apply_transforms)
+    width, height, coded_pixels = _displayed_size(
+        meta, properties, primary_properties, apply_transforms
+    )
     grey = any(_is_grey(meta, properties, i) for i in primary_properties)
     alpha_items = {
         item
@@ -71,7 +75,7 @@ def read_image_size(stream: BinaryIO, apply_transforms: bool = True) -> IsobmffI
         if any(_is_alpha(meta, properties, i) for i in indices)
     }
     has_alpha = b"iref" in boxes and _has_alpha_plane(meta, boxes[b"iref"], primary, alpha_items)
-    return IsobmffImage(width, height, has_alpha, grey)
+    return IsobmffImage(width, height, has_alpha, grey, coded_pixels)
 
 
 def _read_meta(stream: BinaryIO) -> bytes:
@@ -180,9 +184,11 @@ def _property(properties: list[_Box], index: int) -> _Box | None:
 
 def _displayed_size(
     data: bytes, properties: list[_Box], indices: list[int], apply_transforms: bool
-) -> tuple[int, int]:
-    """The primary item's ispe, then its transforms (clap, irot) in their order."""
+) -> tuple[int, int, int]:
+    """The primary item's ispe, then its transforms (clap, irot) in their order; and the
+    largest coded size (in pixels) an ispe states."""
     size: tuple[int, int] | None = None
+    coded_pixels = 0
     for index in indices:
         box = _property(properties, index)
         if box is None:
@@ -190,6 +196,7 @@ def _displayed_size(
         if box.kind == b"ispe":
             width, height = _unpack(">II", data, box.start + 4, box.end)
             size = (width, height)
+            coded_pixels = max(coded_pixels, width * height)
         elif not apply_transforms or size is None:
             continue
         elif box.kind == b"clap":
@@ -198,7 +205,7 @@ def _displayed_size(
             size = (size[1], size[0])  # turned 90 or 270 degrees
     if size is None:
         raise CorruptImage("the HEIF/AVIF primary image states no size (ispe)")
-    return size
+    return size[0], size[1], coded_pixels
 
 
 def _quarter_turns(data: bytes, box: _Box) -> int:
