@@ -5,6 +5,7 @@ A real uvicorn (configured as ``pixelmill serve`` configures it) on 127.0.0.1, r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import test_faults_redis
@@ -174,3 +176,16 @@ def test_a_client_waiting_for_100_continue_is_refused_without_sending_its_body(
     assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
     assert b"connection: close" in answer.lower()
     assert waited < CLIENT_TIMEOUT_S / 2
+
+
+def test_the_connection_cap_serves_exactly_max_connections(tmp_path: Path) -> None:
+    """PIXELMILL_MAX_CONNECTIONS=2: with one other connection open, a request is served
+    (two open: at the cap, not over it); with two others open, it is 503."""
+    settings = hostile_settings(tmp_path / "data", max_connections=2)
+    with running_in_thread(create_app(settings)) as url, contextlib.ExitStack() as held:
+        held.enter_context(raw_socket(url))
+        time.sleep(0.5)  # let the server accept it
+        assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+        held.enter_context(raw_socket(url))
+        time.sleep(0.5)
+        assert httpx.get(f"{url}/healthz", timeout=30).status_code == 503

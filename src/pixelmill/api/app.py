@@ -211,7 +211,9 @@ def uvicorn_config(
         host=host,
         port=port,
         http=header_deadline_protocol(settings.client_timeout_s),
-        limit_concurrency=settings.max_connections,
+        # uvicorn counts the connection asking among those open: + 1, so that exactly
+        # max_connections are served at once (with 1, uvicorn alone would answer 503 always).
+        limit_concurrency=settings.max_connections + 1,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
