@@ -169,13 +169,11 @@ def test_a_client_waiting_for_100_continue_is_refused_without_sending_its_body(
     head = request_head("/v1/batches", length, content_type)
     with raw_socket(base_url) as sock:
         sock.sendall(head[:-2] + b"Expect: 100-continue\r\n\r\n")
-        started = time.monotonic()
-        sock.settimeout(CLIENT_TIMEOUT_S / 2)
+        # Without the early answer, the first bytes would be "HTTP/1.1 100 Continue".
+        sock.settimeout(SLACK_S)
         answer = sock.recv(65536)
-        waited = time.monotonic() - started
     assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
     assert b"connection: close" in answer.lower()
-    assert waited < CLIENT_TIMEOUT_S / 2
 
 
 def test_the_connection_cap_serves_exactly_max_connections(tmp_path: Path) -> None:
