@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 import test_faults_redis
-from api_helpers import small_jpeg, upload
+from api_helpers import assert_error, small_jpeg, upload
 from api_server import app_client, free_port, running_in_thread
 from pixelmill.api.app import create_app
 from test_api_hostile import (
@@ -178,7 +178,8 @@ def test_a_client_waiting_for_100_continue_is_refused_without_sending_its_body(
 
 def test_the_connection_cap_serves_exactly_max_connections(tmp_path: Path) -> None:
     """PIXELMILL_MAX_CONNECTIONS=2: with one other connection open, a request is served
-    (two open: at the cap, not over it); with two others open, it is 503."""
+    (two open: at the cap, not over it); with two others open, it is 503 'unavailable' in
+    the JSON error shape, with Retry-After."""
     settings = hostile_settings(tmp_path / "data", max_connections=2)
     with running_in_thread(create_app(settings)) as url, contextlib.ExitStack() as held:
         held.enter_context(raw_socket(url))
@@ -186,4 +187,7 @@ def test_the_connection_cap_serves_exactly_max_connections(tmp_path: Path) -> No
         assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
         held.enter_context(raw_socket(url))
         time.sleep(0.5)
-        assert httpx.get(f"{url}/healthz", timeout=30).status_code == 503
+        refused = httpx.get(f"{url}/healthz", timeout=30)
+        assert_error(refused, 503, "unavailable")
+        assert refused.headers["retry-after"].isdigit()
+        assert refused.headers["connection"] == "close"

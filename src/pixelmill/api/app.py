@@ -18,11 +18,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pixelmill import __version__
 from pixelmill.api.deps import require_api_key
-from pixelmill.api.errors import install_error_handlers
+from pixelmill.api.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from pixelmill.api.routes import batches, health, images
 from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
 from pixelmill.config import Settings, load_settings
+from pixelmill.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +97,45 @@ def get_openapi_document(app: FastAPI) -> dict[str, Any]:
     )
 
 
-def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol, plus a deadline and a size cap for each request's headers.
+def header_deadline_protocol(
+    timeout_s: float, max_connections: int | None = None
+) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, plus a deadline and a size cap for each request's headers,
+    and a cap on open connections answered in our JSON error shape.
 
     uvicorn only times out idle kept-alive connections: a client that connects and sends
     nothing, or half its headers, would hold its socket forever; and h11 checks its header
     limit only on what is still incomplete after a read. (The body is timed by the upload
-    reader, chunk by chunk.)
+    reader, chunk by chunk.) uvicorn's own cap answers in plain text, without Retry-After.
     """
 
     class HeaderDeadlineH11Protocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
         _discard_budget: int | None = None  # set once refused: bytes still read and dropped
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if max_connections is not None:
+                self.app = self._capped(self.app, max_connections)
+
+        def _capped(self, app: Any, cap: int) -> Any:
+            """``app``, unless more than ``cap`` connections (or requests) are open now."""
+
+            async def capped_app(scope: Any, receive: Any, send: Any) -> None:
+                # Both sets include this connection and this request.
+                if len(self.connections) > cap or len(self.tasks) > cap:
+                    log.warning("more connections open than the cap of %d: answering 503", cap)
+                    response = error_response(
+                        ErrorCode.UNAVAILABLE,
+                        f"the service is at its cap of {cap} open connections; retry shortly",
+                        headers={"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
+                    )
+                    await response(scope, receive, send)
+                    return
+                await app(scope, receive, send)
+
+            return capped_app
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
@@ -210,10 +237,8 @@ def uvicorn_config(
         OneLineStartupFailure(app),
         host=host,
         port=port,
-        http=header_deadline_protocol(settings.client_timeout_s),
-        # uvicorn counts the connection asking among those open: + 1, so that exactly
-        # max_connections are served at once (with 1, uvicorn alone would answer 503 always).
-        limit_concurrency=settings.max_connections + 1,
+        # The connection cap is the protocol's (a JSON 503 with Retry-After), not uvicorn's.
+        http=header_deadline_protocol(settings.client_timeout_s, settings.max_connections),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
