@@ -110,6 +110,14 @@ def test_unreadable_and_invalid_json_presets_files_are_one_line(tmp_path: Path) 
     assert_one_line_usage_error(broken, "broken.json", "not valid JSON")
 
 
+def test_a_preset_given_twice_is_refused_not_silently_the_last(tmp_path: Path) -> None:
+    path = tmp_path / "twice.json"
+    path.write_text('{"thumb": [100, 100], "large": [800, 800], "thumb": [200, 200]}')
+    with pytest.raises(ConfigError) as raised:
+        load_presets(path)
+    assert str(raised.value) == f"presets file {path}, entry 'thumb': given more than once"
+
+
 def test_a_good_presets_file_is_read_in_order(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     path.write_text('{"square": [300, 300], "banner_2x": [2000, 100]}')

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,46 @@ HOSTILE = {
 }
 
 
+def _item_flood(items: int) -> bytes:
+    """An ipma (version 1: 32-bit item ids) listing ``items`` items with one property each."""
+    entries = b"".join(struct.pack(">IBB", item, 1, 1) for item in range(2, items + 2))
+    ipma = _full(b"ipma", struct.pack(">I", items) + entries, version=1)
+    return FTYP + _meta(PITM, _iprp([_ispe(10, 10)], ipma))
+
+
+def _reference_flood(refs: int) -> bytes:
+    """An alpha item, and an iref of ``refs`` auxl references of 65535 targets each."""
+    alpha = _full(b"auxC", b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha\0")
+    ipma = _full(b"ipma", struct.pack(">I", 2) + struct.pack(">HBBHBB", 1, 1, 1, 2, 1, 2))
+    auxl = _box(b"auxl", struct.pack(">HH", 2, 65535) + b"\0\0" * 65535)
+    return FTYP + _meta(PITM, _iprp([_ispe(10, 10), alpha], ipma), _full(b"iref", auxl * refs))
+
+
+# Well-formed boxes, hostile counts: a 6 MB meta box of items or references.
+FLOODS = {
+    "a million property items": _item_flood(1_000_000),
+    "auxl references": _reference_flood(45),
+}
+HOSTILE.update(FLOODS)
+
+
+@pytest.mark.parametrize("name", sorted(FLOODS))
+def test_floods_of_items_or_references_stay_small_in_memory(name: str, tmp_path: Path) -> None:
+    """The probe runs in the service process: a meta box listing a million items (or
+    references) is refused before it costs more memory than a few times its own size."""
+    path = tmp_path / "flood.avif"
+    path.write_bytes(FLOODS[name])
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError) as caught:
+            probe(path, Limits())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert caught.value.code == "corrupt_image"
+    assert peak < 4 * len(FLOODS[name]) + 16 * 1024 * 1024
+
+
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_isobmff_is_a_clean_error_at_once(name: str, tmp_path: Path) -> None:
     """Truncations, impossible sizes, loops and floods of boxes: corrupt_image in < 1 s."""
@@ -209,3 +250,23 @@ def test_webp_header_variants(tmp_path: Path) -> None:
 def _probe_size(path: Path) -> tuple[int, int, str]:
     found = probe(path, Limits())
     return found.width, found.height, found.mode
+
+
+def test_a_heif_cropped_small_from_a_huge_coded_image_is_over_the_pixel_limit(
+    tmp_path: Path,
+) -> None:
+    """libheif decodes the whole coded image (ispe) before it applies the crop (clap): a
+    20000x20000 image cropped to 100x100 costs 400 million pixels, so it is refused."""
+    clap = _box(b"clap", struct.pack(">iIiIiIiI", 100, 1, 100, 1, 0, 1, 0, 1))
+    cropped = FTYP_HEIC + _meta(PITM, _iprp([_ispe(20_000, 20_000), clap], _ipma(1, 1, 2)))
+    path = tmp_path / "cropped.heic"
+    path.write_bytes(cropped)
+    with pytest.raises(ImageError) as caught:
+        probe(path, Limits())
+    assert caught.value.code == "too_many_pixels"
+    # The same crop of a small coded image is fine, and reads as its cropped size.
+    path.write_bytes(
+        cropped.replace(struct.pack(">II", 20_000, 20_000), struct.pack(">II", 640, 480))
+    )
+    found = probe(path, Limits())
+    assert (found.width, found.height) == (100, 100)

@@ -148,7 +148,11 @@ def load_presets(path: Path | None) -> tuple[Preset, ...]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read presets file {path}: {_reason(exc)}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_refuse_repeated_names)
+    except _RepeatedName as repeated:
+        raise ConfigError(
+            f"presets file {path}, entry {repeated.name!r}: given more than once"
+        ) from None
     except ValueError as exc:
         raise ConfigError(f"presets file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -156,6 +160,22 @@ def load_presets(path: Path | None) -> tuple[Preset, ...]:
     if not data:
         raise ConfigError(f"presets file {path} defines no presets")
     return tuple(_preset_entry(path, name, box) for name, box in data.items())
+
+
+class _RepeatedName(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _refuse_repeated_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members; a name twice is a mistake (json keeps the last silently)."""
+    members: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in members:
+            raise _RepeatedName(name)
+        members[name] = value
+    return members
 
 
 def _preset_entry(path: Path, name: str, box: Any) -> Preset:

@@ -18,11 +18,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pixelmill import __version__
 from pixelmill.api.deps import require_api_key
-from pixelmill.api.errors import install_error_handlers
+from pixelmill.api.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from pixelmill.api.routes import batches, health, images
 from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
 from pixelmill.config import Settings, load_settings
+from pixelmill.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,14 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = BatchService(settings, webhook_backoff_s=webhook_backoff_s)
-        await run_in_threadpool(service.start)
+        try:
+            service = BatchService(settings, webhook_backoff_s=webhook_backoff_s)
+            await run_in_threadpool(service.start)
+        except Exception as exc:
+            # An unusable data dir or an unreachable store at start: one line for the
+            # operator (see OneLineStartupFailure), not the framework's traceback.
+            app.state.startup_error = f"cannot start: {type(exc).__name__}: {exc}"
+            raise
         app.state.service = service
         app.state.sse_limiter = anyio.CapacityLimiter(EVENT_STREAM_THREADS)
         # ?wait=true blocks a thread until the image is done: not on the pool every route uses.
@@ -90,19 +97,45 @@ def get_openapi_document(app: FastAPI) -> dict[str, Any]:
     )
 
 
-def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol, plus a deadline and a size cap for each request's headers.
+def header_deadline_protocol(
+    timeout_s: float, max_connections: int | None = None
+) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, plus a deadline and a size cap for each request's headers,
+    and a cap on open connections answered in our JSON error shape.
 
     uvicorn only times out idle kept-alive connections: a client that connects and sends
     nothing, or half its headers, would hold its socket forever; and h11 checks its header
     limit only on what is still incomplete after a read. (The body is timed by the upload
-    reader, chunk by chunk.)
+    reader, chunk by chunk.) uvicorn's own cap answers in plain text, without Retry-After.
     """
 
     class HeaderDeadlineH11Protocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
         _discard_budget: int | None = None  # set once refused: bytes still read and dropped
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if max_connections is not None:
+                self.app = self._capped(self.app, max_connections)
+
+        def _capped(self, app: Any, cap: int) -> Any:
+            """``app``, unless more than ``cap`` connections (or requests) are open now."""
+
+            async def capped_app(scope: Any, receive: Any, send: Any) -> None:
+                # Both sets include this connection and this request.
+                if len(self.connections) > cap or len(self.tasks) > cap:
+                    log.warning("more connections open than the cap of %d: answering 503", cap)
+                    response = error_response(
+                        ErrorCode.UNAVAILABLE,
+                        f"the service is at its cap of {cap} open connections; retry shortly",
+                        headers={"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
+                    )
+                    await response(scope, receive, send)
+                    return
+                await app(scope, receive, send)
+
+            return capped_app
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)  # type: ignore[arg-type]
@@ -169,8 +202,31 @@ def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
     return HeaderDeadlineH11Protocol
 
 
+class OneLineStartupFailure:
+    """ASGI wrapper: a failed start is logged as the lifespan's one-line reason.
+
+    Starlette reports a failed lifespan start with the whole traceback, which uvicorn logs.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_one_line(message: Any) -> None:
+            reason = getattr(self.app.state, "startup_error", None)
+            if message.get("type") == "lifespan.startup.failed" and reason:
+                message = {**message, "message": reason}
+            await send(message)
+
+        await self.app(scope, receive, send_one_line)
+
+
 def uvicorn_config(
-    app: Any, settings: Settings, host: str, port: int, *, log_level: str = "info"
+    app: FastAPI, settings: Settings, host: str, port: int, *, log_level: str = "info"
 ) -> uvicorn.Config:
     """The one uvicorn configuration: ``pixelmill serve`` and the tests run the same server.
 
@@ -178,11 +234,11 @@ def uvicorn_config(
     each body chunk), a cap on open connections (more are answered 503) and on header bytes.
     """
     return uvicorn.Config(
-        app,
+        OneLineStartupFailure(app),
         host=host,
         port=port,
-        http=header_deadline_protocol(settings.client_timeout_s),
-        limit_concurrency=settings.max_connections,
+        # The connection cap is the protocol's (a JSON 503 with Retry-After), not uvicorn's.
+        http=header_deadline_protocol(settings.client_timeout_s, settings.max_connections),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,

@@ -44,6 +44,12 @@ class ImageOut(BaseModel):
     detected_type: str | None
 
 
+class ImageWaited(ImageOut):
+    """``POST /v1/images?wait=true``: the finished image's record, with its batch."""
+
+    batch_id: str
+
+
 class BatchOut(BaseModel):
     batch_id: str
     status: BatchStatus

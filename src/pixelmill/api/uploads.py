@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,6 +31,40 @@ MAX_PART_HEADER_BYTES = 16 * 1024
 MAX_FILENAME_CHARS = 255
 _UNSAFE_FILENAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# On the whole a body must arrive at least this fast (after a first ``client_timeout_s`` of
+# grace): a client that drips a byte every few seconds never goes silent for a whole
+# timeout, and would otherwise hold a connection and a spool file for days.
+MIN_BODY_BYTES_PER_S = 1024
+
+
+class BodyPace:
+    """How long the next chunk of a body may take: within ``timeout_s`` of the last one,
+    and no later than ``timeout_s`` plus one second per ``MIN_BODY_BYTES_PER_S`` received."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+        self.started = time.monotonic()
+
+    def next_wait(self, received: int) -> float | None:
+        """Seconds to wait for the next chunk (None: no limit); 0 when already too slow."""
+        if self.timeout_s is None:
+            return None
+        allowed = self.timeout_s + received / MIN_BODY_BYTES_PER_S
+        left = self.started + allowed - time.monotonic()
+        return max(0.0, min(self.timeout_s, left))
+
+    def too_slow(self, received: int) -> UploadTimeout:
+        """The error for a chunk that did not come within ``next_wait``."""
+        elapsed = time.monotonic() - self.started
+        if (
+            self.timeout_s is not None
+            and elapsed >= self.timeout_s + received / MIN_BODY_BYTES_PER_S
+        ):
+            return UploadTimeout(
+                f"the body arrived slower than {MIN_BODY_BYTES_PER_S} bytes/s "
+                f"({received} bytes in {elapsed:.0f} s)"
+            )
+        return UploadTimeout(f"no part of the body arrived for {self.timeout_s:g} s")
 
 
 class TooManyFiles(InvalidRequest):
@@ -309,8 +344,9 @@ async def receive_upload(
 ) -> UploadForm:
     """Parse a multipart body chunk by chunk, spooling files; on any error nothing stays.
 
-    Each chunk must arrive within ``chunk_timeout_s`` (None: no limit): a client that goes
-    silent mid-body is UploadTimeout, not a socket and a spool file held for ever.
+    Each chunk must arrive within ``chunk_timeout_s`` (None: no limit), and the body at
+    ``MIN_BODY_BYTES_PER_S`` on the whole (see ``BodyPace``): a client that goes silent or
+    drips mid-body is UploadTimeout, not a socket and a spool file held for ever.
     """
     parser = _UploadParser(
         spool_dir,
@@ -321,17 +357,16 @@ async def receive_upload(
         max_files=max_files,
     )
     received = 0
+    pace = BodyPace(chunk_timeout_s)
     try:
         while True:
             try:
-                with anyio.fail_after(chunk_timeout_s):
+                with anyio.fail_after(pace.next_wait(received)):
                     chunk = await anext(chunks)
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                raise UploadTimeout(
-                    f"no part of the body arrived for {chunk_timeout_s:g} s"
-                ) from None
+                raise pace.too_slow(received) from None
             received += len(chunk)
             if received > max_body_bytes:
                 raise FileTooLarge(f"the request body is over {max_body_bytes} bytes")

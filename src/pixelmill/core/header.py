@@ -69,6 +69,8 @@ class Header:
     width: int
     height: int
     mode: str
+    # Pixels the decoder allocates when more than width x height (a HEIF crop, clap).
+    decoded_pixels: int = 0
 
 
 def read_header(stream: BinaryIO, fmt: SourceFormat) -> Header:
@@ -81,7 +83,8 @@ def read_header(stream: BinaryIO, fmt: SourceFormat) -> Header:
             # Pillow's AVIF plugin keeps irot/imir as an EXIF orientation; libheif applies them.
             found = read_image_size(stream, apply_transforms=fmt is SourceFormat.HEIF)
             mode = ("LA" if found.has_alpha else "L") if found.grey else "RGB"
-            return Header(found.width, found.height, "RGBA" if found.has_alpha else mode)
+            alpha_or_mode = "RGBA" if found.has_alpha else mode
+            return Header(found.width, found.height, alpha_or_mode, found.coded_pixels)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = _PLUGIN_CLASSES[fmt](stream)

@@ -21,7 +21,11 @@ from pixelmill.errors import CorruptImage
 MAX_TOP_LEVEL_BOXES = 1_000
 MAX_CHILD_BOXES = 10_000  # per container (ipco of a big grid lists many properties)
 MAX_META_BYTES = 16 * 1024 * 1024  # Exif/XMP live in mdat or idat; a bigger meta is hostile
+# Item entries plus property indices over all ipma boxes, and item ids over all iref
+# references: each costs Python work and memory in the service process, so a meta box full
+# of them must end quickly (real files hold at most a few thousand: one per grid tile).
 MAX_ASSOCIATIONS = 200_000
+MAX_REFERENCES = 200_000
 _HEADER = struct.Struct(">I4s")
 _ALPHA_URNS = (b"urn:mpeg:hevc:2015:auxid:1", b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha")
 
@@ -32,6 +36,8 @@ class IsobmffImage:
     height: int
     has_alpha: bool
     grey: bool  # one colour channel (``pixi``)
+    # What the decoder allocates: the coded size (ispe), before a clap crop makes it smaller.
+    coded_pixels: int
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,9 @@ def read_image_size(stream: BinaryIO, apply_transforms: bool = True) -> IsobmffI
     properties = list(_children(meta, ipco.start, ipco.end))
     associations = _associations([b for b in parts if b.kind == b"ipma"], meta)
     primary_properties = associations.get(primary, [])
-    width, height = _displayed_size(meta, properties, primary_properties, apply_transforms)
+    width, height, coded_pixels = _displayed_size(
+        meta, properties, primary_properties, apply_transforms
+    )
     grey = any(_is_grey(meta, properties, i) for i in primary_properties)
     alpha_items = {
         item
@@ -67,7 +75,7 @@ def read_image_size(stream: BinaryIO, apply_transforms: bool = True) -> IsobmffI
         if any(_is_alpha(meta, properties, i) for i in indices)
     }
     has_alpha = b"iref" in boxes and _has_alpha_plane(meta, boxes[b"iref"], primary, alpha_items)
-    return IsobmffImage(width, height, has_alpha, grey)
+    return IsobmffImage(width, height, has_alpha, grey, coded_pixels)
 
 
 def _read_meta(stream: BinaryIO) -> bytes:
@@ -156,7 +164,7 @@ def _associations(ipmas: list[_Box], data: bytes) -> dict[int, list[int]]:
             offset += struct.calcsize(item_format)
             (n,) = _unpack(">B", data, offset, ipma.end)
             offset += 1
-            total += n
+            total += 1 + n
             if total > MAX_ASSOCIATIONS:
                 raise CorruptImage("too many HEIF/AVIF property associations")
             indices = result.setdefault(item, [])
@@ -176,9 +184,11 @@ def _property(properties: list[_Box], index: int) -> _Box | None:
 
 def _displayed_size(
     data: bytes, properties: list[_Box], indices: list[int], apply_transforms: bool
-) -> tuple[int, int]:
-    """The primary item's ispe, then its transforms (clap, irot) in their order."""
+) -> tuple[int, int, int]:
+    """The primary item's ispe, then its transforms (clap, irot) in their order; and the
+    largest coded size (in pixels) an ispe states."""
     size: tuple[int, int] | None = None
+    coded_pixels = 0
     for index in indices:
         box = _property(properties, index)
         if box is None:
@@ -186,6 +196,7 @@ def _displayed_size(
         if box.kind == b"ispe":
             width, height = _unpack(">II", data, box.start + 4, box.end)
             size = (width, height)
+            coded_pixels = max(coded_pixels, width * height)
         elif not apply_transforms or size is None:
             continue
         elif box.kind == b"clap":
@@ -194,7 +205,7 @@ def _displayed_size(
             size = (size[1], size[0])  # turned 90 or 270 degrees
     if size is None:
         raise CorruptImage("the HEIF/AVIF primary image states no size (ispe)")
-    return size
+    return size[0], size[1], coded_pixels
 
 
 def _quarter_turns(data: bytes, box: _Box) -> int:
@@ -232,11 +243,15 @@ def _has_alpha_plane(data: bytes, iref: _Box, primary: int, alpha_items: set[int
     version = _unpack(">B", data, iref.start, iref.end)[0]
     id_format = ">I" if version else ">H"
     id_size = struct.calcsize(id_format)
+    total = 0
     for ref in _children(data, iref.start + 4, iref.end):
         if ref.kind != b"auxl":
             continue
         (from_item,) = _unpack(id_format, data, ref.start, ref.end)
         (count,) = _unpack(">H", data, ref.start + id_size, ref.end)
+        total += 1 + count
+        if total > MAX_REFERENCES:
+            raise CorruptImage("too many HEIF/AVIF item references")
         offset = ref.start + id_size + 2
         targets = [_unpack(id_format, data, offset + i * id_size, ref.end)[0] for i in range(count)]
         if from_item in alpha_items and primary in targets:

@@ -147,6 +147,12 @@ def _check_size(found: Header, limits: Limits) -> Header:
             f"{found.width}x{found.height} = {found.width * found.height} pixels is over "
             f"the limit of {limits.max_pixels}"
         )
+    if found.decoded_pixels > limits.max_pixels:
+        # A cropped HEIF is decoded whole first: the crop does not shrink the allocation.
+        raise TooManyPixels(
+            f"{found.width}x{found.height} cropped from {found.decoded_pixels} coded pixels, "
+            f"over the limit of {limits.max_pixels}"
+        )
     return found
 
 

@@ -12,8 +12,10 @@ from pixelmill.api.errors import close_after_answer
 from pixelmill.api.service import BatchService
 from pixelmill.api.uploads import (
     MAX_TEXT_FIELD_BYTES,
+    BodyPace,
     UploadForm,
     UploadTimeout,
+    multipart_boundary,
     receive_upload,
 )
 from pixelmill.api.webhooks import AddressPolicy, validate_callback_url
@@ -64,11 +66,16 @@ async def read_upload(
 ) -> UploadForm:
     """Spool the request's files under the batch's spool folder; at least one file."""
     settings = service.settings
+    if request.headers.get("expect", "").lower() == "100-continue":
+        try:
+            _refuse_by_headers(request, settings.max_batch_bytes)
+        except PixelmillError:
+            # Answered before "100 Continue": the client sends no body, nothing to drain.
+            close_after_answer(request)
+            raise
     stream = request.stream()
     try:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_batch_bytes:
-            raise FileTooLarge(f"the request body is over {settings.max_batch_bytes} bytes")
+        _refuse_by_headers(request, settings.max_batch_bytes)
         form = await receive_upload(
             stream,
             request.headers.get("content-type"),
@@ -101,6 +108,14 @@ async def read_upload(
     return form
 
 
+def _refuse_by_headers(request: Request, max_body_bytes: int) -> None:
+    """Refuse a body its headers already rule out: too long, or not multipart."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_body_bytes:
+        raise FileTooLarge(f"the request body is over {max_body_bytes} bytes")
+    multipart_boundary(request.headers.get("content-type"))
+
+
 async def _check_callback_address(form: UploadForm, policy: AddressPolicy) -> None:
     """Refuse a ``callback_url`` whose host resolves to an address the policy forbids."""
     url = form.fields.get("callback_url", "").strip()
@@ -115,11 +130,13 @@ async def _check_callback_address(form: UploadForm, policy: AddressPolicy) -> No
 
 
 async def _drain(stream: AsyncIterator[bytes], chunk_timeout_s: float) -> bool:
-    """Read and drop the rest of a refused body, within bounds; True when it ended."""
+    """Read and drop the rest of a refused body, within bounds (bytes, and the pace of an
+    upload: a dripping client is not waited for); True when it ended."""
     dropped = 0
+    pace = BodyPace(chunk_timeout_s)
     try:
         while dropped <= DRAIN_LIMIT_BYTES:
-            with anyio.fail_after(chunk_timeout_s):
+            with anyio.fail_after(pace.next_wait(dropped)):
                 chunk = await anext(stream)
             dropped += len(chunk)
     except StopAsyncIteration:

@@ -16,7 +16,7 @@ from pixelmill.api.deps import ServiceDep
 from pixelmill.api.errors import error_response
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.routes.batches import batch_url
-from pixelmill.api.schemas import ImageAccepted, ImageOut, error_responses
+from pixelmill.api.schemas import ImageAccepted, ImageWaited, error_responses
 from pixelmill.api.service import new_id, rendition_url
 from pixelmill.core.specs import OutputFormat
 from pixelmill.errors import ErrorCode, InvalidRequest, NotFound
@@ -45,9 +45,9 @@ def _etag_matches(request: Request, etag: str) -> bool:
     "",
     summary="Upload one image; ?wait=true answers with its record when it is finished",
     responses={
-        200: {"model": ImageOut, "description": "The image's record (waited and finished)"},
+        200: {"model": ImageWaited, "description": "The image's record (waited and finished)"},
         202: {"model": ImageAccepted, "description": "Accepted; rendering goes on"},
-        **error_responses(400, 401, 408, 413, 507),
+        **error_responses(400, 401, 408, 413, 503, 507),
     },
     openapi_extra=multipart_openapi("file", many=False),
 )
