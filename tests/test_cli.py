@@ -205,6 +205,7 @@ def test_failed_images_exit_1_with_error_codes_and_failures_by_code(
         (["photos", "-o", "out", "--presets", "empty.json"], "no presets"),
         (["photos"], "Missing option"),
         (["photos", "-o", "out", "--workers", "0"], "--workers"),
+        (["photos", "-o", "out", "--workers", "1000"], "--workers"),
     ],
     ids=[
         "missing-src",
@@ -215,6 +216,7 @@ def test_failed_images_exit_1_with_error_codes_and_failures_by_code(
         "empty-presets",
         "no-out",
         "zero-workers",
+        "a-thousand-workers",
     ],
 )
 def test_usage_errors_exit_2_and_render_nothing(

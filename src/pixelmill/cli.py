@@ -124,7 +124,7 @@ def run(
     sources: Annotated[list[str], typer.Argument(help="Image files or folders (recursive).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder.")],
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes [default: CPU count].", min=1)
+        int | None, typer.Option(help="Worker processes [default: CPU count].", min=1, max=256)
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Write a JSON report here.")] = None,
     presets: Annotated[Path | None, typer.Option(help='JSON {"name": [w, h]}.')] = None,
