@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -76,6 +77,19 @@ def app_client(settings: Settings) -> Iterator[httpx.Client]:
         httpx.Client(base_url=url, timeout=60) as client,
     ):
         yield client
+
+
+def one_worker_settings(request: pytest.FixtureRequest, data_dir: Path, store: str) -> Settings:
+    """One worker (so a batch takes a while) on ``store``: ``sqlite``, or ``redis`` under the
+    test's own key prefix."""
+    if store == "redis":
+        return Settings(
+            data_dir=data_dir,
+            workers=1,
+            store=request.getfixturevalue("redis_server_url"),
+            redis_prefix=request.getfixturevalue("redis_prefix"),
+        )
+    return Settings(data_dir=data_dir, workers=1)
 
 
 class ServerProcess:

@@ -18,8 +18,7 @@ from api_helpers import (
     upload,
     wait_for_batch,
 )
-from api_server import app_client
-from pixelmill.config import Settings
+from api_server import app_client, one_worker_settings
 from webhook_receiver import webhook_receiver
 
 
@@ -30,15 +29,7 @@ def one_worker_client(
     """The service with one worker, on each store."""
     # Callbacks go to a receiver on 127.0.0.1, which the address policy refuses by default.
     monkeypatch.setenv("PIXELMILL_WEBHOOK_ALLOW_PRIVATE", "true")
-    settings = Settings(data_dir=tmp_path / "data", workers=1)
-    if request.param == "redis":
-        settings = Settings(
-            data_dir=tmp_path / "data",
-            workers=1,
-            store=request.getfixturevalue("redis_server_url"),
-            redis_prefix=request.getfixturevalue("redis_prefix"),
-        )
-    with app_client(settings) as client:
+    with app_client(one_worker_settings(request, tmp_path / "data", request.param)) as client:
         yield client
 
 

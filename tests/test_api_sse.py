@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from api_helpers import read_sse, small_jpeg, truncated_jpeg, upload, wait_for_batch
-from api_server import app_client
-from pixelmill.config import Settings
+from api_server import app_client, one_worker_settings
 
 IMAGES = 16
 
@@ -18,15 +17,7 @@ IMAGES = 16
 @pytest.fixture(params=["sqlite", "redis"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[httpx.Client]:
     """The service with one worker (so a batch takes a while), on each store."""
-    settings = Settings(data_dir=tmp_path / "data", workers=1)
-    if request.param == "redis":
-        settings = Settings(
-            data_dir=tmp_path / "data",
-            workers=1,
-            store=request.getfixturevalue("redis_server_url"),
-            redis_prefix=request.getfixturevalue("redis_prefix"),
-        )
-    with app_client(settings) as served:
+    with app_client(one_worker_settings(request, tmp_path / "data", request.param)) as served:
         yield served
 
 
