@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -105,3 +106,25 @@ def redis_prefix(redis_server_url: str) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, size_mb: int) -> Iterator[Path]:
+    """A tmpfs of ``size_mb`` MiB mounted on ``folder`` (made here), a disk that fills up for
+    real; unmounted afterwards whatever happens. Needs root: a skip with the reason
+    elsewhere, a failure under CI=true."""
+    folder.mkdir(parents=True, exist_ok=True)
+    command = ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", str(folder)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        result = subprocess.CompletedProcess(command, 1, "", str(exc))
+    if result.returncode != 0:
+        reason = f"cannot mount a tmpfs (needs root): {result.stderr.strip()}"
+        if IN_CI:
+            pytest.fail(reason + " and CI=true requires the full-disk tests")
+        pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)

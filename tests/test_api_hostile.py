@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from api_helpers import assert_error, small_jpeg, small_png
 from api_server import running_in_thread
+from conftest import mounted_tmpfs
 from pixelmill.api.app import create_app
 from pixelmill.config import Settings
 
@@ -269,20 +269,9 @@ def test_a_batch_refused_by_first_bytes_leaves_no_spool_folder(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MiB tmpfs mounted for the test (root only): a data dir that fills up for real."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace')}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    """A 3 MiB tmpfs mounted for this test: a data dir that fills up for real."""
+    with mounted_tmpfs(tmp_path / "small-disk", 3) as folder:
+        yield folder
 
 
 def test_an_upload_that_fills_the_disk_is_507_and_leaves_nothing(small_disk: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import mounted_tmpfs
 from engine_faults import cancel_midway_task, counting_task, crash_after_render_task
 from pixelmill.core.specs import Limits, OutputFormat, RenderSpec
 from pixelmill.engine.base import ImageJob
@@ -236,19 +237,9 @@ def test_flag_folders_of_earlier_versions_are_removed(tmp_path: Path, out: Path)
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs mounted for this test (root only); unmounted afterwards."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-        capture_output=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    """A 2 MiB tmpfs mounted for this test: a data dir that fills up for real."""
+    with mounted_tmpfs(tmp_path / "small-disk", 2) as folder:
+        yield folder
 
 
 def noisy_photo(path: Path, size: tuple[int, int], seed: int) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from api_helpers import (
     wait_for_empty_spool,
 )
 from api_server import app_client
-from conftest import IN_CI
+from conftest import mounted_tmpfs
 from pixelmill.config import Settings
 
 pytestmark = pytest.mark.slow
@@ -33,31 +32,9 @@ DISK_MB = 48
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A tmpfs of DISK_MB mounted on a fresh folder; unmounted afterwards whatever happens."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    command = [
-        "mount",
-        "-t",
-        "tmpfs",
-        "-o",
-        f"size={DISK_MB}m,mode=0755",
-        "tmpfs",
-        str(mount_point),
-    ]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
-    except OSError as exc:
-        result = subprocess.CompletedProcess(command, 1, "", str(exc))
-    if result.returncode != 0:
-        reason = f"cannot mount a tmpfs (needs root): {result.stderr.strip()}"
-        if IN_CI:
-            pytest.fail(reason + " and CI=true requires this test")
-        pytest.skip(reason)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
+    """A DISK_MB tmpfs mounted for this test: a data dir that fills up for real."""
+    with mounted_tmpfs(tmp_path / "disk", DISK_MB) as folder:
+        yield folder
 
 
 def fill(handle: int) -> None:
