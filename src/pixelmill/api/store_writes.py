@@ -55,16 +55,16 @@ class StoreWriteRetrier:
 
     def submit(self, what: str, write: Callable[[], None]) -> None:
         """Run ``write`` now; when it raises (or older writes still wait), keep it for later."""
-        with self._lock:
-            behind_others = bool(self._waiting)
-        if not behind_others:
+        # No lock here: a retry holds it for as long as the store takes to fail (seconds when
+        # Redis is frozen), and the caller is the engine's dispatcher. Appending to and
+        # reading the length of a deque are atomic; only the retry side pops.
+        if not self._waiting:
             try:
                 write()
                 return
             except Exception as exc:
                 self._failed(what, exc, first=True)
-        with self._lock:
-            self._waiting.append((what, write))
+        self._waiting.append((what, write))
         self._wake.set()
 
     def flush(self, timeout_s: float) -> int:
