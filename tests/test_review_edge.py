@@ -11,13 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+import test_api_hostile
 import test_faults_redis
 from api_helpers import assert_error, small_jpeg, upload
 from api_server import app_client, free_port, running_in_thread
@@ -43,15 +43,9 @@ DRIP_EVERY_S = CLIENT_TIMEOUT_S / 4
 DRIP_FOR_S = CLIENT_TIMEOUT_S + SLACK_S + 10
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("edge-data")
-
-
-@pytest.fixture(scope="module")
-def base_url(data_dir: Path) -> Iterator[str]:
-    with running_in_thread(create_app(hostile_settings(data_dir))) as url:
-        yield url
+# The hostile tests' module-scoped service (a fresh one for this module).
+data_dir = test_api_hostile.data_dir
+base_url = test_api_hostile.base_url
 
 
 def drip_until_answered(sock: socket.socket) -> tuple[bytes, float]:
