@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -220,7 +221,11 @@ def test_recycling_a_worker_per_task_leaks_no_descriptor_or_thread(tmp_path: Pat
     print(
         f"descriptors while running {min(fds)}..{max(fds)}, threads {min(threads)}..{max(threads)}"
     )
-    assert max(fds) - min(fds) <= 8, f"descriptors grow with recycles: {fds}"
+    # A worker being replaced holds a few descriptors for a moment, so single samples wobble
+    # by up to ~10; a leak of one descriptor per recycle would add 50 between the halves.
+    growth = statistics.median(fds[5:]) - statistics.median(fds[:5])
+    assert growth <= 6, f"descriptors grow with recycles: {fds}"
+    assert max(fds) - min(fds) <= 24, f"descriptors grow with recycles: {fds}"
     assert max(threads) <= threads_before + 2 + 3, f"threads grow with recycles: {threads}"
     assert threading.active_count() == threads_before, "threads left after shutdown"
     assert _open_fds() == fds_before, "descriptors kept after shutdown"

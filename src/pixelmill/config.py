@@ -63,6 +63,20 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1024, ge=1, description="Open connections at once; more are answered 503."
     )
+    # -- scale-out (docs/scale-out.md) ---------------------------------------------------
+    engine: str = Field("local", description="'local' (own process pool) or 'celery'.")
+    broker_url: str | None = Field(None, description="Celery broker: redis:// or amqp://.")
+    celery_queue: str = Field("pixelmill", description="Queue the render tasks go through.")
+    visibility_timeout_s: float | None = Field(
+        None, gt=0, description="Unacknowledged tasks are redelivered after this (redis broker)."
+    )
+    storage: str | None = Field(
+        None, description="file://<folder> (default: the data dir) or s3://bucket[/prefix]."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (not AWS).")
+    storage_public_url: str | None = Field(
+        None, description="Renditions are redirected (307) to <this>/<key>."
+    )
 
     @field_validator("store")
     @classmethod
@@ -70,6 +84,65 @@ class Settings(BaseSettings):
         if value != "sqlite" and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected 'sqlite' or a redis:// (rediss://, unix://) URL")
         return value
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_is_known(cls, value: str) -> str:
+        if value not in ("local", "celery"):
+            raise ValueError("expected 'local' or 'celery'")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_is_known(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("redis://", "rediss://", "amqp://", "amqps://")
+        ):
+            raise ValueError("expected a redis:// or amqp:// URL")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_is_known(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("s3://"):
+            bucket = value.removeprefix("s3://").split("/", 1)[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise ValueError("expected s3://<bucket>[/<prefix>] with a valid bucket name")
+            return value.rstrip("/")
+        if value.startswith("file://") and len(value) > len("file://"):
+            return value
+        raise ValueError("expected file://<folder> or s3://<bucket>[/<prefix>]")
+
+    @field_validator("celery_queue")
+    @classmethod
+    def _queue_is_a_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", value):
+            raise ValueError("expected letters, digits and _ . : - only")
+        return value
+
+    @property
+    def effective_visibility_timeout_s(self) -> float:
+        """Redelivery delay of a dead worker's tasks: a few image timeouts, at least 60 s."""
+        if self.visibility_timeout_s is not None:
+            return self.visibility_timeout_s
+        return max(60.0, 4 * self.image_timeout_s)
+
+    def check_deployment(self) -> None:
+        """Combinations that cannot work; raises ConfigError with one line."""
+        if self.engine == "celery":
+            if not self.broker_url:
+                raise ConfigError("PIXELMILL_ENGINE=celery needs PIXELMILL_BROKER_URL")
+            if self.store == "sqlite":
+                raise ConfigError(
+                    "PIXELMILL_ENGINE=celery needs PIXELMILL_STORE=redis://... "
+                    "(state every machine shares); sqlite is local to one machine"
+                )
+        if self.storage_public_url is not None and not self.storage_public_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError("PIXELMILL_STORAGE_PUBLIC_URL must be an http(s):// URL")
 
     @field_validator("jpeg_background")
     @classmethod
@@ -226,6 +299,7 @@ def load_settings(*, check_spec: bool = True) -> Settings:
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    settings.check_deployment()
     if check_spec:
         try:
             settings.render_spec()

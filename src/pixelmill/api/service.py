@@ -26,7 +26,7 @@ from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
 from pixelmill.engine.local import LocalEngine
 from pixelmill.errors import ErrorCode, NotFound
 from pixelmill.states import BatchStatus, ImageStatus
-from pixelmill.storage import LocalStorage
+from pixelmill.storage import LocalStorage, rendition_url
 from pixelmill.store import BatchRecord, BatchStore, ImageRecord, NewImage, open_store
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,6 @@ STOP_FLUSH_S = 5.0
 def new_id() -> str:
     """A batch or image id: 32 lowercase hex digits."""
     return uuid.uuid4().hex
-
-
-def rendition_url(sha256: str, filename: str) -> str:
-    return f"/v1/images/{sha256}/{filename}"
 
 
 class BatchService:

@@ -17,10 +17,10 @@ from pixelmill.api.errors import error_response
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.routes.batches import batch_url
 from pixelmill.api.schemas import ImageAccepted, ImageWaited, error_responses
-from pixelmill.api.service import new_id, rendition_url
+from pixelmill.api.service import new_id
 from pixelmill.core.specs import OutputFormat
 from pixelmill.errors import ErrorCode, InvalidRequest, NotFound
-from pixelmill.storage import SHA256_PATTERN
+from pixelmill.storage import SHA256_PATTERN, rendition_url
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,8 +20,7 @@ from pixelmill.core.manifest import (
     render_result_from_manifest,
 )
 from pixelmill.core.specs import RenderSpec
-
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+from pixelmill.storage.base import SHA256_PATTERN
 
 
 class RenditionStorage(Protocol):
