@@ -50,6 +50,12 @@ BAD_SETTINGS = [
     ("PIXELMILL_WEBHOOK_ALLOW_PRIVATE", "sometimes", "boolean"),
     ("PIXELMILL_MAX_FILES_PER_BATCH", "-5", "greater than or equal to 1"),
     ("PIXELMILL_CLIENT_TIMEOUT_S", "soon", "valid number"),
+    ("PIXELMILL_ENGINE", "threads", "'local' or 'celery'"),
+    ("PIXELMILL_BROKER_URL", "kafka://x", "redis:// or amqp://"),
+    ("PIXELMILL_STORAGE", "ftp://x", "file://<folder> or s3://"),
+    ("PIXELMILL_STORAGE", "s3://A_b", "valid bucket name"),
+    ("PIXELMILL_CELERY_QUEUE", "a queue", "letters, digits"),
+    ("PIXELMILL_VISIBILITY_TIMEOUT_S", "0", "greater than 0"),
 ]
 
 
@@ -126,3 +132,30 @@ def test_a_good_presets_file_is_read_in_order(tmp_path: Path) -> None:
         ("square", 300, 300),
         ("banner_2x", 2000, 100),
     ]
+
+
+DEPLOYMENTS = [
+    ({"PIXELMILL_ENGINE": "celery"}, "needs PIXELMILL_BROKER_URL"),
+    (
+        {"PIXELMILL_ENGINE": "celery", "PIXELMILL_BROKER_URL": "redis://127.0.0.1:6379/1"},
+        "needs PIXELMILL_STORE=redis://",
+    ),
+    ({"PIXELMILL_STORAGE_PUBLIC_URL": "cdn.example.com"}, "http(s)://"),
+]
+
+
+@pytest.mark.parametrize(("env", "needle"), DEPLOYMENTS)
+def test_settings_that_cannot_work_together_stop_serve_with_one_line(
+    tmp_path: Path, env: dict[str, str], needle: str
+) -> None:
+    result = run_cli(["serve", "--port", "1"], tmp_path, **env)
+    assert_one_line_usage_error(result, needle)
+
+
+def test_run_renders_locally_whatever_the_engine_settings(tmp_path: Path) -> None:
+    """``pixelmill run`` never needs a broker: the distributed settings do not apply to it."""
+    (tmp_path / "in").mkdir()
+    result = run_cli(
+        ["run", "in", "-o", "out", "--no-progress"], tmp_path, PIXELMILL_ENGINE="celery"
+    )
+    assert result.returncode == 0, result.stderr

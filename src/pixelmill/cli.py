@@ -135,7 +135,7 @@ def run(
     console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
     try:
         # The env's presets file is checked only when --presets does not replace it.
-        settings = load_settings(check_spec=False)
+        settings = load_settings(check_spec=False, check_deployment=False)
         spec = settings.render_spec(presets, formats)
     except ValueError as exc:
         raise _usage_error(console, str(exc)) from None

@@ -289,7 +289,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(lines) or "invalid settings"
 
 
-def load_settings(*, check_spec: bool = True) -> Settings:
+def load_settings(*, check_spec: bool = True, check_deployment: bool = True) -> Settings:
     """Settings from the environment (and, by default, the spec they describe), checked.
 
     The composition roots call this first, so a bad value stops the start with one line
@@ -299,7 +299,8 @@ def load_settings(*, check_spec: bool = True) -> Settings:
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
-    settings.check_deployment()
+    if check_deployment:  # ``pixelmill run`` renders locally whatever the engine settings
+        settings.check_deployment()
     if check_spec:
         try:
             settings.render_spec()
