@@ -28,7 +28,7 @@ from pixelmill.engine.recovery import KillReason, Running, error_for_exception
 from pixelmill.engine.task import RenderTask, TaskResult, run_render_task
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
-from pixelmill.storage import RenditionStorage
+from pixelmill.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class LocalEngine(Outcomes):
     def __init__(
         self,
         spec: RenderSpec,
-        storage: RenditionStorage,
+        storage: Storage,
         *,
         workers: int,
         memory_budget_bytes: int,
@@ -367,10 +367,7 @@ class LocalEngine(Outcomes):
             return False
         only = None if len(missing) == len(self.spec.rendition_names()) else missing
         job = entry.job
-        task = RenderTask(
-            job.job_id, job.source, job.sha256, str(self.storage.image_dir(job.sha256)),
-            self.spec, only,
-        )  # fmt: skip
+        task = RenderTask(job.job_id, job.source, job.sha256, self.storage, self.spec, only)
         with self._cond:
             self._queue.take(entry)
             self._cond.notify_all()
