@@ -26,7 +26,7 @@ from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
 from pixelmill.engine.local import LocalEngine
 from pixelmill.errors import ErrorCode, NotFound
 from pixelmill.states import BatchStatus, ImageStatus
-from pixelmill.storage import LocalStorage, rendition_url
+from pixelmill.storage import open_storage, rendition_url
 from pixelmill.store import BatchRecord, BatchStore, ImageRecord, NewImage, open_store
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class BatchService:
         self.spool_root = self.data_dir / "spool"
         # One empty file per callback still owed: a restart sends what a crash left unsent.
         self.outbox = self.data_dir / "callbacks"
-        self.storage = LocalStorage(self.data_dir)
+        self.storage = open_storage(settings)
         self.spec = settings.render_spec()
         self.store: BatchStore = open_store(
             settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
@@ -92,7 +92,9 @@ class BatchService:
     def start(self) -> None:
         """Start the engine and resume every unfinished image from the spool."""
         self.spool_root.mkdir(parents=True, exist_ok=True)
+        self.storage.check()  # a missing bucket or refused credentials: one line, now
         self.storage.sweep_temp_files()
+        log.info("renditions in %s", self.storage.describe())
         self._running.set()
         self.writes.start()
         self.engine.start()
