@@ -40,7 +40,7 @@ pytestmark = pytest.mark.slow
 def settings_of(env: dict[str, str]) -> Settings:
     """The Settings a process with ``env`` would read."""
     values = {k.removeprefix("PIXELMILL_").lower(): v for k, v in env.items()}
-    return Settings(**values)
+    return Settings.model_validate(values)
 
 
 @pytest.fixture
@@ -247,3 +247,23 @@ def test_a_worker_with_settings_that_cannot_work_says_so_in_one_line(
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_health_and_metrics_report_the_broker_queue_and_live_workers(
+    any_env: dict[str, str],
+) -> None:
+    """Images wait in the broker (the service holds none of them) until a worker comes."""
+    with service(any_env) as client:
+        health = client.get("/healthz").json()
+        assert health["engine_kind"] == "celery" and health["status"] == "ok", health
+        assert health["workers"] == 0 and health["queued"] == 0
+        files = [upload(f"{i}.jpg", small_jpeg(40 + i)) for i in range(3)]
+        batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").json()["queued"] != 3:
+            assert time.monotonic() < deadline, client.get("/healthz").json()
+            time.sleep(0.1)
+        assert "pixelmill_queue_depth 3.0" in client.get("/metrics").text
+        assert originals(any_env) != [], "the originals wait in storage, not in the spool"
+        with celery_workers(any_env):
+            assert wait_for_batch(client, batch_id)["completed"] == 3
