@@ -22,7 +22,7 @@ from pixelmill.config import Settings
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageJob
 from pixelmill.engine.celery_engine import CeleryEngine
-from pixelmill.engine.celery_storage import SharedFolderStorage, open_shared_storage
+from pixelmill.storage import Storage
 from pixelmill.store import RedisBatchStore
 from pixelmill.store.base import BatchStore, WorkCoordination
 
@@ -121,7 +121,6 @@ class CeleryParts:
     """What the service uses instead of its own pool, folder and counters in celery mode."""
 
     engine: CeleryEngine
-    storage: SharedFolderStorage
     metrics: Metrics
     owed: OwedCallbacks
 
@@ -130,15 +129,17 @@ class CeleryParts:
 
 
 def celery_parts(
-    settings: Settings, spec: RenderSpec, store: BatchStore, send: Callable[[str], None]
+    settings: Settings,
+    spec: RenderSpec,
+    store: BatchStore,
+    storage: Storage,
+    send: Callable[[str], None],
 ) -> CeleryParts | None:
     """The celery engine's parts, or None for the local engine (or a store not shared)."""
     if settings.engine != "celery" or not isinstance(store, RedisBatchStore):
         return None
-    storage = open_shared_storage(settings)
     return CeleryParts(
         engine=CeleryEngine(settings, spec, store, storage),
-        storage=storage,
         metrics=Metrics(image_stats=store.image_stats),
         owed=OwedCallbacks(store, send),
     )
