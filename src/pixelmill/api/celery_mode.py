@@ -127,6 +127,13 @@ class CeleryParts:
     def workers(self) -> int | None:
         return self.engine.live_workers()
 
+    def start(
+        self, store: BatchStore, spool_root: Path, feed: Callable[[ImageJob], None]
+    ) -> set[Path]:
+        """Start sending owed callbacks and resume; returns the spool files still needed."""
+        self.owed.start()
+        return resume_enqueued(store, spool_root, feed)
+
 
 def celery_parts(
     settings: Settings,

@@ -178,15 +178,23 @@ def render_image(
         # Another worker renders these bytes: free this slot, look again shortly.
         raise task.retry(countdown=CLAIM_RETRY_S, max_retries=None)
     with ClaimHeartbeat(ctx, sha256, image_id):
-        outcome = _render_claimed(ctx, job, spec_from_dict(spec))
+        ran_before = image.status is ImageStatus.PROCESSING
+        outcome = _render_claimed(ctx, job, spec_from_dict(spec), ran_before)
     finish(ctx, outcome)
 
 
-def _render_claimed(ctx: WorkerContext, job: ImageJob, spec: RenderSpec) -> ImageOutcome:
+def _render_claimed(
+    ctx: WorkerContext, job: ImageJob, spec: RenderSpec, ran_before: bool
+) -> ImageOutcome:
+    """Render the claimed content, or point at what is there. ``ran_before``: an earlier
+    delivery of this very image got as far as rendering (its outcome was not written)."""
     manifest = ctx.storage.read_manifest(job.sha256)
     missing = ctx.storage.missing_renditions(job.sha256, spec)
     if not missing and manifest is not None:
-        return ImageOutcome(job, ImageStatus.DUPLICATE, render_result_from_manifest(manifest))
+        # Rendered by an earlier run of this image whose outcome never reached the store:
+        # still its own render (done), not a copy of another image's.
+        status = ImageStatus.DONE if ran_before else ImageStatus.DUPLICATE
+        return ImageOutcome(job, status, render_result_from_manifest(manifest))
     runs = with_store_retry("attempt", lambda: ctx.store.start_attempt(job.batch_id, job.job_id))
     if runs > RUNS_ALLOWED:
         message = f"the worker process died on this image {runs - 1} times"
