@@ -250,6 +250,29 @@ def serve(
     serve_app(settings, host, port)
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Render processes [default: CPU count].", min=1, max=256),
+    ] = None,
+) -> None:
+    """Run a render worker of the celery engine (settings from PIXELMILL_* variables)."""
+    from pixelmill.storage import StorageUnavailable, open_storage
+
+    console = Console(stderr=True, soft_wrap=True)
+    try:
+        settings = load_settings()
+        if settings.engine != "celery":
+            raise ConfigError("pixelmill worker needs PIXELMILL_ENGINE=celery")
+        open_storage(settings).check()  # a missing bucket: one line now, not per image
+    except (ConfigError, StorageUnavailable) as exc:
+        raise _usage_error(console, str(exc)) from None
+    from pixelmill.engine.celery_worker import run_worker
+
+    raise typer.Exit(run_worker(settings, concurrency or os.cpu_count() or 1))
+
+
 def main() -> None:
     app()
 
