@@ -159,3 +159,23 @@ def test_run_renders_locally_whatever_the_engine_settings(tmp_path: Path) -> Non
         ["run", "in", "-o", "out", "--no-progress"], tmp_path, PIXELMILL_ENGINE="celery"
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_visibility_timeout_shorter_than_a_render_stops_serve_and_worker(
+    tmp_path: Path,
+) -> None:
+    """A message redelivered while its render still runs would be rendered again: refused."""
+    env = {
+        "PIXELMILL_ENGINE": "celery",
+        "PIXELMILL_BROKER_URL": "redis://127.0.0.1:6379/1",
+        "PIXELMILL_STORE": "redis://127.0.0.1:6379/1",
+        "PIXELMILL_IMAGE_TIMEOUT_S": "30",
+        "PIXELMILL_VISIBILITY_TIMEOUT_S": "39",
+    }
+    for command in (["serve", "--port", "1"], ["worker"]):
+        result = run_cli(command, tmp_path, **env)
+        assert_one_line_usage_error(result, "PIXELMILL_VISIBILITY_TIMEOUT_S=39 must be at least")
+    from pixelmill.config import Settings
+
+    values = {k.removeprefix("PIXELMILL_").lower(): v for k, v in env.items()}
+    Settings.model_validate({**values, "visibility_timeout_s": "40"}).check_deployment()

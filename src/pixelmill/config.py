@@ -139,6 +139,13 @@ class Settings(BaseSettings):
                     "PIXELMILL_ENGINE=celery needs PIXELMILL_STORE=redis://... "
                     "(state every machine shares); sqlite is local to one machine"
                 )
+            floor = self.image_timeout_s + 10
+            if self.visibility_timeout_s is not None and self.visibility_timeout_s < floor:
+                # A render still running when its message comes back would start again.
+                raise ConfigError(
+                    f"PIXELMILL_VISIBILITY_TIMEOUT_S={self.visibility_timeout_s:g} must be at "
+                    f"least PIXELMILL_IMAGE_TIMEOUT_S + 10 ({floor:g}) with the celery engine"
+                )
         if self.storage_public_url is not None and not self.storage_public_url.startswith(
             ("http://", "https://")
         ):
