@@ -35,18 +35,19 @@ from pixelmill.engine.celery_app import TASK_NAME, make_app, redact_url, spec_fr
 from pixelmill.engine.records import finish_fields
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
-from pixelmill.storage import Storage, open_storage
+from pixelmill.storage import Storage, StorageUnavailable, open_storage
 from pixelmill.store import RedisBatchStore, open_store
 
 log = logging.getLogger(__name__)
 
 READY_LINE = "pixelmill worker ready"
-CLAIM_TTL_S = 30.0
-CLAIM_REFRESH_S = 5.0
+CLAIM_TTL_S = 15.0
+CLAIM_REFRESH_S = 3.0
 CLAIM_RETRY_S = 0.5
 CANCEL_CHECK_INTERVAL_S = 0.25
 RUNS_ALLOWED = 2  # a third delivery means two runs died under this image
 STORE_RETRY_BUDGET_S = 30.0
+STORAGE_DOWN_BACKOFF_S = 2.0
 ORIGINAL_GONE = "the uploaded original is gone from storage"
 
 T = TypeVar("T")
@@ -163,7 +164,7 @@ def render_image(
     task: Task[Any, Any], batch_id: str, image_id: str, sha256: str, spec: dict[str, Any]
 ) -> None:
     """The task: see the module docstring for why each step is safe to repeat."""
-    ctx = context()
+    ctx = with_store_retry("setting up", context)
     job = ImageJob(image_id, str(ctx.work_path(image_id)), sha256, batch_id)
     image = with_store_retry("reading", lambda: ctx.store.get_image(batch_id, image_id))
     if image is None or image.status.is_final:  # expired, or a redelivery of a finished one
@@ -172,15 +173,68 @@ def render_image(
     if with_store_retry("reading", lambda: ctx.store.is_batch_cancelled(batch_id)):
         finish(ctx, ImageOutcome(job, ImageStatus.CANCELLED))
         return
-    if not with_store_retry(
-        "claim", lambda: ctx.store.claim_content(sha256, image_id, CLAIM_TTL_S)
-    ):
+    # One owner per delivery: a duplicate message of this very image (a redelivery while
+    # the first still renders) must wait like any other image of these bytes.
+    owner = claim_owner(image_id)
+    if not with_store_retry("claim", lambda: take_claim(ctx, sha256, owner)):
         # Another worker renders these bytes: free this slot, look again shortly.
         raise task.retry(countdown=CLAIM_RETRY_S, max_retries=None)
-    with ClaimHeartbeat(ctx, sha256, image_id):
+    spec_obj = spec_from_dict(spec)
+    with ClaimHeartbeat(ctx, sha256, owner):
         ran_before = image.status is ImageStatus.PROCESSING
-        outcome = _render_claimed(ctx, job, spec_from_dict(spec), ran_before)
+        try:
+            outcome = _render_claimed(ctx, job, spec_obj, ran_before)
+        except SoftTimeLimitExceeded:  # struck outside the render itself
+            outcome = _timed_out(job, spec_obj)
+        except StorageUnavailable as exc:
+            # Not this image's fault and nothing was counted: the message goes back.
+            log.warning("storage unavailable for image %s, giving the message back: %s",
+                        image_id, exc)  # fmt: skip
+            time.sleep(STORAGE_DOWN_BACKOFF_S)
+            raise Reject(f"storage unavailable: {exc}", requeue=True) from exc
     finish(ctx, outcome)
+
+
+def claim_owner(image_id: str) -> str:
+    """``image:machine:pid:nonce``: unique per delivery, and says which process holds it."""
+    return f"{image_id}:{MACHINE_ID}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def take_claim(ctx: WorkerContext, sha256: str, owner: str) -> bool:
+    """Claim ``sha256``; a claim left by a dead process of this machine is taken over (a
+    pool process killed mid-render: its redelivery need not wait for the claim to expire)."""
+    if ctx.store.claim_content(sha256, owner, CLAIM_TTL_S):
+        return True
+    holder = ctx.store.claim_holder(sha256)
+    parts = (holder or "").split(":")
+    if len(parts) != 4 or parts[1] != MACHINE_ID or not parts[2].isdigit():
+        return False
+    if _process_alive(int(parts[2])):
+        return False
+    ctx.store.release_claim(sha256, holder or "")  # compare and delete: only that holder's
+    return bool(ctx.store.claim_content(sha256, owner, CLAIM_TTL_S))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _machine_id() -> str:
+    """This boot of this machine and its host name: the processes whose pids ``os.kill``
+    can check (containers on one machine share the boot, not the host name or the pids)."""
+    boot = ""
+    with contextlib.suppress(OSError):
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+    return f"{boot}@{socket.gethostname()}".replace(":", "_")
+
+
+MACHINE_ID = _machine_id()
 
 
 def _render_claimed(
@@ -195,16 +249,19 @@ def _render_claimed(
         # still its own render (done), not a copy of another image's.
         status = ImageStatus.DONE if ran_before else ImageStatus.DUPLICATE
         return ImageOutcome(job, status, render_result_from_manifest(manifest))
+    local = Path(job.source)
+    # Before the run is counted: a storage outage gives the message back, it is no crash.
+    if not ctx.storage.fetch_original(job.sha256, local):
+        return _failed(job, ErrorCode.INTERNAL, ORIGINAL_GONE)
     runs = with_store_retry("attempt", lambda: ctx.store.start_attempt(job.batch_id, job.job_id))
     if runs > RUNS_ALLOWED:
+        with contextlib.suppress(OSError):
+            local.unlink()
         message = f"the worker process died on this image {runs - 1} times"
         return _failed(job, ErrorCode.WORKER_CRASHED, message)
     with_store_retry("progress", lambda: ctx.store.mark_processing(job.batch_id, job.job_id))
-    local = Path(job.source)
     started = time.monotonic()
     try:
-        if not ctx.storage.fetch_original(job.sha256, local):
-            return _failed(job, ErrorCode.INTERNAL, ORIGINAL_GONE)
         only = None if len(missing) == len(spec.rendition_names()) else missing
         request = render_task.RenderTask(
             job.job_id, job.source, job.sha256, ctx.storage, spec, only
@@ -214,8 +271,9 @@ def _render_claimed(
             result = render_task.run_render_task(request)
         finally:
             render_task.set_cancel_check(None)
-    except SoftTimeLimitExceeded:
-        ctx.storage.discard_unlisted(job.sha256, spec.rendition_names())
+    except SoftTimeLimitExceeded:  # run_render_task lets it through, cleaned up
+        with contextlib.suppress(Exception):
+            ctx.storage.discard_unlisted(job.sha256, spec.rendition_names())
         return _timed_out(job, spec)
     finally:
         with contextlib.suppress(OSError):
@@ -225,10 +283,6 @@ def _render_claimed(
         return ImageOutcome(job, ImageStatus.DONE, result.result, elapsed_s=elapsed)
     if result.error_code is ErrorCode.CANCELLED:
         return ImageOutcome(job, ImageStatus.CANCELLED, elapsed_s=elapsed)
-    if result.error_code is ErrorCode.INTERNAL and "SoftTimeLimitExceeded" in (
-        result.error_message or ""
-    ):  # the time limit struck inside the render, which turned it into an error
-        return _timed_out(job, spec)
     code = result.error_code or ErrorCode.INTERNAL
     return _failed(job, code, result.error_message or "rendering failed")
 
@@ -256,7 +310,8 @@ class RenderRequest(Request):
             spec_obj = spec_from_dict(spec)
             ctx.storage.discard_unlisted(sha256, spec_obj.rendition_names())
             finish(ctx, _timed_out(job, spec_obj))
-            ctx.store.release_claim(sha256, image_id)
+            # The killed process's claim: taken over by the next image of these bytes here
+            # (its process is gone), or it expires.
             with contextlib.suppress(OSError):
                 ctx.work_path(image_id).unlink()
         except BaseException as exc:  # never take the worker's main process down
@@ -266,6 +321,16 @@ class RenderRequest(Request):
 def register(app: Celery) -> Task[Any, Any]:
     """Register the render task on ``app`` (the worker side)."""
     return app.task(name=TASK_NAME, bind=True, Request=RenderRequest, acks_late=True)(render_image)
+
+
+class _RejectWithoutTraceback(logging.Filter):
+    """A message given back (store or storage down) is one warning line, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], Reject):
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def _say_ready(**_: Any) -> None:
@@ -281,7 +346,11 @@ def run_worker(settings: Settings, concurrency: int) -> int:
     warnings.filterwarnings("ignore", category=SecurityWarning)
     app = make_app(settings)
     register(app)
+    # The soft time limit must reach the task (the image ends ``timeout``), not be logged as
+    # an internal error by the render's catch-all. Set before the pool forks.
+    render_task.set_passthrough(SoftTimeLimitExceeded)
     worker_ready.connect(_say_ready, weak=False)
+    logging.getLogger("celery.app.trace").addFilter(_RejectWithoutTraceback())
     storage = open_storage(settings)
     print(
         f"pixelmill worker: broker={redact_url(settings.broker_url)} "

@@ -70,6 +70,17 @@ def cancel_requested() -> bool:
     return _cancel_check()
 
 
+# Exceptions the catch-all below lets through after its clean-up: the distributed worker's
+# time limit, which ends the image ``timeout`` in the task (no traceback, no internal error).
+_passthrough: tuple[type[BaseException], ...] = ()
+
+
+def set_passthrough(*kinds: type[BaseException]) -> None:
+    """Let ``kinds`` out of ``run_render_task`` (the local engine lets nothing out)."""
+    global _passthrough
+    _passthrough = kinds
+
+
 def run_render_task(task: RenderTask) -> TaskResult:
     """Render ``task``, then store its renditions and manifest; every failure becomes a
     TaskResult.
@@ -105,13 +116,21 @@ def run_render_task(task: RenderTask) -> TaskResult:
     except OSError as exc:
         failure = TaskResult(task.job_id, None, *describe_os_error(exc, task.source))
     except Exception as exc:  # a bug of ours: that image fails, the run goes on
+        if isinstance(exc, _passthrough):
+            _discard_unfinished(task)
+            raise
         log.exception("internal error rendering %s", task.source)
         failure = TaskResult(task.job_id, None, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    _discard_unfinished(task)
+    return failure
+
+
+def _discard_unfinished(task: RenderTask) -> None:
+    """Remove what an unfinished task wrote (its manifest does not list it)."""
     try:
-        storage.discard_unlisted(task.sha256, task.targets())
+        task.storage.discard_unlisted(task.sha256, task.targets())
     except Exception as exc:  # the storage is down: what it keeps is unlisted, never served
         log.warning("cannot clean up after %s: %s", task.source, exc)
-    return failure
 
 
 def describe_os_error(exc: OSError, source: str) -> tuple[ErrorCode, str]:

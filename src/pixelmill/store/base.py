@@ -189,6 +189,9 @@ class WorkCoordination(Protocol):
     def claim_content(self, sha256: str, owner: str, ttl_s: float) -> bool:
         """Take the right to render ``sha256`` (the same owner may take it again)."""
 
+    def claim_holder(self, sha256: str) -> str | None:
+        """Who holds the claim on ``sha256`` now (None: nobody)."""
+
     def refresh_claim(self, sha256: str, owner: str, ttl_s: float) -> bool:
         """Extend a claim ``owner`` holds; False when it lost it."""
 

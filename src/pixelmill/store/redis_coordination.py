@@ -78,6 +78,10 @@ class RedisCoordination:
         keys = [f"{self.prefix}claim:{sha256}"]
         return bool(self._script("claim", CLAIM)(keys=keys, args=[owner, int(ttl_s * 1000)]))
 
+    def claim_holder(self, sha256: str) -> str | None:
+        """Who holds the claim on ``sha256`` now (None: nobody)."""
+        return cast("str | None", self._client.get(f"{self.prefix}claim:{sha256}"))
+
     def refresh_claim(self, sha256: str, owner: str, ttl_s: float) -> bool:
         """Extend a claim ``owner`` holds; False when it lost it."""
         keys = [f"{self.prefix}claim:{sha256}"]

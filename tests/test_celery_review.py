@@ -1,0 +1,178 @@
+"""The celery engine where a review found it wanting: duplicated deliveries, time limits,
+a storage that is down, and claims left by dead processes. Real service, real workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from api_helpers import slow_jpeg, small_jpeg, upload, wait_for_batch
+from api_server import app_client
+from celery_helpers import REDIS_URL, celery_env, celery_workers, cleanup_celery
+from pixelmill.config import Settings
+from pixelmill.engine import celery_worker
+from pixelmill.store import RedisBatchStore
+from s3_server import S3Server
+
+pytestmark = pytest.mark.slow
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    values = {
+        k.removeprefix("PIXELMILL_").lower(): v
+        for k, v in env.items()
+        if k.startswith("PIXELMILL_")
+    }
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def redis_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = celery_env("redis", tmp_path)
+    yield env
+    cleanup_celery(env)
+
+
+@contextmanager
+def service(env: dict[str, str]) -> Iterator[httpx.Client]:
+    with app_client(settings_of(env)) as client:
+        yield client
+
+
+def broker_keys(env: dict[str, str]) -> tuple[str, str]:
+    """The Redis list holding the test's queued messages, and the unacknowledged hash."""
+    base = f"{env['PIXELMILL_REDIS_PREFIX']}celery:"
+    return base + env["PIXELMILL_CELERY_QUEUE"], base + "unacked"
+
+
+def wait_until(check: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def test_a_message_delivered_twice_at_once_renders_its_image_once(
+    redis_env: dict[str, str],
+) -> None:
+    """Two copies of one message run side by side (a redelivery while the first still
+    renders): the second waits for the first's claim, then finds the image final. One run
+    counted, one outcome, one count in the stats."""
+    client_redis = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    queue_key, unacked_key = broker_keys(redis_env)
+    prefix = redis_env["PIXELMILL_REDIS_PREFIX"]
+    with service(redis_env) as client:
+        data = slow_jpeg(21, (2000, 1400))
+        batch_id = client.post("/v1/batches", files=[upload("a.jpg", data)]).json()["batch_id"]
+        wait_until(lambda: client_redis.llen(queue_key) == 1, 10, "the message")
+        client_redis.rpush(queue_key, client_redis.lindex(queue_key, 0) or "")
+        with celery_workers(redis_env, concurrency=2):
+            status = wait_for_batch(client, batch_id)
+            wait_until(
+                lambda: client_redis.llen(queue_key) == 0 and client_redis.hlen(unacked_key) == 0,
+                30,
+                "both copies to be acknowledged",
+            )
+    image = status["images"][0]
+    assert image["status"] == "done" and status["completed"] == 1, status
+    runs = client_redis.hget(f"{prefix}image:{batch_id}:{image['image_id']}", "attempts")
+    stats = client_redis.hgetall(f"{prefix}stats")
+    client_redis.close()
+    assert runs == "1", "the image was rendered by both copies of its message"
+    assert stats == {"images_done": "1"}, stats
+
+
+def test_the_soft_time_limit_fails_the_image_timeout_without_a_traceback(
+    redis_env: dict[str, str],
+) -> None:
+    """The limit strikes inside the render: the image fails ``timeout``, and the worker's log
+    shows no "internal error" traceback (the render's catch-all lets the limit through)."""
+    env = {**redis_env, "PIXELMILL_IMAGE_TIMEOUT_S": "0.3"}
+    with celery_workers(env) as workers, service(env) as client:
+        files = [upload("slow.jpg", slow_jpeg(5, (2400, 1600))), upload("b.jpg", small_jpeg(3))]
+        batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+        status = wait_for_batch(client, batch_id)
+        log = workers[0].log()
+    slow = status["images"][0]
+    assert slow["status"] == "failed" and slow["error"]["code"] == "timeout", slow
+    assert status["images"][1]["status"] == "done", status
+    assert "Traceback" not in log and "internal error" not in log, log
+
+
+def test_a_storage_down_when_the_task_starts_gives_the_message_back(
+    redis_env: dict[str, str], s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The original is stored, then the bucket's server goes away before a worker takes the
+    message: the message is not acknowledged as a failure (the image would stay pending
+    for ever); once the server is back the image is rendered."""
+    bucket = s3_server.new_bucket()
+    env = {**redis_env, **s3_server.env(bucket, "pm")}
+    for name, value in env.items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    _, unacked_key = broker_keys(env)
+    client_redis = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    with celery_workers(env) as workers, service(env) as client:
+        # The worker checked the storage at its start; frozen, it takes nothing yet.
+        os.killpg(workers[0].pid, signal.SIGSTOP)
+        files = [upload("a.jpg", small_jpeg(8))]
+        batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+        wait_until(lambda: client_redis.hlen(unacked_key) == 0, 1, "nothing")
+        wait_until(
+            lambda: any("/originals/" in k for k in s3_server.keys(bucket, "pm/")), 10, "upload"
+        )
+        time.sleep(0.5)  # the message follows the original at once
+        s3_server.stop()
+        try:
+            os.killpg(workers[0].pid, signal.SIGCONT)
+            # The worker takes the message, meets the dead storage and lets go of it.
+            wait_until(lambda: client_redis.hlen(unacked_key) == 1, 30, "a delivery")
+            wait_until(
+                lambda: (
+                    client_redis.hlen(unacked_key) == 0 or "storage unavailable" in workers[0].log()
+                ),
+                60,
+                "the outage",
+            )
+        finally:
+            s3_server.start()
+        status = wait_for_batch(client, batch_id, timeout_s=60)
+        log = workers[0].log()
+    client_redis.close()
+    assert status["images"][0]["status"] == "done", status
+    assert "giving the message back" in log and "Traceback" not in log, log
+
+
+def test_a_claim_left_by_a_dead_process_of_this_machine_is_taken_over(
+    redis_env: dict[str, str],
+) -> None:
+    """A pool process killed mid-render leaves its claim; the redelivery on this machine
+    takes it over at once instead of waiting for it to expire. A live holder keeps it."""
+    store = RedisBatchStore(REDIS_URL, prefix=redis_env["PIXELMILL_REDIS_PREFIX"])
+    ctx: Any = SimpleNamespace(store=store)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(10)
+    machine = celery_worker.MACHINE_ID
+    try:
+        store.claim_content("a" * 64, f"img1:{machine}:{dead.pid}:n1", 60)
+        assert celery_worker.take_claim(ctx, "a" * 64, f"img1:{machine}:{os.getpid()}:n2")
+        assert store.claim_holder("a" * 64) == f"img1:{machine}:{os.getpid()}:n2"
+        # A live holder (this process), or one on another machine, is waited for.
+        assert not celery_worker.take_claim(ctx, "a" * 64, f"img1:{machine}:1:n3")
+        store.claim_content("b" * 64, f"img2:elsewhere:{dead.pid}:n1", 60)
+        assert not celery_worker.take_claim(ctx, "b" * 64, f"img2:{machine}:1:n2")
+    finally:
+        store.close()
