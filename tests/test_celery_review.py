@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -176,3 +178,58 @@ def test_a_claim_left_by_a_dead_process_of_this_machine_is_taken_over(
         assert not celery_worker.take_claim(ctx, "b" * 64, f"img2:{machine}:1:n2")
     finally:
         store.close()
+
+
+@contextmanager
+def silent_broker() -> Iterator[int]:
+    """A port on loopback that accepts connections and never answers (a hung broker)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with suppress(OSError):
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis://", "amqp://guest:s3cret@"])
+def test_health_and_metrics_answer_at_once_when_the_broker_hangs(
+    redis_env: dict[str, str], scheme: str
+) -> None:
+    """A broker that accepts and never answers: /healthz says so within a bound (it used to
+    block for minutes), /metrics answers, and an upload answered 202 shows as unsent."""
+    with silent_broker() as port:
+        env = {**redis_env, "PIXELMILL_BROKER_URL": f"{scheme}127.0.0.1:{port}/0"}
+        with service(env) as client:
+            timings = []
+            for path in ("/healthz", "/metrics", "/healthz"):
+                started = time.monotonic()
+                response = client.get(path, timeout=10)
+                timings.append(time.monotonic() - started)
+            assert response.status_code == 503
+            health = response.json()
+            assert health["engine"] == "unreachable", health
+            assert health["reason"] == "the broker does not answer", health
+            assert max(timings) < 2.5 and timings[-1] < 0.5, timings
+            client.post("/v1/batches", files=[upload("a.jpg", small_jpeg(2))])
+            health = wait_until(
+                lambda: (h := client.get("/healthz", timeout=10).json())["unsent"] == 1 and h,
+                10,
+                "the unsent image",
+            )
+            assert health["status"] == "unavailable" and "s3cret" not in str(health)

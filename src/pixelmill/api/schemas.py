@@ -88,6 +88,7 @@ class Health(BaseModel):
     queued: int
     in_flight: int
     unwritten_outcomes: int = 0  # image outcomes waiting for the store to take them
+    unsent: int = 0  # celery: images received that the broker does not have yet
     reason: str | None = None  # why the status is not ok
 
 

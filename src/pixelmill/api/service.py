@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelmill.api.celery_mode import celery_parts
+from pixelmill.api.health_report import health_report
 from pixelmill.api.metrics import Metrics
 from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
@@ -134,35 +135,15 @@ class BatchService:
         self.store.close()
 
     def healthy(self) -> dict[str, Any]:
-        """What /healthz reports; ``status`` is ``ok`` only when everything answers."""
-        try:
-            store_ok = self.store.ping()
-        except Exception:  # a store that cannot even answer ping is unreachable, not a 500
-            store_ok = False
-        engine_ok = self.engine.is_alive() and self._feeder.is_alive() and self.writes.is_alive()
-        workers = self.settings.workers if self.celery is None else self.celery.workers()
-        unwritten = self.writes.waiting
-        report: dict[str, Any] = {
-            "status": "ok" if store_ok and engine_ok and not unwritten else "unavailable",
-            "store": "ok" if store_ok else "unreachable",
-            "engine": "ok" if engine_ok else "stopped",
-            "engine_kind": self.settings.engine,
-            "workers": workers,
-            "queued": self.engine.queued,
-            "in_flight": self.engine.in_flight,
-            "unwritten_outcomes": unwritten,
-        }
-        if unwritten:
-            # Reachable yet refusing writes (a full disk under SQLite) is still not healthy.
-            report["store"] = "failing" if store_ok else "unreachable"
-            report["reason"] = (
-                f"{unwritten} image outcome(s) wait for the store: {self.writes.last_error}"
-            )
-        elif not store_ok:
-            report["reason"] = "the store does not answer"
-        elif not engine_ok:
-            report["reason"] = "the engine is not running"
-        return report
+        """What /healthz reports (see health_report)."""
+        return health_report(self)
+
+    def feeder_alive(self) -> bool:
+        return self._feeder.is_alive()
+
+    def backlog(self) -> int:
+        """Images received and not yet handed to the engine."""
+        return self._feed.qsize()
 
     def resume(self) -> None:
         """Queue again what a previous run left unfinished; forget spool files of no image."""

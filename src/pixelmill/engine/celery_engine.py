@@ -26,27 +26,13 @@ from pixelmill.store.base import WorkCoordination
 log = logging.getLogger(__name__)
 
 BROKER_CHECK_TIMEOUT_S = 2
-# How long a broker answer (reachable, queue depth, workers) is reused: probes poll often.
-ANSWER_TTL_S = 1.0
-WORKERS_TTL_S = 5.0
+# The broker is asked in the background, never on a request's path: /healthz and /metrics
+# answer at once even when the broker hangs. An answer older than this is no answer.
+PROBE_INTERVAL_S = 1.0
+WORKERS_EVERY_S = 5.0
+ANSWER_STALE_S = 10.0
+FIRST_ANSWER_WAIT_S = 2.0
 PING_TIMEOUT_S = 0.5
-
-
-class _Cached:
-    """A value recomputed at most every ``ttl_s`` (a broker round trip per probe is too many)."""
-
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._at = -1e9
-        self._value: Any = None
-        self._lock = threading.Lock()
-
-    def get(self, compute: Any) -> Any:
-        with self._lock:
-            if time.monotonic() - self._at >= self.ttl_s:
-                self._value = compute()
-                self._at = time.monotonic()
-            return self._value
 
 
 class CeleryEngine:
@@ -65,13 +51,19 @@ class CeleryEngine:
         self.storage = storage
         self.app: Celery = make_app(settings)
         self._closing = threading.Event()
-        self._reachable = _Cached(ANSWER_TTL_S)
-        self._depth = _Cached(ANSWER_TTL_S)
-        self._workers = _Cached(WORKERS_TTL_S)
-        self._started = False
+        self._answered_at = -1e9  # monotonic time of the broker's last answer
+        self._depth = -1
+        self._workers: int | None = None
+        self._first_answer = threading.Event()
+        self._started_at = time.monotonic()
+        self._probe = threading.Thread(target=self._probe_loop, name="pixelmill-broker-probe")
+        self._probe.daemon = True
+        self._unsent = 0  # images taken by submit and not yet handed to the broker
+        self.enqueue_error: str | None = None
 
     def start(self) -> CeleryEngine:
-        self._started = True
+        self._started_at = time.monotonic()
+        self._probe.start()
         return self
 
     def submit(self, job: ImageJob) -> None:
@@ -81,16 +73,22 @@ class CeleryEngine:
         a stop leaves the spool file, so the next start sends it again.
         """
         delay = 0.2
-        while True:
-            if self._closing.is_set():
-                raise RuntimeError("the engine is shutting down")
-            try:
-                self._enqueue(job)
-                break
-            except Exception as exc:
-                log.warning("could not enqueue image %s (retrying): %s", job.job_id, exc)
-                self._closing.wait(delay)
-                delay = min(5.0, delay * 2)
+        self._unsent = 1
+        try:
+            while True:
+                if self._closing.is_set():
+                    raise RuntimeError("the engine is shutting down")
+                try:
+                    self._enqueue(job)
+                    break
+                except Exception as exc:
+                    self.enqueue_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("could not enqueue image %s (retrying): %s", job.job_id, exc)
+                    self._closing.wait(delay)
+                    delay = min(5.0, delay * 2)
+        finally:
+            self._unsent = 0
+        self.enqueue_error = None
         spool = Path(job.source)
         with contextlib.suppress(OSError):
             spool.unlink()
@@ -118,14 +116,21 @@ class CeleryEngine:
             self.app.close()
         return []
 
+    @property
+    def unsent(self) -> int:
+        """Images this service holds that the broker does not have yet (0 or 1: one feeder)."""
+        return self._unsent
+
     def is_alive(self) -> bool:
-        """True when the broker answers (checked at most once a second, bounded)."""
-        return bool(self._reachable.get(self._check_broker))
+        """True when the broker answered lately (asked in the background, see PROBE_*)."""
+        # Only in the first seconds after start may a probe wait (for the first answer).
+        self._first_answer.wait(max(0.0, self._started_at + FIRST_ANSWER_WAIT_S - time.monotonic()))
+        return time.monotonic() - self._answered_at <= ANSWER_STALE_S
 
     @property
     def queued(self) -> int:
         """Messages waiting in the broker's queue (-1 when it does not answer)."""
-        return int(self._depth.get(self._queue_depth))
+        return self._depth if self.is_alive() else -1
 
     @property
     def in_flight(self) -> int:
@@ -134,8 +139,20 @@ class CeleryEngine:
 
     def live_workers(self) -> int | None:
         """Workers answering a ping on this queue's control exchange (None if unknown)."""
-        value = self._workers.get(self._ping)
-        return None if value is None else int(value)
+        return self._workers if self.is_alive() else None
+
+    def _probe_loop(self) -> None:
+        """Ask the broker every second (workers every 5 s) until the engine closes."""
+        pinged_at = -1e9
+        while not self._closing.is_set():
+            if self._check_broker():
+                self._depth = self._queue_depth()
+                if time.monotonic() - pinged_at >= WORKERS_EVERY_S:
+                    self._workers = self._ping()
+                    pinged_at = time.monotonic()
+                self._answered_at = time.monotonic()
+            self._first_answer.set()
+            self._closing.wait(PROBE_INTERVAL_S)
 
     def _check_broker(self) -> bool:
         try:

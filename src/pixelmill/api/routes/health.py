@@ -31,4 +31,6 @@ async def healthz(service: ServiceDep) -> JSONResponse:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 async def metrics(service: ServiceDep) -> Response:
-    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    # In a thread: with the celery engine a scrape reads the shared store's counts.
+    body = await run_in_threadpool(service.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
