@@ -3,6 +3,7 @@ a storage that is down, and claims left by dead processes. Real service, real wo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from api_server import app_client
 from celery_helpers import REDIS_URL, celery_env, celery_workers, cleanup_celery
 from pixelmill.config import Settings
 from pixelmill.engine import celery_worker
+from pixelmill.storage import open_storage
 from pixelmill.store import RedisBatchStore
 from s3_server import S3Server
 
@@ -233,3 +235,57 @@ def test_health_and_metrics_answer_at_once_when_the_broker_hangs(
                 "the unsent image",
             )
             assert health["status"] == "unavailable" and "s3cret" not in str(health)
+
+
+def stored_originals(env: dict[str, str]) -> list[Path]:
+    folder = Path(env["PIXELMILL_STORAGE"].removeprefix("file://")) / "originals"
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def test_cancelled_images_let_go_of_their_originals_with_no_worker_running(
+    redis_env: dict[str, str],
+) -> None:
+    """No worker will ever take these messages: the cancel itself removes the originals
+    (they used to stay in storage until a worker came, if one ever did)."""
+    with service(redis_env) as client:
+        files = [upload(f"{i}.jpg", small_jpeg(60 + i)) for i in range(3)]
+        batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+        wait_until(lambda: client.get("/healthz").json()["queued"] == 3, 10, "3 messages")
+        assert len(stored_originals(redis_env)) == 3
+        cancelled = client.post(f"/v1/batches/{batch_id}/cancel").json()
+        assert cancelled["status"] == "cancelled" and cancelled["cancelled"] == 3
+        assert stored_originals(redis_env) == []
+
+
+def test_an_upload_of_bytes_whose_original_is_being_deleted_stores_it_again(
+    redis_env: dict[str, str],
+) -> None:
+    """The last image of some bytes lets go of the original (count 0) just as the same bytes
+    are uploaded again: the upload waits for the delete, then stores the original, and
+    its worker finds it (it used to be deleted under the new image: "original is gone")."""
+    data = small_jpeg(91)
+    sha = hashlib.sha256(data).hexdigest()
+    settings = settings_of(redis_env)
+    store = RedisBatchStore(REDIS_URL, prefix=redis_env["PIXELMILL_REDIS_PREFIX"])
+    storage = open_storage(settings)
+    store.hold_original(sha, "earlier-image")
+    source = Path(redis_env["PIXELMILL_DATA_DIR"]).parent / "earlier.jpg"
+    source.write_bytes(data)
+    storage.put_original(sha, source)
+    try:
+        # The earlier image's worker: the count reaches 0, it is about to delete.
+        assert store.release_original(sha, "earlier-image") == 0
+        with service(redis_env) as client:
+            batch_id = client.post("/v1/batches", files=[upload("again.jpg", data)]).json()[
+                "batch_id"
+            ]
+            time.sleep(0.5)  # the new upload is held back while the delete runs
+            storage.delete_original(sha)
+            store.original_deleted(sha)
+            with celery_workers(redis_env):
+                status = wait_for_batch(client, batch_id, timeout_s=30)
+    finally:
+        store.close()
+    image = status["images"][0]
+    assert image["status"] == "done", image
+    assert stored_originals(redis_env) == []

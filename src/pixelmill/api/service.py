@@ -255,7 +255,16 @@ class BatchService:
             )
         if transition.batch_finished:
             self._schedule_webhook(batch_id)
-        return self.get_batch(batch_id)
+        record = self.get_batch(batch_id)
+        if self.celery is not None:
+            self.celery.engine.release_cancelled(
+                [
+                    (i.image_id, i.sha256)
+                    for i in record.images
+                    if i.status is ImageStatus.CANCELLED and i.sha256
+                ]
+            )
+        return record
 
     def wait_for_image(self, batch_id: str, image_id: str, timeout_s: float) -> ImageRecord:
         """The image once final, or as it is when ``timeout_s`` runs out."""

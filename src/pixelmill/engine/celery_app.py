@@ -17,6 +17,8 @@ from celery import Celery
 
 from pixelmill.config import Settings
 from pixelmill.core.specs import Limits, OutputFormat, Preset, RenderSpec
+from pixelmill.storage import Storage
+from pixelmill.store.base import WorkCoordination
 
 TASK_NAME = "pixelmill.render_image"
 # Seconds the hard time limit leaves after the soft one: the task's own clean-up, then kill.
@@ -76,6 +78,17 @@ def make_app(settings: Settings) -> Celery:
         task_time_limit=soft_limit + HARD_LIMIT_GRACE_S,
     )
     return app
+
+
+def drop_original(store: WorkCoordination, storage: Storage, sha256: str, image_id: str) -> None:
+    """``image_id`` is final: the last image needing ``originals/<sha256>`` deletes it, under
+    the store's lock, so an upload of the same bytes meanwhile stores it again after."""
+    if store.release_original(sha256, image_id) != 0:
+        return
+    try:
+        storage.delete_original(sha256)
+    finally:
+        store.original_deleted(sha256)
 
 
 def redact_url(url: str | None) -> str:

@@ -19,7 +19,7 @@ from celery import Celery
 from pixelmill.config import Settings
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageJob
-from pixelmill.engine.celery_app import TASK_NAME, make_app, spec_to_dict
+from pixelmill.engine.celery_app import TASK_NAME, drop_original, make_app, spec_to_dict
 from pixelmill.storage import Storage
 from pixelmill.store.base import WorkCoordination
 
@@ -33,6 +33,9 @@ WORKERS_EVERY_S = 5.0
 ANSWER_STALE_S = 10.0
 FIRST_ANSWER_WAIT_S = 2.0
 PING_TIMEOUT_S = 0.5
+# The longest an upload waits for an earlier image's delete of the same original (the lock's
+# expiry frees it sooner if that deleter died).
+ORIGINAL_DELETE_WAIT_S = 60.0
 
 
 class CeleryEngine:
@@ -96,8 +99,17 @@ class CeleryEngine:
             spool.parent.rmdir()  # the batch's spool folder, once its last file is gone
 
     def _enqueue(self, job: ImageJob) -> None:
-        self.store.hold_original(job.sha256, job.job_id)
+        deadline = time.monotonic() + ORIGINAL_DELETE_WAIT_S
+        while not self.store.hold_original(job.sha256, job.job_id):
+            # An earlier image of these bytes is deleting the original: store it after.
+            if time.monotonic() > deadline or self._closing.wait(0.05):
+                break
         self.storage.put_original(job.sha256, Path(job.source))
+        if self.store.is_batch_cancelled(job.batch_id):
+            # Cancelled while it waited here: its message would wait for a worker to let go
+            # of the original; nothing else would.
+            drop_original(self.store, self.storage, job.sha256, job.job_id)
+            return
         self.app.send_task(
             TASK_NAME,
             args=[job.batch_id, job.job_id, job.sha256, self.spec_message],
@@ -106,8 +118,17 @@ class CeleryEngine:
         )
 
     def cancel_batch(self, batch_id: str) -> None:
-        """Nothing to do here: workers read the batch's cancel from the store before they
-        start an image and between renditions."""
+        """Nothing to do before the store's cancel: workers read the batch's cancel from the
+        store before they start an image and between renditions."""
+
+    def release_cancelled(self, images: list[tuple[str, str]]) -> None:
+        """After the store's cancel: the originals of the images it cancelled (``(image_id,
+        sha256)``) go now, not when a worker takes their messages (maybe never)."""
+        for image_id, sha256 in images:
+            try:
+                drop_original(self.store, self.storage, sha256, image_id)
+            except Exception as exc:  # a leftover original costs space; the worker retries
+                log.warning("could not release the original of image %s: %s", image_id, exc)
 
     def shutdown(self, *, cancel_pending: bool = False) -> list[ImageJob]:
         """Stop sending; messages already sent stay with the broker and its workers."""

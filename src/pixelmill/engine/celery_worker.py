@@ -31,7 +31,13 @@ from pixelmill.core.manifest import render_result_from_manifest
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine import task as render_task
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
-from pixelmill.engine.celery_app import TASK_NAME, make_app, redact_url, spec_from_dict
+from pixelmill.engine.celery_app import (
+    TASK_NAME,
+    drop_original,
+    make_app,
+    redact_url,
+    spec_from_dict,
+)
 from pixelmill.engine.records import finish_fields
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
@@ -115,8 +121,7 @@ def finish(ctx: WorkerContext, outcome: ImageOutcome) -> None:
 def release_original(ctx: WorkerContext, sha256: str, image_id: str) -> None:
     """The image is final: the last image needing ``originals/<sha256>`` removes it."""
     try:
-        if ctx.store.release_original(sha256, image_id) == 0:
-            ctx.storage.delete_original(sha256)
+        drop_original(ctx.store, ctx.storage, sha256, image_id)
     except Exception as exc:  # a leftover original costs space, not correctness
         log.warning("could not release the original of image %s: %s", image_id, exc)
 

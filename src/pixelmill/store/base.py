@@ -203,11 +203,16 @@ class WorkCoordination(Protocol):
 
     def is_batch_cancelled(self, batch_id: str) -> bool: ...
 
-    def hold_original(self, sha256: str, image_id: str) -> None:
-        """Record that ``image_id`` needs ``originals/<sha256>`` until it is final."""
+    def hold_original(self, sha256: str, image_id: str) -> bool:
+        """Record that ``image_id`` needs ``originals/<sha256>`` until it is final; False while
+        the previous last holder deletes it (store it only after ``original_deleted``)."""
 
     def release_original(self, sha256: str, image_id: str) -> int:
-        """``image_id`` no longer needs the original; returns how many images still do."""
+        """``image_id`` no longer needs the original; returns how many images still do (at
+        0 the caller deletes it, then calls ``original_deleted``)."""
+
+    def original_deleted(self, sha256: str) -> None:
+        """The delete asked for by ``release_original`` is over."""
 
     def owed_callbacks(self, limit: int = 100) -> list[str]:
         """Batches that finished with a callback_url whose callback is not settled yet."""

@@ -4,6 +4,7 @@ Mixed into ``RedisBatchStore`` (the ``WorkCoordination`` protocol). Keys, under 
 
     {prefix}claim:{sha256}            string: the image id rendering that content (expires)
     {prefix}original:{sha256}         set: image ids that still need originals/<sha256>
+    {prefix}original_deleting:{sha256} string: the last holder is deleting it (expires)
     {prefix}callback_lease:{batch}    string: the service sending that callback (expires)
 
 and, written by the batch scripts themselves, ``{prefix}stats`` and ``{prefix}callbacks_owed``.
@@ -47,11 +48,25 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
-# KEYS: originals set. ARGV: image id. Returns how many images still hold the original.
+# KEYS: originals set, delete lock. ARGV: image id, lock ms. Returns how many images still
+# hold the original; at 0 the caller deletes it, under the lock (see hold_original).
 RELEASE_ORIGINAL = """
 redis.call('SREM', KEYS[1], ARGV[1])
-return redis.call('SCARD', KEYS[1])
+local left = redis.call('SCARD', KEYS[1])
+if left == 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
+return left
 """
+
+# KEYS: originals set, delete lock. ARGV: image id, ttl s. 1: the original may be stored now;
+# 0: a release is deleting it, store it once that is over (the hold is recorded either way).
+HOLD_ORIGINAL = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+return 1
+"""
+# A deleter that dies frees the original's lock after this; a delete takes far less.
+ORIGINAL_DELETE_LOCK_S = 60
 
 
 @unavailable_on(redis.ConnectionError, redis.TimeoutError)
@@ -101,18 +116,29 @@ class RedisCoordination:
         status = self._client.hget(f"{self.prefix}batch:{batch_id}", "status")
         return status == "cancelled"
 
-    def hold_original(self, sha256: str, image_id: str) -> None:
-        """Record that ``image_id`` needs ``originals/<sha256>`` until it is final."""
-        key = f"{self.prefix}original:{sha256}"
-        pipe = self._client.pipeline()
-        pipe.sadd(key, image_id)
-        pipe.expire(key, self.ttl_s)  # a hold nobody releases does not outlive its batch
-        pipe.execute()
+    def _original_keys(self, sha256: str) -> list[str]:
+        return [f"{self.prefix}original:{sha256}", f"{self.prefix}original_deleting:{sha256}"]
+
+    def hold_original(self, sha256: str, image_id: str) -> bool:
+        """Record that ``image_id`` needs ``originals/<sha256>`` until it is final. False: the
+        last holder is deleting it right now; store the original only once
+        ``original_deleted`` (or the lock's expiry) says the delete is over."""
+        keys = self._original_keys(sha256)
+        # A hold nobody releases does not outlive its batch.
+        return bool(
+            self._script("hold_original", HOLD_ORIGINAL)(keys=keys, args=[image_id, self.ttl_s])
+        )
 
     def release_original(self, sha256: str, image_id: str) -> int:
-        """``image_id`` no longer needs the original; returns how many images still do."""
-        keys = [f"{self.prefix}original:{sha256}"]
-        return int(self._script("release_original", RELEASE_ORIGINAL)(keys=keys, args=[image_id]))
+        """``image_id`` no longer needs the original; returns how many images still do. At 0
+        the caller deletes the original, then calls ``original_deleted``."""
+        keys = self._original_keys(sha256)
+        args: list[str | int] = [image_id, ORIGINAL_DELETE_LOCK_S * 1000]
+        return int(self._script("release_original", RELEASE_ORIGINAL)(keys=keys, args=args))
+
+    def original_deleted(self, sha256: str) -> None:
+        """The delete ``release_original`` asked for is over: the original may be stored again."""
+        self._client.delete(self._original_keys(sha256)[1])
 
     def owed_callbacks(self, limit: int = 100) -> list[str]:
         """Batches that finished with a callback_url whose callback is not settled, oldest first."""
