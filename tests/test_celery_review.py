@@ -23,7 +23,7 @@ import redis
 
 from api_helpers import slow_jpeg, small_jpeg, upload, wait_for_batch
 from api_server import app_client
-from celery_helpers import REDIS_URL, celery_env, celery_workers, cleanup_celery
+from celery_helpers import REDIS_URL, celery_env, celery_workers, cleanup_celery, require_broker
 from pixelmill.config import Settings
 from pixelmill.engine import celery_worker
 from pixelmill.storage import open_storage
@@ -289,3 +289,27 @@ def test_an_upload_of_bytes_whose_original_is_being_deleted_stores_it_again(
     image = status["images"][0]
     assert image["status"] == "done", image
     assert stored_originals(redis_env) == []
+
+
+def test_a_broker_that_refuses_the_login_stops_the_worker_with_one_line(tmp_path: Path) -> None:
+    """Wrong credentials are a setting to fix: one line without the password, exit 2 (it
+    was Celery's traceback and exit 1)."""
+    require_broker("amqp")
+    env = {
+        **os.environ,
+        "PIXELMILL_ENGINE": "celery",
+        "PIXELMILL_BROKER_URL": "amqp://guest:hunter2@127.0.0.1:5672//",
+        "PIXELMILL_STORE": REDIS_URL,
+        "PIXELMILL_DATA_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pixelmill", "worker", "--concurrency", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ACCESS_REFUSED" in lines[0], done.stderr
+    assert "hunter2" not in done.stderr + done.stdout

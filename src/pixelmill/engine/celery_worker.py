@@ -342,6 +342,23 @@ def _say_ready(**_: Any) -> None:
     print(READY_LINE, file=sys.stderr, flush=True)
 
 
+# What a broker says when it refuses the login or the vhost: a setting to fix, not an outage.
+_REFUSALS = ("ACCESS_REFUSED", "NOT_ALLOWED", "WRONGPASS", "NOAUTH", "invalid password")
+
+
+def broker_refusal(app: Celery) -> str | None:
+    """Why the broker refuses this worker (credentials, vhost), or None: it answers, or it
+    is not up yet (then Celery keeps trying, as a worker started before its broker should)."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=5)
+    except Exception as exc:
+        text = str(exc)
+        if any(marker.lower() in text.lower() for marker in _REFUSALS):
+            return text
+    return None
+
+
 def run_worker(settings: Settings, concurrency: int) -> int:
     """Run a worker until SIGTERM (warm shutdown: running images finish); the exit code."""
     global _settings, _context
@@ -354,6 +371,11 @@ def run_worker(settings: Settings, concurrency: int) -> int:
     # The soft time limit must reach the task (the image ends ``timeout``), not be logged as
     # an internal error by the render's catch-all. Set before the pool forks.
     render_task.set_passthrough(SoftTimeLimitExceeded)
+    refusal = broker_refusal(app)
+    if refusal is not None:  # one line and exit 2, not Celery's traceback and exit 1
+        url = redact_url(settings.broker_url)
+        print(f"error: the broker {url} refuses this worker: {refusal}", file=sys.stderr)
+        return 2
     worker_ready.connect(_say_ready, weak=False)
     logging.getLogger("celery.app.trace").addFilter(_RejectWithoutTraceback())
     storage = open_storage(settings)
