@@ -4,6 +4,7 @@ a storage that is down, and claims left by dead processes. Real service, real wo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from pixelmill.engine import celery_worker
 from pixelmill.storage import open_storage
 from pixelmill.store import RedisBatchStore
 from s3_server import S3Server
+from webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.slow
 
@@ -313,3 +315,42 @@ def test_a_broker_that_refuses_the_login_stops_the_worker_with_one_line(tmp_path
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "ACCESS_REFUSED" in lines[0], done.stderr
     assert "hunter2" not in done.stderr + done.stdout
+
+
+def test_sigterm_during_a_render_lets_it_finish_and_exits_0(redis_env: dict[str, str]) -> None:
+    """Warm shutdown: the image being rendered ends ``done``, the worker exits 0, and the
+    image queued behind it stays in the broker for the next worker."""
+    files = [upload("slow.jpg", slow_jpeg(31, (2000, 1400))), upload("b.jpg", small_jpeg(32))]
+    with celery_workers(redis_env) as workers, service(redis_env) as client:
+        batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+        wait_until(
+            lambda: (
+                client.get(f"/v1/batches/{batch_id}").json()["images"][0]["status"] == "processing"
+            ),
+            30,
+            "the slow render",
+        )
+        assert workers[0].stop() == 0, workers[0].log()
+        first = client.get(f"/v1/batches/{batch_id}").json()["images"]
+        assert first[0]["status"] == "done", first
+        assert first[1]["status"] == "pending", first
+        with celery_workers(redis_env):
+            assert wait_for_batch(client, batch_id)["completed"] == 2
+
+
+def test_a_callback_cut_short_by_a_stop_is_sent_by_the_next_service_at_once(
+    redis_env: dict[str, str],
+) -> None:
+    """The receiver fails, the service stops between attempts: the next service sends the
+    callback at its start (it used to wait two minutes for the stopped one's lease)."""
+    with webhook_receiver() as receiver:
+        receiver.answers = [500] * 10
+        with service(redis_env) as client:
+            files = [upload("bad.jpg", b"not an image")]  # the batch is over at once
+            created = client.post("/v1/batches", files=files, data={"callback_url": receiver.url})
+            receiver.wait_for(1)
+        receiver.answers = []
+        count = len(receiver.calls)
+        with service(redis_env):
+            calls = receiver.wait_for(count + 1, timeout_s=15)
+    assert json.loads(calls[-1].body)["batch_id"] == created.json()["batch_id"]

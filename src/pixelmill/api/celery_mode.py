@@ -67,6 +67,8 @@ class OwedCallbacks:
         try:
             if settled:
                 self._store.settle_callback(batch_id)
+            else:  # cut short by a stop: the next service need not wait for the lease
+                self._store.release_callback_lease(batch_id, self._owner)
         except Exception as exc:  # still owed: sent again later (at least once)
             log.warning("could not settle the callback of batch %s: %s", batch_id, exc)
         finally:

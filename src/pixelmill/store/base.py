@@ -220,6 +220,9 @@ class WorkCoordination(Protocol):
     def lease_callback(self, batch_id: str, owner: str, ttl_s: float) -> bool:
         """Take the sending of a callback for ``ttl_s`` (one service sends it at a time)."""
 
+    def release_callback_lease(self, batch_id: str, owner: str) -> None:
+        """``owner`` stops sending the callback (a shutdown): another service may send it."""
+
     def settle_callback(self, batch_id: str) -> None:
         """The callback was delivered or given up: no longer owed."""
 

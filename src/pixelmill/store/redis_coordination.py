@@ -151,6 +151,11 @@ class RedisCoordination:
         taken = self._client.set(key, owner, nx=True, px=int(ttl_s * 1000))
         return bool(taken) or self._client.get(key) == owner
 
+    def release_callback_lease(self, batch_id: str, owner: str) -> None:
+        """``owner`` stops sending the callback (a shutdown): another service may send it."""
+        keys = [f"{self.prefix}callback_lease:{batch_id}"]
+        self._script("release", RELEASE)(keys=keys, args=[owner])
+
     def settle_callback(self, batch_id: str) -> None:
         """The callback was delivered or given up: no longer owed."""
         pipe = self._client.pipeline()
