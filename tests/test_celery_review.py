@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -26,7 +25,7 @@ from api_helpers import slow_jpeg, small_jpeg, upload, wait_for_batch
 from api_server import app_client
 from celery_helpers import REDIS_URL, celery_env, celery_workers, cleanup_celery, require_broker
 from pixelmill.config import Settings
-from pixelmill.engine import celery_worker
+from pixelmill.engine import celery_claims
 from pixelmill.storage import open_storage
 from pixelmill.store import RedisBatchStore
 from s3_server import S3Server
@@ -168,18 +167,17 @@ def test_a_claim_left_by_a_dead_process_of_this_machine_is_taken_over(
     """A pool process killed mid-render leaves its claim; the redelivery on this machine
     takes it over at once instead of waiting for it to expire. A live holder keeps it."""
     store = RedisBatchStore(REDIS_URL, prefix=redis_env["PIXELMILL_REDIS_PREFIX"])
-    ctx: Any = SimpleNamespace(store=store)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(10)
-    machine = celery_worker.MACHINE_ID
+    machine = celery_claims.MACHINE_ID
     try:
         store.claim_content("a" * 64, f"img1:{machine}:{dead.pid}:n1", 60)
-        assert celery_worker.take_claim(ctx, "a" * 64, f"img1:{machine}:{os.getpid()}:n2")
+        assert celery_claims.take_claim(store, "a" * 64, f"img1:{machine}:{os.getpid()}:n2")
         assert store.claim_holder("a" * 64) == f"img1:{machine}:{os.getpid()}:n2"
         # A live holder (this process), or one on another machine, is waited for.
-        assert not celery_worker.take_claim(ctx, "a" * 64, f"img1:{machine}:1:n3")
+        assert not celery_claims.take_claim(store, "a" * 64, f"img1:{machine}:1:n3")
         store.claim_content("b" * 64, f"img2:elsewhere:{dead.pid}:n1", 60)
-        assert not celery_worker.take_claim(ctx, "b" * 64, f"img2:{machine}:1:n2")
+        assert not celery_claims.take_claim(store, "b" * 64, f"img2:{machine}:1:n2")
     finally:
         store.close()
 

@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import sys
-import threading
 import time
 import uuid
 import warnings
@@ -38,6 +37,7 @@ from pixelmill.engine.celery_app import (
     redact_url,
     spec_from_dict,
 )
+from pixelmill.engine.celery_claims import ClaimHeartbeat, claim_owner, take_claim
 from pixelmill.engine.records import finish_fields
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
@@ -47,8 +47,6 @@ from pixelmill.store import RedisBatchStore, open_store
 log = logging.getLogger(__name__)
 
 READY_LINE = "pixelmill worker ready"
-CLAIM_TTL_S = 15.0
-CLAIM_REFRESH_S = 3.0
 CLAIM_RETRY_S = 0.5
 CANCEL_CHECK_INTERVAL_S = 0.25
 RUNS_ALLOWED = 2  # a third delivery means two runs died under this image
@@ -126,30 +124,6 @@ def release_original(ctx: WorkerContext, sha256: str, image_id: str) -> None:
         log.warning("could not release the original of image %s: %s", image_id, exc)
 
 
-class ClaimHeartbeat:
-    """Keeps a content claim alive while its render runs (it expires if this process dies)."""
-
-    def __init__(self, ctx: WorkerContext, sha256: str, owner: str) -> None:
-        self._ctx, self._sha256, self._owner = ctx, sha256, owner
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pixelmill-claim", daemon=True)
-
-    def __enter__(self) -> ClaimHeartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        with contextlib.suppress(Exception):
-            self._ctx.store.release_claim(self._sha256, self._owner)
-
-    def _run(self) -> None:
-        while not self._stop.wait(CLAIM_REFRESH_S):
-            with contextlib.suppress(Exception):  # a blip: the next beat tries again
-                self._ctx.store.refresh_claim(self._sha256, self._owner, CLAIM_TTL_S)
-
-
 def cancel_check(ctx: WorkerContext, batch_id: str) -> Callable[[], bool]:
     """ "Is the batch cancelled?" read from the store at most every 0.25 s."""
     last = [0.0, False]
@@ -181,11 +155,11 @@ def render_image(
     # One owner per delivery: a duplicate message of this very image (a redelivery while
     # the first still renders) must wait like any other image of these bytes.
     owner = claim_owner(image_id)
-    if not with_store_retry("claim", lambda: take_claim(ctx, sha256, owner)):
+    if not with_store_retry("claim", lambda: take_claim(ctx.store, sha256, owner)):
         # Another worker renders these bytes: free this slot, look again shortly.
         raise task.retry(countdown=CLAIM_RETRY_S, max_retries=None)
     spec_obj = spec_from_dict(spec)
-    with ClaimHeartbeat(ctx, sha256, owner):
+    with ClaimHeartbeat(ctx.store, sha256, owner):
         ran_before = image.status is ImageStatus.PROCESSING
         try:
             outcome = _render_claimed(ctx, job, spec_obj, ran_before)
@@ -198,48 +172,6 @@ def render_image(
             time.sleep(STORAGE_DOWN_BACKOFF_S)
             raise Reject(f"storage unavailable: {exc}", requeue=True) from exc
     finish(ctx, outcome)
-
-
-def claim_owner(image_id: str) -> str:
-    """``image:machine:pid:nonce``: unique per delivery, and says which process holds it."""
-    return f"{image_id}:{MACHINE_ID}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-
-
-def take_claim(ctx: WorkerContext, sha256: str, owner: str) -> bool:
-    """Claim ``sha256``; a claim left by a dead process of this machine is taken over (a
-    pool process killed mid-render: its redelivery need not wait for the claim to expire)."""
-    if ctx.store.claim_content(sha256, owner, CLAIM_TTL_S):
-        return True
-    holder = ctx.store.claim_holder(sha256)
-    parts = (holder or "").split(":")
-    if len(parts) != 4 or parts[1] != MACHINE_ID or not parts[2].isdigit():
-        return False
-    if _process_alive(int(parts[2])):
-        return False
-    ctx.store.release_claim(sha256, holder or "")  # compare and delete: only that holder's
-    return bool(ctx.store.claim_content(sha256, owner, CLAIM_TTL_S))
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _machine_id() -> str:
-    """This boot of this machine and its host name: the processes whose pids ``os.kill``
-    can check (containers on one machine share the boot, not the host name or the pids)."""
-    boot = ""
-    with contextlib.suppress(OSError):
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
-    return f"{boot}@{socket.gethostname()}".replace(":", "_")
-
-
-MACHINE_ID = _machine_id()
 
 
 def _render_claimed(
