@@ -1,7 +1,7 @@
 """The S3 sibling: renditions, manifests and originals in an S3-compatible bucket (boto3).
 
 Keys are the folder layout under an optional prefix. A render writes into a scratch folder
-of its own process (``<data>/tmp/s3/<sha>-<pid>``); ``publish`` uploads the renditions, then
+of its own (``<data>/tmp/s3/<sha>-<pid>-<thread>``); ``publish`` uploads the renditions, then
 the manifest LAST, then empties the scratch folder. The manifest is therefore authoritative:
 ``missing_renditions`` reads it alone (one GET), and serving lists nothing it does not list.
 
@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from pixelmill.core.encode import TEMP_PREFIX
 from pixelmill.core.manifest import MANIFEST_NAME, upgrade_manifest
@@ -40,6 +41,7 @@ from pixelmill.storage.base import (
     rendition_key,
     renditions_to_render,
 )
+from pixelmill.storage.scratch import is_stale, remove_tree, writer_of
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
+MAX_MANIFEST_BYTES = 1024 * 1024
+WRITER_META = "pixelmill-writer"  # x-amz-meta-pixelmill-writer: who uploaded an object
 DEFAULT_REGION = "us-east-1"
 _NOT_THERE = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -131,12 +135,17 @@ class S3Object(StoredObject):
         started); the returned iterator streams the body."""
         client, bucket = self.storage.client, self.storage.bucket
         with self.storage.reaching("read a rendition"):
+            # IfMatch: an object replaced since its HEAD (a re-render) is not sent under the
+            # size and ETag of the old one.
             if start == 0 and end is None:
-                body = client.get_object(Bucket=bucket, Key=self.key)["Body"]
+                response = client.get_object(Bucket=bucket, Key=self.key, IfMatch=self.etag)
             else:
                 last = "" if end is None else str(end)
                 wanted = f"bytes={start}-{last}"
-                body = client.get_object(Bucket=bucket, Key=self.key, Range=wanted)["Body"]
+                response = client.get_object(
+                    Bucket=bucket, Key=self.key, Range=wanted, IfMatch=self.etag
+                )
+            body = response["Body"]
         return _streamed(body, self.storage)
 
 
@@ -207,23 +216,31 @@ class S3Storage:
     # -- renditions ------------------------------------------------------------------------
 
     def local_dir(self, sha256: str) -> Path:
-        """This process's scratch folder for the image (two processes never share one)."""
+        """This task's scratch folder for the image: ``<sha>-<pid>-<thread>``, so two renders
+        of one image (two processes, or two threads of one) never share one."""
         rendition_key(sha256, "")  # checks the digest
-        return self.scratch_root / f"{sha256}-{os.getpid()}"
+        return self.scratch_root / f"{sha256}-{os.getpid()}-{threading.get_ident()}"
 
     def read_manifest(self, sha256: str) -> dict[str, Any] | None:
         try:
             with self.reaching("read a manifest"):
                 response = self.client.get_object(Bucket=self.bucket, Key=self.key(
                     manifest_key(sha256)))  # fmt: skip
-                body = response["Body"].read()
+                with contextlib.closing(response["Body"]) as stream:
+                    # Anyone with write access to the bucket may put anything there: a
+                    # manifest of ours is a few kB, a bigger one is not read into memory.
+                    body = stream.read(MAX_MANIFEST_BYTES + 1)
         except StorageUnavailable as exc:
             if _error_code(exc.__cause__) in _NOT_THERE:
                 return None
             raise
+        if len(body) > MAX_MANIFEST_BYTES:
+            log.warning("%s: ignoring the manifest of %s (over %d bytes)", self.describe(),
+                        sha256, MAX_MANIFEST_BYTES)  # fmt: skip
+            return None
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested beyond reason
             return None
         return upgrade_manifest(data) if isinstance(data, dict) else None
 
@@ -235,52 +252,75 @@ class S3Storage:
         return self._head(self.key(rendition_key(sha256, filename))) is not None
 
     def publish(self, sha256: str, folder: Path, filenames: Iterable[str]) -> None:
-        """Upload each rendition, then the manifest LAST, then empty the scratch folder."""
+        """Upload each rendition, then the manifest LAST, then empty the scratch folder.
+
+        Each object names its writer (``folder``): a failed run removes only what it wrote,
+        never what a render of the same image elsewhere uploaded and is about to list.
+        """
+        writer = writer_of(folder)
         for name in filenames:
             extension = name.rpartition(".")[2]
             self._upload(folder / name, rendition_key(sha256, name), MEDIA_TYPES[extension],
-                         IMMUTABLE)  # fmt: skip
+                         IMMUTABLE, writer)  # fmt: skip
         # A manifest grows when presets are added: caches revalidate it.
         self._upload(folder / MANIFEST_NAME, manifest_key(sha256), MANIFEST_MEDIA_TYPE,
-                     "no-cache")  # fmt: skip
+                     "no-cache", writer)  # fmt: skip
         shutil.rmtree(folder, ignore_errors=True)
 
-    def _upload(self, path: Path, relative: str, content_type: str, cache: str) -> None:
+    def _upload(self, path: Path, relative: str, content_type: str, cache: str,
+                writer: str) -> None:  # fmt: skip
         with self.reaching(f"store {relative}"), open(path, "rb") as body:
             self.client.put_object(Bucket=self.bucket, Key=self.key(relative), Body=body,
-                                   ContentType=content_type, CacheControl=cache)  # fmt: skip
+                                   ContentType=content_type, CacheControl=cache,
+                                   Metadata={WRITER_META: writer})  # fmt: skip
 
     def discard_unlisted(self, sha256: str, names: Iterable[str]) -> int:
-        """Remove the scratch folder, and every stored one of ``names`` the manifest does not
-        list (one LIST, then a DELETE each). An unreadable manifest keeps everything."""
-        removed = self.remove_temp_files(sha256)
+        """After a run that did not finish (here, or in a process that died): remove its
+        scratch folder, and what of ``names`` it uploaded that the manifest does not list
+        (one LIST, then a HEAD and a DELETE each). Objects of other writers stay: a render of
+        the same image in flight elsewhere lists them soon. An unreadable manifest keeps
+        everything."""
+        finished = [f for f in self.scratch_root.glob(f"{sha256}-*") if is_stale(f)]
+        removed = 0
+        try:
+            removed = self._remove_unlisted(sha256, names, {writer_of(f) for f in finished})
+        finally:
+            for folder in finished:
+                removed += remove_tree(folder)
+        return removed
+
+    def _remove_unlisted(self, sha256: str, names: Iterable[str], writers: set[str]) -> int:
+        unlisted = {n for n in names if is_plain_filename(n)}
+        if not writers or not unlisted:
+            return 0
         manifest = self.read_manifest(sha256)
         listed = listed_files(manifest) if manifest is not None else set()
         if listed is None:
-            return removed
-        unlisted = {n for n in names if is_plain_filename(n)} - listed
-        if not unlisted:
-            return removed
+            return 0
+        unlisted -= listed
         folder = self.key(rendition_key(sha256, ""))
         with self.reaching("list an image's renditions"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=folder
             )
             stored = {obj["Key"] for page in pages for obj in page.get("Contents", [])}
+        removed = 0
         for name in sorted(unlisted):
             key = folder + name
-            if key in stored:
-                with self.reaching(f"remove {key}"):
-                    self.client.delete_object(Bucket=self.bucket, Key=key)
-                removed += 1
+            head = self._head(key) if key in stored else None
+            if head is None or head.get("Metadata", {}).get(WRITER_META) not in writers:
+                continue
+            with self.reaching(f"remove {key}"):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            removed += 1
         return removed
 
     def remove_temp_files(self, sha256: str) -> int:
         """Remove the image's scratch folders of this process and of dead ones."""
         removed = 0
         for folder in self.scratch_root.glob(f"{sha256}-*"):
-            if _is_stale(folder):
-                removed += _remove_tree(folder)
+            if is_stale(folder):
+                removed += remove_tree(folder)
         return removed
 
     def sweep_temp_files(self) -> int:
@@ -288,8 +328,8 @@ class S3Storage:
         removed = 0
         with contextlib.suppress(FileNotFoundError):
             for folder in self.scratch_root.iterdir():
-                if _is_stale(folder):
-                    removed += _remove_tree(folder)
+                if is_stale(folder):
+                    removed += remove_tree(folder)
         return removed
 
     def open_rendition(self, sha256: str, filename: str) -> StoredObject | None:
@@ -319,7 +359,8 @@ class S3Storage:
     def public_url(self, sha256: str, filename: str) -> str | None:
         if self.public_base is None:
             return None
-        return f"{self.public_base}/{self.key(rendition_key(sha256, filename))}"
+        # A prefix may hold spaces or non-ASCII letters: a header carries only a URL's form.
+        return f"{self.public_base}/{quote(self.key(rendition_key(sha256, filename)))}"
 
     # -- originals (the distributed engine's spool) ----------------------------------------
 
@@ -357,27 +398,3 @@ class S3Storage:
     def delete_original(self, sha256: str) -> None:
         with self.reaching("remove an original"):
             self.client.delete_object(Bucket=self.bucket, Key=self.key(original_key(sha256)))
-
-
-def _is_stale(folder: Path) -> bool:
-    """A scratch folder ``<sha>-<pid>`` of this process or of a process that is gone."""
-    pid_text = folder.name.rpartition("-")[2]
-    if not pid_text.isdigit():
-        return True
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _remove_tree(folder: Path) -> int:
-    """Remove ``folder`` and its files; returns how many files went."""
-    count = sum(1 for entry in folder.rglob("*") if entry.is_file())
-    shutil.rmtree(folder, ignore_errors=True)
-    return count

@@ -1,0 +1,49 @@
+"""Scratch folders of the S3 sibling: ``<data>/tmp/s3/<sha>-<pid>-<thread>``, one per render.
+
+A render writes its renditions and manifest there before uploading them. The name says whose
+it is, so a clean-up removes only folders no render uses any more (its own, or those of
+threads and processes that are gone), and an object in the bucket can name the folder it
+was uploaded from (its writer).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+
+def writer_of(folder: Path) -> str:
+    """Who uploads from a scratch folder: this host and the folder's ``<sha>-<pid>-<tid>``."""
+    return f"{socket.gethostname()}/{folder.name}"
+
+
+def is_stale(folder: Path) -> bool:
+    """A scratch folder ``<sha>-<pid>[-<thread>]`` no render is using any more: of this very
+    thread (the caller cleans up after itself), of a thread of ours that is gone, or of a
+    process that is gone."""
+    _, _, owner = folder.name.partition("-")
+    pid_text, _, thread_text = owner.partition("-")
+    if not pid_text.isdigit():
+        return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        if not thread_text.isdigit() or int(thread_text) == threading.get_ident():
+            return True
+        return int(thread_text) not in {t.ident for t in threading.enumerate()}
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_tree(folder: Path) -> int:
+    """Remove ``folder`` and its files; returns how many files went."""
+    count = sum(1 for entry in folder.rglob("*") if entry.is_file())
+    shutil.rmtree(folder, ignore_errors=True)
+    return count
