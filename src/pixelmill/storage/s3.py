@@ -6,8 +6,8 @@ the manifest LAST, then empties the scratch folder. The manifest is therefore au
 ``missing_renditions`` reads it alone (one GET), and serving lists nothing it does not list.
 
 The object crosses into worker processes (pickled with each task): it holds only strings
-and paths; its boto3 client lives in a per-process cache (``_client_for``), built lazily and
-rebuilt after a fork, so nothing unpicklable or fork-unsafe travels.
+and paths; its boto3 client lives in a per-process cache (``s3_client.client_for``), built
+lazily and rebuilt after a fork, so nothing unpicklable or fork-unsafe travels.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pixelmill.storage.base import (
     IMMUTABLE,
     MANIFEST_MEDIA_TYPE,
     MEDIA_TYPES,
+    SHA256_PATTERN,
     StorageUnavailable,
     StoredObject,
     is_plain_filename,
@@ -41,6 +42,7 @@ from pixelmill.storage.base import (
     rendition_key,
     renditions_to_render,
 )
+from pixelmill.storage.s3_client import NOT_THERE, client_for, default_region, error_code, reason
 from pixelmill.storage.scratch import is_stale, remove_tree, writer_of
 
 if TYPE_CHECKING:
@@ -51,76 +53,6 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 64 * 1024
 MAX_MANIFEST_BYTES = 1024 * 1024
 WRITER_META = "pixelmill-writer"  # x-amz-meta-pixelmill-writer: who uploaded an object
-DEFAULT_REGION = "us-east-1"
-_NOT_THERE = frozenset({"404", "NoSuchKey", "NotFound"})
-
-# One client per process and endpoint (building one costs tens of milliseconds; a client
-# must not cross a fork). Reset when the process id changes.
-_clients: dict[tuple[str | None, str], Any] = {}
-_clients_pid = 0
-_clients_lock = threading.Lock()
-
-
-def _client_for(endpoint_url: str | None, region: str) -> S3Client:
-    global _clients_pid
-    with _clients_lock:
-        if _clients_pid != os.getpid():
-            _clients.clear()
-            _clients_pid = os.getpid()
-        client = _clients.get((endpoint_url, region))
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                connect_timeout=5,
-                read_timeout=30,
-                retries={"max_attempts": 3, "mode": "standard"},
-                max_pool_connections=32,
-                # S3-compatible stores (SeaweedFS, MinIO) rarely resolve virtual hosts.
-                s3={"addressing_style": "path"} if endpoint_url else {},
-            )
-            session = boto3.session.Session()
-            client = session.client(
-                "s3", endpoint_url=endpoint_url, region_name=region, config=config
-            )
-            _clients[(endpoint_url, region)] = client
-        return client
-
-
-def default_region() -> str:
-    """The region of the usual AWS chain (AWS_REGION, AWS_DEFAULT_REGION, config), else
-    ``us-east-1`` (what S3-compatible stores expect)."""
-    import boto3
-
-    return boto3.session.Session().region_name or DEFAULT_REGION
-
-
-def _reason(exc: Exception) -> str:
-    """One line saying why a call failed."""
-    from botocore.exceptions import ClientError, NoCredentialsError
-
-    if isinstance(exc, NoCredentialsError):
-        return "no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "?")
-        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return f"access denied ({code}): check the credentials"
-        message = error.get("Message") or exc.response.get("ResponseMetadata", {}).get(
-            "HTTPStatusCode", ""
-        )
-        return f"{code} {message}".strip()
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _error_code(exc: BaseException | None) -> str:
-    """The S3 error code of a failed call ("NoSuchKey", "404", ...), or ""."""
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
 
 
 @dataclass(frozen=True)
@@ -179,7 +111,7 @@ class S3Storage:
 
     @property
     def client(self) -> S3Client:
-        return _client_for(self.endpoint_url, self.region)
+        return client_for(self.endpoint_url, self.region)
 
     def key(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative
@@ -197,7 +129,7 @@ class S3Storage:
         try:
             yield
         except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable(f"{self.describe()}: cannot {what}: {_reason(exc)}") from exc
+            raise StorageUnavailable(f"{self.describe()}: cannot {what}: {reason(exc)}") from exc
 
     def check(self) -> None:
         """HEAD the bucket: a missing bucket, refused credentials or a dead endpoint is one
@@ -207,11 +139,11 @@ class S3Storage:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as exc:
-            if _error_code(exc) in _NOT_THERE | {"NoSuchBucket"}:
-                reason = f"bucket {self.bucket!r} does not exist"
+            if error_code(exc) in NOT_THERE | {"NoSuchBucket"}:
+                why = f"bucket {self.bucket!r} does not exist"
             else:
-                reason = _reason(exc)
-            raise StorageUnavailable(f"storage {self.describe()}: {reason}") from exc
+                why = reason(exc)
+            raise StorageUnavailable(f"storage {self.describe()}: {why}") from exc
 
     # -- renditions ------------------------------------------------------------------------
 
@@ -231,7 +163,7 @@ class S3Storage:
                     # manifest of ours is a few kB, a bigger one is not read into memory.
                     body = stream.read(MAX_MANIFEST_BYTES + 1)
         except StorageUnavailable as exc:
-            if _error_code(exc.__cause__) in _NOT_THERE:
+            if error_code(exc.__cause__) in NOT_THERE:
                 return None
             raise
         if len(body) > MAX_MANIFEST_BYTES:
@@ -289,29 +221,33 @@ class S3Storage:
                 removed += remove_tree(folder)
         return removed
 
-    def _remove_unlisted(self, sha256: str, names: Iterable[str], writers: set[str]) -> int:
-        unlisted = {n for n in names if is_plain_filename(n)}
-        if not writers or not unlisted:
+    def _remove_unlisted(self, sha256: str, names: Iterable[str] | None, writers: set[str]) -> int:
+        """Delete the image's objects the manifest does not list, of ``names`` (None: any)
+        and uploaded by one of ``writers``."""
+        wanted = None if names is None else {n for n in names if is_plain_filename(n)}
+        if not writers or wanted == set():
             return 0
         manifest = self.read_manifest(sha256)
         listed = listed_files(manifest) if manifest is not None else set()
         if listed is None:
             return 0
-        unlisted -= listed
         folder = self.key(rendition_key(sha256, ""))
         with self.reaching("list an image's renditions"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=folder
             )
-            stored = {obj["Key"] for page in pages for obj in page.get("Contents", [])}
+            stored = {
+                obj["Key"][len(folder) :] for page in pages for obj in page.get("Contents", [])
+            }
         removed = 0
-        for name in sorted(unlisted):
-            key = folder + name
-            head = self._head(key) if key in stored else None
+        for name in sorted(stored - listed - {MANIFEST_NAME}):
+            if not is_plain_filename(name) or (wanted is not None and name not in wanted):
+                continue
+            head = self._head(folder + name)
             if head is None or head.get("Metadata", {}).get(WRITER_META) not in writers:
                 continue
-            with self.reaching(f"remove {key}"):
-                self.client.delete_object(Bucket=self.bucket, Key=key)
+            with self.reaching(f"remove {folder + name}"):
+                self.client.delete_object(Bucket=self.bucket, Key=folder + name)
             removed += 1
         return removed
 
@@ -324,12 +260,20 @@ class S3Storage:
         return removed
 
     def sweep_temp_files(self) -> int:
-        """At start: every scratch folder no living process owns goes."""
+        """At start: every scratch folder no living render owns goes, and so do the objects
+        its render uploaded that no manifest lists (it died between them and the manifest)."""
         removed = 0
         with contextlib.suppress(FileNotFoundError):
             for folder in self.scratch_root.iterdir():
-                if is_stale(folder):
-                    removed += remove_tree(folder)
+                if not is_stale(folder):
+                    continue
+                sha256 = folder.name.partition("-")[0]
+                if SHA256_PATTERN.match(sha256):
+                    try:
+                        removed += self._remove_unlisted(sha256, None, {writer_of(folder)})
+                    except StorageUnavailable as exc:
+                        log.warning("cannot remove what a dead render uploaded: %s", exc.message)
+                removed += remove_tree(folder)
         return removed
 
     def open_rendition(self, sha256: str, filename: str) -> StoredObject | None:
@@ -352,7 +296,7 @@ class S3Storage:
             with self.reaching(f"look at {key}"):
                 return dict(self.client.head_object(Bucket=self.bucket, Key=key))
         except StorageUnavailable as exc:
-            if _error_code(exc.__cause__) in _NOT_THERE:
+            if error_code(exc.__cause__) in NOT_THERE:
                 return None
             raise
 
@@ -376,7 +320,7 @@ class S3Storage:
                     Bucket=self.bucket, Key=self.key(original_key(sha256))
                 )
         except StorageUnavailable as exc:
-            if _error_code(exc.__cause__) in _NOT_THERE:
+            if error_code(exc.__cause__) in NOT_THERE:
                 return False
             raise
         body = response["Body"]
