@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
@@ -149,6 +150,13 @@ def test_two_threads_rendering_one_image_do_not_share_or_sweep_a_scratch_folder(
         storage.discard_unlisted(sha, ["big.jpg"])
         storage.sweep_temp_files()
         assert (theirs[0] / "big.jpg").is_file(), "a live render's scratch folder was removed"
+        # An earlier process had our pid (a restarted container): its folder is stale even
+        # when its thread id is one of ours now.
+        earlier = storage.scratch_root / f"{sha}-{os.getpid()}-{thread.ident}-00000000"
+        earlier.mkdir()
+        (earlier / "big.jpg").write_bytes(b"half")
+        assert storage.sweep_temp_files() == 1 and not earlier.exists()
+        assert theirs[0].is_dir()
     finally:
         finish.set()
         thread.join(30)

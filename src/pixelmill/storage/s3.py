@@ -1,9 +1,10 @@
 """The S3 sibling: renditions, manifests and originals in an S3-compatible bucket (boto3).
 
 Keys are the folder layout under an optional prefix. A render writes into a scratch folder
-of its own (``<data>/tmp/s3/<sha>-<pid>-<thread>``); ``publish`` uploads the renditions, then
-the manifest LAST, then empties the scratch folder. The manifest is therefore authoritative:
-``missing_renditions`` reads it alone (one GET), and serving lists nothing it does not list.
+of its own (``<data>/tmp/s3/<sha>-<pid>-<thread>-<token>``); ``publish`` uploads the
+renditions, then the manifest LAST, then empties the scratch folder. The manifest is
+therefore authoritative: ``missing_renditions`` reads it alone (one GET), and serving lists
+nothing it does not list.
 
 The object crosses into worker processes (pickled with each task): it holds only strings
 and paths; its boto3 client lives in a per-process cache (``s3_client.client_for``), built
@@ -18,7 +19,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +43,7 @@ from pixelmill.storage.base import (
     renditions_to_render,
 )
 from pixelmill.storage.s3_client import NOT_THERE, client_for, default_region, error_code, reason
-from pixelmill.storage.scratch import is_stale, remove_tree, writer_of
+from pixelmill.storage.scratch import is_stale, remove_tree, scratch_name, writer_of
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -148,10 +148,10 @@ class S3Storage:
     # -- renditions ------------------------------------------------------------------------
 
     def local_dir(self, sha256: str) -> Path:
-        """This task's scratch folder for the image: ``<sha>-<pid>-<thread>``, so two renders
-        of one image (two processes, or two threads of one) never share one."""
+        """This task's scratch folder for the image (``scratch.scratch_name``): two renders of
+        one image (two processes, or two threads of one) never share one."""
         rendition_key(sha256, "")  # checks the digest
-        return self.scratch_root / f"{sha256}-{os.getpid()}-{threading.get_ident()}"
+        return self.scratch_root / scratch_name(sha256)
 
     def read_manifest(self, sha256: str) -> dict[str, Any] | None:
         try:
