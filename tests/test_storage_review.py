@@ -240,6 +240,9 @@ def test_a_public_url_of_a_non_ascii_prefix_is_percent_encoded(
         )
         # ... and the rendition is served from the bucket under that prefix too.
         assert process.terminate() in (0, -signal.SIGTERM)
+        # The start names the storage (the operator sees where renditions go).
+        where = f"renditions in s3://{bucket}/{prefix} at {s3_server.endpoint_url}"
+        assert where in process.log(), process.log()
         del env["PIXELMILL_STORAGE_PUBLIC_URL"]
         process = ServerProcess(env, tmp_path / "serve.log").start()
         served = httpx.get(f"{process.url}/v1/images/{sha}/big.jpg", timeout=30)
