@@ -9,6 +9,7 @@ and the GET of a rendition.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -31,8 +32,11 @@ from pixelmill.api.routes._stored import StreamedRendition
 from pixelmill.config import Settings
 from pixelmill.core.render import render_renditions
 from pixelmill.core.specs import OutputFormat, Preset, RenderSpec
+from pixelmill.engine.base import ImageJob, ImageOutcome
+from pixelmill.engine.local import LocalEngine
 from pixelmill.engine.task import RenderTask, TaskResult, run_render_task
 from pixelmill.errors import ErrorCode
+from pixelmill.states import ImageStatus
 from pixelmill.storage import StorageUnavailable, open_storage
 from pixelmill.storage.s3 import S3Object, S3Storage
 from s3_server import REGION, S3Server
@@ -340,3 +344,53 @@ def call(
     start = messages[0]
     head = {k.decode(): v.decode() for k, v in start["headers"]}
     return start["status"], head, b"".join(m.get("body", b"") for m in messages[1:])
+
+
+def stop_the_store_then_die(task: RenderTask) -> TaskResult:
+    """A worker task: start a render (a scratch folder with a rendition), SIGKILL the S3
+    server (its pid is beside the source), then itself."""
+    folder = task.storage.local_dir(task.sha256)
+    folder.mkdir(parents=True)
+    (folder / "big.jpg").write_bytes(b"\xff\xd8\xff")
+    server_pid = int(Path(task.source).with_suffix(".s3pid").read_text())
+    os.killpg(server_pid, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
+
+
+def test_a_worker_dying_while_the_store_is_down_is_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine cleans up after a dead worker; the store is down then: a warning line,
+    not a traceback at ERROR (it is not a bug), and the image fails with a clear message."""
+    if not Path(sys.executable).with_name("weed").is_file():
+        pytest.skip("needs the SeaweedFS binary (see the s3_server fixture)")
+    server = S3Server(tmp_path / "seaweedfs")
+    server.start()
+    try:
+        bucket = server.new_bucket()
+        for name, value in server.env(bucket, "rev").items():
+            monkeypatch.setenv(name, value)
+        storage = S3Storage(bucket, "rev", scratch_root=tmp_path / "scratch",
+                            endpoint_url=server.endpoint_url, region=REGION)  # fmt: skip
+        source, sha = photo(tmp_path)
+        assert server.proc is not None
+        source.with_suffix(".s3pid").write_text(str(server.proc.pid))
+        outcomes: list[ImageOutcome] = []
+        engine = LocalEngine(JPEG_ONLY, storage, workers=1, memory_budget_bytes=640 << 20,
+                             max_tasks_per_child=50, on_outcome=outcomes.append,
+                             task_function=stop_the_store_then_die).start()  # fmt: skip
+        try:
+            engine.submit(ImageJob("job", str(source), sha, "batch"))
+            assert engine.join(timeout=120), "engine did not finish"
+        finally:
+            engine.shutdown()
+        (outcome,) = outcomes
+        assert outcome.status is ImageStatus.FAILED and outcome.error is not None
+        assert outcome.error.message.startswith("cannot store renditions: "), outcome.error
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [], [r.getMessage() for r in errors]
+        assert any("cannot clean up after" in r.getMessage() for r in caplog.records)
+        assert list(storage.scratch_root.iterdir()) == [], "the dead worker's scratch stayed"
+    finally:
+        server.stop()
