@@ -71,7 +71,7 @@ def image_keys(server: S3Server, bucket: str, sha256: str) -> set[str]:
 def fail_elsewhere(storage: S3Storage, sha256: str, corrupt: Path) -> TaskResult:
     """A render of the same image in another process that fails (its source is corrupt)."""
     task = RenderTask("other-job", str(corrupt), sha256, storage, JPEG_ONLY, None)
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")  # a process of its own, quickly
     with ProcessPoolExecutor(1, mp_context=context) as pool:
         return pool.submit(run_render_task, task).result(timeout=60)
 

@@ -78,15 +78,27 @@ class S3Object(StoredObject):
                     Bucket=bucket, Key=self.key, Range=wanted, IfMatch=self.etag
                 )
             body = response["Body"]
-        return _streamed(body, self.storage)
+        return _Streamed(body, self.storage)
 
 
-def _streamed(body: Any, storage: S3Storage) -> Iterator[bytes]:
-    try:
-        with storage.reaching("read a rendition"):
-            yield from body.iter_chunks(CHUNK_BYTES)
-    finally:
-        body.close()
+class _Streamed(Iterator[bytes]):
+    """An object's body in chunks; ``close`` ends its GET even before the first chunk (a
+    generator closed before it started would leave the connection to the collector)."""
+
+    def __init__(self, body: Any, storage: S3Storage) -> None:
+        self.body, self.storage = body, storage
+        self.chunks = body.iter_chunks(CHUNK_BYTES)
+
+    def __next__(self) -> bytes:
+        with self.storage.reaching("read a rendition"):
+            chunk: bytes | None = next(self.chunks, None)
+        if chunk is None:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        self.body.close()
 
 
 class S3Storage:
