@@ -104,7 +104,8 @@ class BatchService:
         self.spool_root.mkdir(parents=True, exist_ok=True)
         self.storage.check()  # a missing bucket or refused credentials: one line, now
         self.storage.sweep_temp_files()
-        log.info("renditions in %s", self.storage.describe())
+        # Through uvicorn's logger: `serve` shows it ("INFO:     renditions in s3://...").
+        logging.getLogger("uvicorn.error").info("renditions in %s", self.storage.describe())
         self._running.set()
         self.writes.start()
         self.engine.start()
