@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from s3_server import s3_server  # noqa: F401  (the SeaweedFS fixture, for every test)
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 REDIS_URL = os.environ.get("PIXELMILL_TEST_REDIS", "redis://127.0.0.1:6379/0")
