@@ -250,6 +250,29 @@ def serve(
     serve_app(settings, host, port)
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Render processes [default: CPU count].", min=1, max=256),
+    ] = None,
+) -> None:
+    """Run a render worker of the celery engine (settings from PIXELMILL_* variables)."""
+    console = Console(stderr=True, soft_wrap=True)
+    try:
+        settings = load_settings()
+        if settings.engine != "celery":
+            raise ConfigError("pixelmill worker needs PIXELMILL_ENGINE=celery")
+        from pixelmill.engine.celery_storage import open_shared_storage
+
+        open_shared_storage(settings)
+    except ConfigError as exc:
+        raise _usage_error(console, str(exc)) from None
+    from pixelmill.engine.celery_worker import run_worker
+
+    raise typer.Exit(run_worker(settings, concurrency or os.cpu_count() or 1))
+
+
 def main() -> None:
     app()
 

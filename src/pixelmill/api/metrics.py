@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from pixelmill.core.specs import STAGES, RenderResult
 from pixelmill.states import ImageStatus
@@ -16,17 +18,45 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 _STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+IMAGES_HELP = "Images that reached a final status."
+
+
+class _StoreImageCounts(Collector):
+    """``pixelmill_images_total{status}`` read from the shared store at each scrape."""
+
+    def __init__(self, image_stats: Callable[[], dict[str, int]]) -> None:
+        self._image_stats = image_stats
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily("pixelmill_images", IMAGES_HELP, labels=["status"])]
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("pixelmill_images", IMAGES_HELP, labels=["status"])
+        try:
+            counts = self._image_stats()
+        except Exception:  # the store is down: /healthz says so, the scrape still answers
+            return
+        for status in ImageStatus:
+            if status.is_final:
+                family.add_metric([status.value], float(counts.get(status.value, 0)))
+        yield family
+
+
 class Metrics:
     """The service's counters, gauges and stage-time histograms."""
 
-    def __init__(self) -> None:
+    def __init__(self, image_stats: Callable[[], dict[str, int]] | None = None) -> None:
+        """``image_stats``: where ``pixelmill_images_total`` comes from when workers elsewhere
+        finish the images (the store's counts); this process's own count is then unused."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.images = Counter(
             "pixelmill_images",
-            "Images that reached a final status.",
+            IMAGES_HELP,
             ["status"],
-            registry=self.registry,
+            registry=self.registry if image_stats is None else CollectorRegistry(),
         )
+        if image_stats is not None:
+            self.registry.register(_StoreImageCounts(image_stats))
         self.stage_seconds = Histogram(
             "pixelmill_stage_seconds",
             "Time per rendering stage of one image.",

@@ -83,7 +83,8 @@ class Health(BaseModel):
     status: str
     store: str
     engine: str
-    workers: int
+    engine_kind: str = "local"  # local or celery
+    workers: int | None  # celery: workers answering a ping (None when unknown)
     queued: int
     in_flight: int
     unwritten_outcomes: int = 0  # image outcomes waiting for the store to take them

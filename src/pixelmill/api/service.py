@@ -17,22 +17,32 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from pixelmill.api.celery_mode import OwedCallbacks, resume_enqueued
 from pixelmill.api.metrics import Metrics
 from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
 from pixelmill.api.webhooks import MAX_IMAGES_IN_CALLBACK, WebhookSender, callback_body
 from pixelmill.config import Settings
-from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
+from pixelmill.engine.base import Engine, ImageJob, ImageOutcome
+from pixelmill.engine.celery_engine import CeleryEngine
+from pixelmill.engine.celery_storage import open_shared_storage
 from pixelmill.engine.local import LocalEngine
+from pixelmill.engine.records import finish_fields
 from pixelmill.errors import ErrorCode, NotFound
 from pixelmill.states import BatchStatus, ImageStatus
-from pixelmill.storage import LocalStorage, rendition_url
-from pixelmill.store import BatchRecord, BatchStore, ImageRecord, NewImage, open_store
+from pixelmill.storage import LocalStorage
+from pixelmill.store import (
+    BatchRecord,
+    BatchStore,
+    ImageRecord,
+    NewImage,
+    RedisBatchStore,
+    open_store,
+)
 
 log = logging.getLogger(__name__)
 
 SPOOL_LOST_MESSAGE = "the uploaded file was lost before it was rendered (spool file missing)"
-CANCELLED_WHILE_RENDERING = ErrorInfo(ErrorCode.CANCELLED, "the batch was cancelled")
 # How long a callback waits for an unreachable store before leaving it to the next start.
 CALLBACK_STORE_WAIT_S = 30.0
 # At a graceful stop: how long outcomes still waiting for the store get to be written.
@@ -54,12 +64,21 @@ class BatchService:
         self.spool_root = self.data_dir / "spool"
         # One empty file per callback still owed: a restart sends what a crash left unsent.
         self.outbox = self.data_dir / "callbacks"
-        self.storage = LocalStorage(self.data_dir)
         self.spec = settings.render_spec()
         self.store: BatchStore = open_store(
             settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
         )
-        self.metrics = Metrics()
+        # The celery engine: workers elsewhere finish images in the shared store, which
+        # then also keeps the image counts and the callbacks owed.
+        shared = self.store if isinstance(self.store, RedisBatchStore) else None
+        self.owed: OwedCallbacks | None = None
+        if settings.engine == "celery" and shared is not None:
+            self.storage: LocalStorage = open_shared_storage(settings)
+            self.metrics = Metrics(image_stats=shared.image_stats)
+            self.owed = OwedCallbacks(shared, self._send_callback)
+        else:
+            self.storage = LocalStorage(self.data_dir)
+            self.metrics = Metrics()
         # Outcomes the store did not take yet (down, full disk): retried, never dropped.
         self.writes = StoreWriteRetrier()
         # Set between start() and stop(): callbacks read the store only while it is open.
@@ -70,16 +89,20 @@ class BatchService:
             backoff_s=webhook_backoff_s,
             allow_private=settings.webhook_allow_private,
         )
-        self.engine = LocalEngine(
-            self.spec,
-            self.storage,
-            workers=settings.workers,
-            memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024,
-            max_tasks_per_child=settings.max_tasks_per_child,
-            work_dir=self.data_dir / "tmp",
-            on_outcome=self._on_outcome,
-            on_start=self._on_start,
-        )
+        self.engine: Engine
+        if self.owed is not None and shared is not None:
+            self.engine = CeleryEngine(settings, self.spec, shared, open_shared_storage(settings))
+        else:
+            self.engine = LocalEngine(
+                self.spec,
+                self.storage,
+                workers=settings.workers,
+                memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024,
+                max_tasks_per_child=settings.max_tasks_per_child,
+                work_dir=self.data_dir / "tmp",
+                on_outcome=self._on_outcome,
+                on_start=self._on_start,
+            )
         self.metrics.watch_engine(lambda: self.engine.queued, lambda: self.engine.in_flight)
         # engine.submit blocks while the engine's queue is full; a feeder thread absorbs that,
         # so a request with hundreds of files is answered as soon as its body is read.
@@ -97,7 +120,11 @@ class BatchService:
         self.writes.start()
         self.engine.start()
         self._feeder.start()
-        self.resume()
+        if self.owed is not None:
+            self.owed.start()
+            self._sweep_spool(resume_enqueued(self.store, self.spool_root, self._feed.put))
+        else:
+            self.resume()
 
     def stop(self) -> None:
         """Drain: running images finish, unstarted ones stay pending for the next start."""
@@ -113,6 +140,8 @@ class BatchService:
             log.warning("%d outcome(s) not written (store unavailable): resumed at next start",
                         unwritten)  # fmt: skip
         self._running.clear()  # callbacks not yet built keep their marker for the next start
+        if self.owed is not None:
+            self.owed.stop()
         self.webhooks.close()
         self.store.close()
 
@@ -123,12 +152,16 @@ class BatchService:
         except Exception:  # a store that cannot even answer ping is unreachable, not a 500
             store_ok = False
         engine_ok = self.engine.is_alive() and self._feeder.is_alive() and self.writes.is_alive()
+        workers: int | None = self.settings.workers
+        if isinstance(self.engine, CeleryEngine):
+            workers = self.engine.live_workers()
         unwritten = self.writes.waiting
         report: dict[str, Any] = {
             "status": "ok" if store_ok and engine_ok and not unwritten else "unavailable",
             "store": "ok" if store_ok else "unreachable",
             "engine": "ok" if engine_ok else "stopped",
-            "workers": self.settings.workers,
+            "engine_kind": self.settings.engine,
+            "workers": workers,
             "queued": self.engine.queued,
             "in_flight": self.engine.in_flight,
             "unwritten_outcomes": unwritten,
@@ -297,25 +330,7 @@ class BatchService:
 
     def _write_outcome(self, outcome: ImageOutcome) -> None:
         job, result = outcome.job, outcome.result
-        renditions = None
-        if result is not None:
-            renditions = [
-                {**r.as_dict(), "path": rendition_url(job.sha256, r.filename)}
-                for r in result.renditions
-            ]
-        done = outcome.status is ImageStatus.DONE and result is not None
-        error = outcome.error
-        if outcome.status is ImageStatus.CANCELLED and error is None:
-            error = CANCELLED_WHILE_RENDERING  # every cancelled image says why, however it stopped
-        transition = self.store.finish_image(
-            job.batch_id,
-            job.job_id,
-            outcome.status,
-            sha256=job.sha256,
-            error=None if error is None else error.as_dict(),
-            renditions=renditions,
-            timings_ms=result.timings.as_dict() if done and result is not None else None,
-        )
+        transition = self.store.finish_image(job.batch_id, job.job_id, **finish_fields(outcome))
         # The store has it: what follows must not raise, or the retry would skip it.
         if transition.applied:
             self.metrics.observe_outcome(outcome.status, result, outcome.elapsed_s)
@@ -336,8 +351,12 @@ class BatchService:
         """The batch just finished: record the callback as owed, then send it.
 
         The marker is written here, on the thread of the transition, before anything is
-        queued: a crash or a stop at any later point leaves it for the next start.
+        queued: a crash or a stop at any later point leaves it for the next start. With the
+        celery engine the store recorded it as owed in the transition: the watcher sends it.
         """
+        if self.owed is not None:
+            self.owed.wake()
+            return
         try:
             self.outbox.mkdir(parents=True, exist_ok=True)
             (self.outbox / batch_id).touch()
@@ -350,6 +369,8 @@ class BatchService:
         try:
             future = self.webhooks.schedule(lambda: self._callback_for(batch_id, keep_marker))
         except RuntimeError:  # the sender is closed: the marker stays for the next start
+            if self.owed is not None:
+                self.owed.done(batch_id, settled=False)
             return
         future.add_done_callback(lambda done: self._callback_settled(batch_id, done, keep_marker))
 
@@ -358,13 +379,15 @@ class BatchService:
     ) -> None:
         """Delivered, or given up after every attempt: no longer owed. Cut short by a
         shutdown, or not built for want of a store: still owed, the next start sends it."""
-        if future.cancelled() or keep_marker.is_set():
-            return
-        delivered = future.exception() is None and future.result()
-        if self.webhooks.stopping and not delivered:
-            return
-        with contextlib.suppress(OSError):
-            (self.outbox / batch_id).unlink()
+        settled = not (future.cancelled() or keep_marker.is_set())
+        if settled:
+            delivered = future.exception() is None and future.result()
+            settled = delivered or not self.webhooks.stopping
+        if self.owed is not None:
+            self.owed.done(batch_id, settled)
+        elif settled:
+            with contextlib.suppress(OSError):
+                (self.outbox / batch_id).unlink()
 
     def _callback_for(
         self, batch_id: str, keep_marker: threading.Event

@@ -53,16 +53,31 @@ StartCallback = Callable[[ImageJob], None]
 
 
 class Engine(Protocol):
-    """Runs jobs; reports each job's start and outcome exactly once through callbacks."""
+    """What the service needs of an engine: the local process pool or the celery engine.
+
+    The local engine reports each job's start and outcome through callbacks given to it;
+    the celery engine's workers write them to the shared store themselves.
+    """
+
+    def start(self) -> object:
+        """Begin taking jobs."""
 
     def submit(self, job: ImageJob) -> None:
-        """Queue a job; blocks while the engine's bounded queue is full."""
+        """Queue a job; blocks while the engine cannot take it yet (a full queue, no broker)."""
 
     def cancel_batch(self, batch_id: str) -> None:
         """No job of the batch starts after this returns; running ones stop between renditions."""
 
-    def join(self) -> None:
-        """Block until every submitted job has its outcome."""
-
     def shutdown(self, *, cancel_pending: bool = False) -> list[ImageJob]:
         """Stop: running jobs finish; queued jobs are returned unstarted (or cancelled)."""
+
+    def is_alive(self) -> bool:
+        """True while the engine can make progress (its dispatcher runs, its broker answers)."""
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a worker."""
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs being rendered now (as far as this process knows)."""

@@ -178,3 +178,42 @@ class BatchStore(Protocol):
         """Block until the batch's version exceeds ``since_version`` or the timeout; return it."""
 
     def close(self) -> None: ...
+
+
+class WorkCoordination(Protocol):
+    """What the distributed engine's service and workers share beyond batch state.
+
+    Only a shared store (Redis) offers it; the embedded SQLite store does not need to.
+    """
+
+    def claim_content(self, sha256: str, owner: str, ttl_s: float) -> bool:
+        """Take the right to render ``sha256`` (the same owner may take it again)."""
+
+    def refresh_claim(self, sha256: str, owner: str, ttl_s: float) -> bool:
+        """Extend a claim ``owner`` holds; False when it lost it."""
+
+    def release_claim(self, sha256: str, owner: str) -> bool:
+        """Drop the claim when ``owner`` still holds it."""
+
+    def start_attempt(self, batch_id: str, image_id: str) -> int:
+        """Count one more run of the image (across redeliveries); 0 when it is unknown."""
+
+    def is_batch_cancelled(self, batch_id: str) -> bool: ...
+
+    def hold_original(self, sha256: str, image_id: str) -> None:
+        """Record that ``image_id`` needs ``originals/<sha256>`` until it is final."""
+
+    def release_original(self, sha256: str, image_id: str) -> int:
+        """``image_id`` no longer needs the original; returns how many images still do."""
+
+    def owed_callbacks(self, limit: int = 100) -> list[str]:
+        """Batches that finished with a callback_url whose callback is not settled yet."""
+
+    def lease_callback(self, batch_id: str, owner: str, ttl_s: float) -> bool:
+        """Take the sending of a callback for ``ttl_s`` (one service sends it at a time)."""
+
+    def settle_callback(self, batch_id: str) -> None:
+        """The callback was delivered or given up: no longer owed."""
+
+    def image_stats(self) -> dict[str, int]:
+        """Images that reached each final status since the store began, by status."""

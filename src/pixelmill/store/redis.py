@@ -8,8 +8,11 @@ Keys, all under the prefix (``pixelmill:`` by default):
     {prefix}image:{batch_id}:{image_id}      hash: one image (JSON for error/renditions/timings)
     {prefix}unfinished                       sorted set: unfinished batch ids by creation order
     {prefix}batch_seq                        counter giving that creation order
+    {prefix}stats                            hash: images_<status> counts (all time)
+    {prefix}callbacks_owed                   sorted set: finished batches owing a callback
 
-and the pub/sub channel ``{prefix}events:{batch_id}`` carrying each new version.
+plus the distributed engine's keys (``redis_coordination``), and the pub/sub channel
+``{prefix}events:{batch_id}`` carrying each new version.
 
 The scripts derive image keys from the batch's list, which is fine on one Redis server; a
 Redis Cluster would need hash tags to keep a batch's keys in one slot.
@@ -38,6 +41,7 @@ from pixelmill.store.base import (
     Transition,
 )
 from pixelmill.store.redis_changes import ChangeListener
+from pixelmill.store.redis_coordination import RedisCoordination
 from pixelmill.store.redis_scripts import (
     CANCEL,
     CREATE,
@@ -61,7 +65,7 @@ _BUMPS = {
 
 
 @unavailable_on(redis.ConnectionError, redis.TimeoutError)
-class RedisBatchStore:
+class RedisBatchStore(RedisCoordination):
     """Batches and images in Redis; finished batches expire after ``ttl_s``."""
 
     def __init__(
@@ -106,6 +110,14 @@ class RedisBatchStore:
     def _unfinished_key(self) -> str:
         return f"{self.prefix}unfinished"
 
+    @property
+    def _stats_key(self) -> str:
+        return f"{self.prefix}stats"
+
+    @property
+    def _owed_key(self) -> str:
+        return f"{self.prefix}callbacks_owed"
+
     def _finishing_keys_and_args(self, batch_id: str) -> tuple[list[str], list[Any]]:
         """KEYS[1..3] and ARGV[1..4] that ``finish_if_drained`` in the scripts expects."""
         keys = [self._batch_key(batch_id), self._images_key(batch_id), self._unfinished_key]
@@ -126,7 +138,7 @@ class RedisBatchStore:
         """A new batch; images with ``error`` set start (and count) as failed."""
         failed = sum(1 for image in images if image.error is not None)
         keys, args = self._finishing_keys_and_args(batch_id)
-        keys.append(f"{self.prefix}batch_seq")
+        keys += [f"{self.prefix}batch_seq", self._stats_key, self._owed_key]
         image_prefix = self._image_prefix(batch_id)
         args.append(len(images) - failed)
         for seq, image in enumerate(images):
@@ -202,7 +214,7 @@ class RedisBatchStore:
         """pending|processing -> a final status, counters updated in the same script."""
         status = require_final(status)
         keys, args = self._finishing_keys_and_args(batch_id)
-        keys.append(self._image_prefix(batch_id) + image_id)
+        keys += [self._image_prefix(batch_id) + image_id, self._stats_key, self._owed_key]
         args += [self._channel(batch_id), status.value, _BUMPS[status]]
         args += _present(
             sha256=sha256,
@@ -216,6 +228,7 @@ class RedisBatchStore:
     def cancel_batch(self, batch_id: str) -> tuple[BatchRecord | None, Transition]:
         """Batch -> cancelled; its pending (not processing) images -> cancelled. Idempotent."""
         keys, args = self._finishing_keys_and_args(batch_id)
+        keys += [self._stats_key, self._owed_key]
         args += [self._channel(batch_id), dump_json(CANCELLED_ERROR)]
         applied, finished, dropped = self._cancel(keys=keys, args=args)
         transition = Transition(

@@ -27,9 +27,23 @@ local function finish_if_drained()
   redis.call('ZREM', KEYS[3], ARGV[4])
   return 1
 end
+-- Images that became final, counted once per status (the /metrics of the distributed engine).
+local function note_final(stats_key, status, n)
+  if n > 0 then redis.call('HINCRBY', stats_key, 'images_' .. status, n) end
+end
+-- A finished batch with a callback_url owes its callback until a service settles it; entries
+-- older than the batch TTL are trimmed (a callback nobody could send).
+local function owe_callback(owed_key)
+  if not redis.call('HGET', KEYS[1], 'callback_url') then return end
+  local now = redis.call('TIME')
+  local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+  redis.call('ZADD', owed_key, t, ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', owed_key, '-inf', t - tonumber(ARGV[2]))
+end
 """
 
-# KEYS: batch, images list, unfinished, batch_seq, then one hash per image.
+# KEYS: batch, images list, unfinished, batch_seq, stats, callbacks owed, then one hash per
+# image.
 # ARGV: now, ttl, image key prefix, batch_id, pending count, then per image: id and a flat
 # field list as "n, f1, v1, ..., fn, vn"; then the batch's own fields the same way.
 CREATE = (
@@ -38,7 +52,7 @@ CREATE = (
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local i = 6
 local failed = 0
-for k = 5, #KEYS do
+for k = 7, #KEYS do
   local image_id = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   redis.call('HSET', KEYS[k], unpack(ARGV, i + 2, i + 1 + 2 * n))
@@ -53,8 +67,11 @@ end
 local n = tonumber(ARGV[i])
 redis.call('HSET', KEYS[1], unpack(ARGV, i + 1, i + 2 * n))
 redis.call('HSET', KEYS[1], 'version', failed + 1)
+note_final(KEYS[5], 'failed', failed)
 if finish_if_drained() == 0 then
   redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[4])
+else
+  owe_callback(KEYS[6])
 end
 return 1
 """
@@ -72,9 +89,9 @@ redis.call('PUBLISH', ARGV[1], version)
 return 1
 """
 
-# KEYS: batch, images list, unfinished, image. ARGV: now, ttl, image key prefix, batch_id,
-# channel, new status, counters to bump ("completed,duplicates"), then image field pairs.
-# Returns {applied, finished}.
+# KEYS: batch, images list, unfinished, image, stats, callbacks owed. ARGV: now, ttl, image
+# key prefix, batch_id, channel, new status, counters to bump ("completed,duplicates"), then
+# image field pairs. Returns {applied, finished}.
 FINISH_IMAGE = (
     LUA_FINISH_IF_DRAINED
     + """
@@ -89,7 +106,9 @@ end
 if redis.call('HGET', KEYS[1], 'status') == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'processing')
 end
+note_final(KEYS[5], ARGV[6], 1)
 local finished = finish_if_drained()
+if finished == 1 then owe_callback(KEYS[6]) end
 -- Two steps: the image takes the first, the batch (progress) the second.
 local version = redis.call('HINCRBY', KEYS[1], 'version', 2)
 redis.call('HSET', KEYS[4], 'version', version - 1)
@@ -99,7 +118,8 @@ return {1, finished}
 """
 )
 
-# KEYS: batch, images list, unfinished. ARGV: now, ttl, image key prefix, batch_id, channel,
+# KEYS: batch, images list, unfinished, stats, callbacks owed. ARGV: now, ttl, image key
+# prefix, batch_id, channel,
 # the cancelled images' error (JSON). Returns {applied, finished, images cancelled}.
 CANCEL = (
     LUA_FINISH_IF_DRAINED
@@ -123,7 +143,9 @@ if dropped > 0 then
   redis.call('HINCRBY', KEYS[1], 'cancelled', dropped)
   redis.call('HINCRBY', KEYS[1], 'pending', 0 - dropped)
 end
+note_final(KEYS[4], 'cancelled', dropped)
 local finished = finish_if_drained()
+if finished == 1 then owe_callback(KEYS[5]) end
 local version = redis.call('HINCRBY', KEYS[1], 'version', dropped + 1)
 redis.call('PUBLISH', ARGV[5], version)
 return {1, finished, dropped}

@@ -1,0 +1,128 @@
+"""The Celery application both sides of the distributed engine build from the same settings.
+
+The service only sends ``pixelmill.render_image`` messages (by name: it never imports the
+task); ``pixelmill worker`` registers and runs the task. Configured for no lost work: a
+message is acknowledged only once its image's outcome is written (acks late), a worker
+that dies gives its message back (reject on worker lost), each worker process holds one
+message at a time (prefetch 1), and on a Redis broker an unacknowledged message comes back
+after the visibility timeout (a dead machine), swept for every few seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from celery import Celery
+
+from pixelmill.config import Settings
+from pixelmill.core.specs import Limits, OutputFormat, Preset, RenderSpec
+
+TASK_NAME = "pixelmill.render_image"
+# Seconds the hard time limit leaves after the soft one: the task's own clean-up, then kill.
+HARD_LIMIT_GRACE_S = 10.0
+
+
+def is_redis_broker(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """Redis broker: redeliver a dead worker's messages after the visibility timeout.
+
+    kombu sweeps unacknowledged messages every ``interval * throttle`` seconds (100 s by
+    default); a throttle of 1 and an interval of a tenth of the timeout (1..10 s) bring a
+    dead worker's images back within about the timeout. Every broker key lives under the
+    store's prefix, so deployments (and tests) sharing one Redis do not see each other's.
+    """
+    if not is_redis_broker(settings.broker_url or ""):
+        return {}
+    timeout = settings.effective_visibility_timeout_s
+    return {
+        "visibility_timeout": timeout,
+        "unacked_restore_interval": max(1, min(10, int(timeout / 10))),
+        "unacked_restore_throttle": 1,
+        "global_keyprefix": f"{settings.redis_prefix}celery:",
+    }
+
+
+def make_app(settings: Settings) -> Celery:
+    """The Celery app for ``settings`` (broker, queue, limits); no result backend."""
+    if not settings.broker_url:
+        raise ValueError("the celery engine needs PIXELMILL_BROKER_URL")
+    app = Celery("pixelmill", broker=settings.broker_url, set_as_current=False)
+    queue = settings.celery_queue
+    soft_limit = settings.image_timeout_s
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=queue,
+        task_default_exchange=queue,
+        task_default_routing_key=queue,
+        # Control messages (ping) stay among the workers of this queue.
+        control_exchange=f"{queue}.control",
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=broker_transport_options(settings),
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_max_tasks_per_child=settings.max_tasks_per_child,
+        worker_send_task_events=False,
+        task_soft_time_limit=soft_limit,
+        task_time_limit=soft_limit + HARD_LIMIT_GRACE_S,
+    )
+    return app
+
+
+def redact_url(url: str | None) -> str:
+    """``url`` without its password, for logs."""
+    if not url:
+        return "-"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def spec_to_dict(spec: RenderSpec) -> dict[str, Any]:
+    """``spec`` as the JSON a task message carries (the service's spec rules the render)."""
+    return {
+        "presets": [[p.name, p.width, p.height] for p in spec.presets],
+        "formats": [f.value for f in spec.formats],
+        "quality": [[f.value, q] for f, q in spec.quality],
+        "background": list(spec.background),
+        "keep_metadata": spec.keep_metadata,
+        "limits": {
+            "max_bytes": spec.limits.max_bytes,
+            "max_pixels": spec.limits.max_pixels,
+            "timeout_s": spec.limits.timeout_s,
+        },
+    }
+
+
+def spec_from_dict(data: dict[str, Any]) -> RenderSpec:
+    """The RenderSpec ``spec_to_dict`` described; ValueError/KeyError on a bad message."""
+    background = tuple(int(c) for c in data["background"])
+    if len(background) != 3:
+        raise ValueError("background needs three channels")
+    limits = data["limits"]
+    return RenderSpec(
+        presets=tuple(Preset(str(n), int(w), int(h)) for n, w, h in data["presets"]),
+        formats=tuple(OutputFormat(f) for f in data["formats"]),
+        quality=tuple((OutputFormat(f), int(q)) for f, q in data["quality"]),
+        background=(background[0], background[1], background[2]),
+        keep_metadata=bool(data["keep_metadata"]),
+        limits=Limits(
+            max_bytes=int(limits["max_bytes"]),
+            max_pixels=int(limits["max_pixels"]),
+            timeout_s=float(limits["timeout_s"]),
+        ),
+    )

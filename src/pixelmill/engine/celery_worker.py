@@ -1,0 +1,292 @@
+"""``pixelmill worker``: the Celery task that renders one image, and the worker that runs it.
+
+A message may be delivered more than once (a worker died, a visibility timeout ran out), so
+every step is safe to repeat: a final image is left alone, a claim per content makes one
+worker render a given sha256 at a time, a run count in the store turns the second death
+into ``worker_crashed``, and the message is acknowledged only once the outcome is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from celery import Celery, Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.signals import worker_ready
+from celery.worker.request import Request
+
+from pixelmill.config import Settings
+from pixelmill.core.manifest import render_result_from_manifest
+from pixelmill.core.specs import RenderSpec
+from pixelmill.engine import task as render_task
+from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
+from pixelmill.engine.celery_app import TASK_NAME, make_app, redact_url, spec_from_dict
+from pixelmill.engine.celery_storage import SharedFolderStorage, open_shared_storage
+from pixelmill.engine.records import finish_fields
+from pixelmill.errors import ErrorCode
+from pixelmill.states import ImageStatus
+from pixelmill.store import RedisBatchStore, open_store
+
+log = logging.getLogger(__name__)
+
+READY_LINE = "pixelmill worker ready"
+CLAIM_TTL_S = 30.0
+CLAIM_REFRESH_S = 5.0
+CLAIM_RETRY_S = 0.5
+CANCEL_CHECK_INTERVAL_S = 0.25
+RUNS_ALLOWED = 2  # a third delivery means two runs died under this image
+STORE_RETRY_BUDGET_S = 30.0
+ORIGINAL_GONE = "the uploaded original is gone from storage"
+
+T = TypeVar("T")
+
+
+class WorkerContext:
+    """The store, storage and data dir of this process (one per process: no shared sockets)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir).resolve()
+        self.storage: SharedFolderStorage = open_shared_storage(settings)
+        store = open_store(
+            settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
+        )
+        if not isinstance(store, RedisBatchStore):
+            raise TypeError("the celery engine needs a Redis store")
+        self.store = store
+        self.pid = os.getpid()
+
+    def work_path(self, image_id: str) -> Path:
+        return self.data_dir / "work" / image_id
+
+
+_settings: Settings | None = None
+_context: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    """This process's context, built on first use (after the pool forked)."""
+    global _context
+    if _context is None or _context.pid != os.getpid():
+        if _settings is None:
+            raise RuntimeError("the worker's settings are not set (run_worker sets them)")
+        _context = WorkerContext(_settings)
+    return _context
+
+
+def with_store_retry(what: str, call: Callable[[], T]) -> T:
+    """``call`` retried with backoff for a bounded time; then the message goes back to the
+    queue (never acknowledged without its outcome written)."""
+    deadline = time.monotonic() + STORE_RETRY_BUDGET_S
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if time.monotonic() + delay > deadline:
+                log.error("store unavailable for %s, giving the message back: %s", what, exc)
+                raise Reject(f"store unavailable: {exc}", requeue=True) from exc
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+
+def finish(ctx: WorkerContext, outcome: ImageOutcome) -> None:
+    """Write the outcome (applied once), then drop this image's hold on its original."""
+    job = outcome.job
+    with_store_retry(
+        f"image {job.job_id}",
+        lambda: ctx.store.finish_image(job.batch_id, job.job_id, **finish_fields(outcome)),
+    )
+    release_original(ctx, job.sha256, job.job_id)
+
+
+def release_original(ctx: WorkerContext, sha256: str, image_id: str) -> None:
+    """The image is final: the last image needing ``originals/<sha256>`` removes it."""
+    try:
+        if ctx.store.release_original(sha256, image_id) == 0:
+            ctx.storage.delete_original(sha256)
+    except Exception as exc:  # a leftover original costs space, not correctness
+        log.warning("could not release the original of image %s: %s", image_id, exc)
+
+
+class ClaimHeartbeat:
+    """Keeps a content claim alive while its render runs (it expires if this process dies)."""
+
+    def __init__(self, ctx: WorkerContext, sha256: str, owner: str) -> None:
+        self._ctx, self._sha256, self._owner = ctx, sha256, owner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pixelmill-claim", daemon=True)
+
+    def __enter__(self) -> ClaimHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        with contextlib.suppress(Exception):
+            self._ctx.store.release_claim(self._sha256, self._owner)
+
+    def _run(self) -> None:
+        while not self._stop.wait(CLAIM_REFRESH_S):
+            with contextlib.suppress(Exception):  # a blip: the next beat tries again
+                self._ctx.store.refresh_claim(self._sha256, self._owner, CLAIM_TTL_S)
+
+
+def cancel_check(ctx: WorkerContext, batch_id: str) -> Callable[[], bool]:
+    """ "Is the batch cancelled?" read from the store at most every 0.25 s."""
+    last = [0.0, False]
+
+    def check() -> bool:
+        now = time.monotonic()
+        if now - float(last[0]) >= CANCEL_CHECK_INTERVAL_S:
+            last[0] = now
+            with contextlib.suppress(Exception):
+                last[1] = ctx.store.is_batch_cancelled(batch_id)
+        return bool(last[1])
+
+    return check
+
+
+def render_image(
+    task: Task[Any, Any], batch_id: str, image_id: str, sha256: str, spec: dict[str, Any]
+) -> None:
+    """The task: see the module docstring for why each step is safe to repeat."""
+    ctx = context()
+    job = ImageJob(image_id, str(ctx.work_path(image_id)), sha256, batch_id)
+    image = with_store_retry("reading", lambda: ctx.store.get_image(batch_id, image_id))
+    if image is None or image.status.is_final:  # expired, or a redelivery of a finished one
+        release_original(ctx, sha256, image_id)
+        return
+    if with_store_retry("reading", lambda: ctx.store.is_batch_cancelled(batch_id)):
+        finish(ctx, ImageOutcome(job, ImageStatus.CANCELLED))
+        return
+    if not with_store_retry(
+        "claim", lambda: ctx.store.claim_content(sha256, image_id, CLAIM_TTL_S)
+    ):
+        # Another worker renders these bytes: free this slot, look again shortly.
+        raise task.retry(countdown=CLAIM_RETRY_S, max_retries=None)
+    with ClaimHeartbeat(ctx, sha256, image_id):
+        outcome = _render_claimed(ctx, job, spec_from_dict(spec))
+    finish(ctx, outcome)
+
+
+def _render_claimed(ctx: WorkerContext, job: ImageJob, spec: RenderSpec) -> ImageOutcome:
+    manifest = ctx.storage.read_manifest(job.sha256)
+    missing = ctx.storage.missing_renditions(job.sha256, spec)
+    if not missing and manifest is not None:
+        return ImageOutcome(job, ImageStatus.DUPLICATE, render_result_from_manifest(manifest))
+    runs = with_store_retry("attempt", lambda: ctx.store.start_attempt(job.batch_id, job.job_id))
+    if runs > RUNS_ALLOWED:
+        message = f"the worker process died on this image {runs - 1} times"
+        return _failed(job, ErrorCode.WORKER_CRASHED, message)
+    with_store_retry("progress", lambda: ctx.store.mark_processing(job.batch_id, job.job_id))
+    local = Path(job.source)
+    started = time.monotonic()
+    try:
+        if not ctx.storage.fetch_original(job.sha256, local):
+            return _failed(job, ErrorCode.INTERNAL, ORIGINAL_GONE)
+        only = None if len(missing) == len(spec.rendition_names()) else missing
+        out_dir = str(ctx.storage.image_dir(job.sha256))
+        request = render_task.RenderTask(job.job_id, job.source, job.sha256, out_dir, spec, only)
+        render_task.set_cancel_check(cancel_check(ctx, job.batch_id))
+        try:
+            result = render_task.run_render_task(request)
+        finally:
+            render_task.set_cancel_check(None)
+    except SoftTimeLimitExceeded:
+        ctx.storage.discard_unlisted(job.sha256, spec.rendition_names())
+        return _timed_out(job, spec)
+    finally:
+        with contextlib.suppress(OSError):
+            local.unlink()
+    elapsed = time.monotonic() - started
+    if result.error_code is None and result.result is not None:
+        return ImageOutcome(job, ImageStatus.DONE, result.result, elapsed_s=elapsed)
+    if result.error_code is ErrorCode.CANCELLED:
+        return ImageOutcome(job, ImageStatus.CANCELLED, elapsed_s=elapsed)
+    if result.error_code is ErrorCode.INTERNAL and "SoftTimeLimitExceeded" in (
+        result.error_message or ""
+    ):  # the time limit struck inside the render, which turned it into an error
+        return _timed_out(job, spec)
+    code = result.error_code or ErrorCode.INTERNAL
+    return _failed(job, code, result.error_message or "rendering failed")
+
+
+def _failed(job: ImageJob, code: ErrorCode, message: str) -> ImageOutcome:
+    return ImageOutcome(job, ImageStatus.FAILED, None, ErrorInfo(code, message))
+
+
+def _timed_out(job: ImageJob, spec: RenderSpec) -> ImageOutcome:
+    return _failed(job, ErrorCode.TIMEOUT, f"took longer than {spec.limits.timeout_s:g} s")
+
+
+class RenderRequest(Request):
+    """Runs in the worker's main process: a hard time limit killed the pool process (hung C
+    code), so the image's outcome is written here, where something is still alive."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if soft:
+            return
+        try:
+            batch_id, image_id, sha256, spec = self.args
+            ctx = context()
+            job = ImageJob(image_id, str(ctx.work_path(image_id)), sha256, batch_id)
+            spec_obj = spec_from_dict(spec)
+            ctx.storage.discard_unlisted(sha256, spec_obj.rendition_names())
+            finish(ctx, _timed_out(job, spec_obj))
+            ctx.store.release_claim(sha256, image_id)
+            with contextlib.suppress(OSError):
+                ctx.work_path(image_id).unlink()
+        except BaseException as exc:  # never take the worker's main process down
+            log.error("could not record the timeout of task %s: %s", self.id, exc)
+
+
+def register(app: Celery) -> Task[Any, Any]:
+    """Register the render task on ``app`` (the worker side)."""
+    return app.task(name=TASK_NAME, bind=True, Request=RenderRequest, acks_late=True)(render_image)
+
+
+def _say_ready(**_: Any) -> None:
+    print(READY_LINE, file=sys.stderr, flush=True)
+
+
+def run_worker(settings: Settings, concurrency: int) -> int:
+    """Run a worker until SIGTERM (warm shutdown: running images finish); the exit code."""
+    global _settings, _context
+    _settings, _context = settings, None
+    app = make_app(settings)
+    register(app)
+    worker_ready.connect(_say_ready, weak=False)
+    storage = open_shared_storage(settings)
+    print(
+        f"pixelmill worker: broker={redact_url(settings.broker_url)} "
+        f"store={redact_url(settings.store)} storage={storage.describe()} "
+        f"queue={settings.celery_queue} concurrency={concurrency}",
+        file=sys.stderr,
+        flush=True,
+    )
+    worker = app.Worker(
+        concurrency=concurrency,
+        pool="prefork",
+        queues=[settings.celery_queue],
+        hostname=f"pixelmill-{uuid.uuid4().hex[:8]}@{socket.gethostname()}",
+        loglevel="WARNING",
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+        quiet=True,
+    )
+    worker.start()
+    return int(getattr(worker, "exitcode", 0) or 0)
