@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 import pytest
@@ -97,7 +97,8 @@ class WorkerProcess:
     def children(self) -> list[psutil.Process]:
         """The pool processes (the worker's direct children)."""
         with contextlib.suppress(psutil.NoSuchProcess):
-            return psutil.Process(self.pid).children()
+            children: list[psutil.Process] = psutil.Process(self.pid).children()
+            return children
         return []
 
     def kill(self) -> None:
@@ -116,7 +117,7 @@ class WorkerProcess:
             time.sleep(0.05)
         child = children[0]
         child.send_signal(signal.SIGKILL)
-        return child.pid
+        return int(child.pid)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM (warm shutdown), then SIGKILL the group after ``timeout_s``."""
@@ -181,7 +182,7 @@ def cleanup_celery(env: Mapping[str, str]) -> None:
         from kombu import Connection
 
         with contextlib.suppress(Exception), Connection(env["PIXELMILL_BROKER_URL"]) as conn:
-            channel = conn.channel()
+            channel: Any = conn.channel()
             queue = env["PIXELMILL_CELERY_QUEUE"]
             channel.queue_delete(queue)
             channel.exchange_delete(queue)

@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,15 +23,15 @@ from api_helpers import (
     upload,
     wait_for_batch,
 )
-from api_server import ServerProcess, app_client
+from api_server import app_client
 from celery_helpers import (
     Broker,
     celery_env,
     celery_workers,
     cleanup_celery,
-    start_worker,
 )
 from pixelmill.config import Settings
+from pixelmill.store import RedisBatchStore
 from webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.slow
@@ -41,7 +40,7 @@ pytestmark = pytest.mark.slow
 def settings_of(env: dict[str, str]) -> Settings:
     """The Settings a process with ``env`` would read."""
     values = {k.removeprefix("PIXELMILL_").lower(): v for k, v in env.items()}
-    return Settings(**values)
+    return Settings.model_validate(values)
 
 
 @pytest.fixture
@@ -118,3 +117,153 @@ def test_a_batch_of_photos_is_rendered_by_two_workers(
         time.sleep(0.05)
     assert originals(any_env) == []
     assert not list((Path(any_env["PIXELMILL_DATA_DIR"]) / "spool").rglob("*.*"))
+
+
+def test_one_image_waited_for_comes_back_final(redis_env: dict[str, str]) -> None:
+    with celery_workers(redis_env), service(redis_env) as client:
+        response = client.post("/v1/images?wait=true", files=[("file", ("a.jpg", small_jpeg(5)))])
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "done"
+        assert client.get(response.json()["renditions"][0]["path"]).status_code == 200
+
+
+def test_cancel_stops_30_queued_images_from_rendering(any_env: dict[str, str]) -> None:
+    """One worker busy with a slow image, 30 behind it: after the cancel none of them renders
+    and the batch ends cancelled with exact counts."""
+    files = [upload("slow.jpg", slow_jpeg(1))]
+    files += [upload(f"{i}.jpg", small_jpeg(100 + i)) for i in range(30)]
+    with celery_workers(any_env, concurrency=1), service(any_env) as client:
+        batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/batches/{batch_id}").json()["images"][0]["status"] == "pending":
+            assert time.monotonic() < deadline, "the slow image never started"
+            time.sleep(0.02)
+        cancelled = client.post(f"/v1/batches/{batch_id}/cancel").json()
+        check_invariant(cancelled)
+        status = wait_for_batch(client, batch_id)
+        assert status["status"] == "cancelled"
+        assert status["cancelled"] >= 30 and status["pending"] == 0, status
+        assert status["completed"] + status["cancelled"] == 31, status
+        slow = status["images"][0]
+        # Renders counted by their manifests: at most the slow one, if it beat the cancel.
+        assert len(rendered_folders(any_env)) == (1 if slow["status"] == "done" else 0)
+        assert all(i["status"] == "cancelled" for i in status["images"][1:])
+        # The worker still takes each message off the queue and lets go of its original.
+        deadline = time.monotonic() + 30
+        while originals(any_env) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert originals(any_env) == []
+        assert len(rendered_folders(any_env)) == (1 if slow["status"] == "done" else 0)
+
+
+def test_the_same_bytes_uploaded_ten_times_at_once_render_once(any_env: dict[str, str]) -> None:
+    """Two batches, two workers, ten copies: one claim wins, every record points at it."""
+    data = slow_jpeg(7, (900, 600))
+    with celery_workers(any_env, count=2), service(any_env) as client:
+        ids = [
+            client.post(
+                "/v1/batches", files=[upload(f"copy-{b}-{i}.jpg", data) for i in range(5)]
+            ).json()["batch_id"]
+            for b in range(2)
+        ]
+        statuses = [wait_for_batch(client, batch_id) for batch_id in ids]
+        metrics = client.get("/metrics").text
+    images = [image for status in statuses for image in status["images"]]
+    assert [i["status"] for i in images].count("done") == 1, images
+    assert [i["status"] for i in images].count("duplicate") == 9
+    assert len({json.dumps(i["renditions"], sort_keys=True) for i in images}) == 1
+    assert len(rendered_folders(any_env)) == 1
+    assert 'pixelmill_images_total{status="done"} 1.0' in metrics
+    assert 'pixelmill_images_total{status="duplicate"} 9.0' in metrics
+
+
+def test_a_batch_finished_while_the_service_was_down_gets_its_callback_at_restart(
+    redis_env: dict[str, str],
+) -> None:
+    """The worker finishes the batch with no service running; the next service sends the
+    webhook the store recorded as owed, once."""
+    store = RedisBatchStore(
+        redis_env["PIXELMILL_STORE"], prefix=redis_env["PIXELMILL_REDIS_PREFIX"]
+    )
+    with webhook_receiver() as receiver:
+        with service(redis_env) as client:
+            files = [upload("a.jpg", slow_jpeg(3)), upload("b.jpg", small_jpeg(4))]
+            created = client.post("/v1/batches", files=files, data={"callback_url": receiver.url})
+            batch_id = created.json()["batch_id"]
+        # The service is stopped; its images wait in the broker for a worker.
+        with celery_workers(redis_env):
+            deadline = time.monotonic() + 30
+            while (batch := store.get_batch(batch_id)) is None or not batch.is_finished:
+                assert time.monotonic() < deadline, "the worker did not finish the batch"
+                time.sleep(0.05)
+        assert receiver.calls == []
+        assert store.owed_callbacks() == [batch_id]
+        with service(redis_env):
+            calls = receiver.wait_for(1)
+            deadline = time.monotonic() + 10
+            while store.owed_callbacks() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert store.owed_callbacks() == []
+            time.sleep(1.0)  # a few watcher rounds: nothing is sent twice
+    store.close()
+    assert len(calls) == 1 and len(receiver.calls) == 1
+    body = json.loads(calls[0].body)
+    assert body["batch_id"] == batch_id and body["status"] == "completed"
+    assert body["completed"] == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"PIXELMILL_STORE": "sqlite"}, "PIXELMILL_STORE=redis"),
+        ({"PIXELMILL_BROKER_URL": ""}, "PIXELMILL_BROKER_URL"),
+        ({"PIXELMILL_ENGINE": "local"}, "PIXELMILL_ENGINE=celery"),
+    ],
+)
+def test_a_worker_with_settings_that_cannot_work_says_so_in_one_line(
+    tmp_path: Path, extra: dict[str, str], message: str
+) -> None:
+    env = {
+        **os.environ,
+        "PIXELMILL_ENGINE": "celery",
+        "PIXELMILL_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "PIXELMILL_STORE": "redis://127.0.0.1:6379/0",
+        "PIXELMILL_DATA_DIR": str(tmp_path),
+        **extra,
+    }
+    if not env["PIXELMILL_BROKER_URL"]:
+        del env["PIXELMILL_BROKER_URL"]
+    for command in (
+        (["worker"], ["serve"]) if extra.get("PIXELMILL_ENGINE") != "local" else (["worker"],)
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "pixelmill", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_health_and_metrics_report_the_broker_queue_and_live_workers(
+    any_env: dict[str, str],
+) -> None:
+    """Images wait in the broker (the service holds none of them) until a worker comes."""
+    with service(any_env) as client:
+        health = client.get("/healthz").json()
+        assert health["engine_kind"] == "celery" and health["status"] == "ok", health
+        assert health["workers"] == 0 and health["queued"] == 0
+        files = [upload(f"{i}.jpg", small_jpeg(40 + i)) for i in range(3)]
+        batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").json()["queued"] != 3:
+            assert time.monotonic() < deadline, client.get("/healthz").json()
+            time.sleep(0.1)
+        assert "pixelmill_queue_depth 3.0" in client.get("/metrics").text
+        assert originals(any_env) != [], "the originals wait in storage, not in the spool"
+        with celery_workers(any_env):
+            assert wait_for_batch(client, batch_id)["completed"] == 3

@@ -761,3 +761,78 @@ def test_redis_waiters_share_one_listener_instead_of_a_subscription_each(
     for thread in threads:
         thread.join(10)
     assert all(woke[b] > versions[b] for b in batch_ids)
+
+
+# -- the distributed engine's coordination (Redis only: the store every machine shares) ------
+
+
+def test_a_content_claim_is_exclusive_reentrant_and_released_by_its_owner_only(
+    redis_store: RedisBatchStore,
+) -> None:
+    sha = "ab" * 32
+    assert redis_store.claim_content(sha, "img-1", 30)
+    assert not redis_store.claim_content(sha, "img-2", 30)
+    assert redis_store.claim_content(sha, "img-1", 30), "a redelivery takes its own claim again"
+    assert not redis_store.release_claim(sha, "img-2")
+    assert not redis_store.refresh_claim(sha, "img-2", 30)
+    assert redis_store.refresh_claim(sha, "img-1", 30)
+    assert redis_store.release_claim(sha, "img-1")
+    assert redis_store.claim_content(sha, "img-2", 0.2)
+    time.sleep(0.3)  # the holder died: its claim expires
+    assert redis_store.claim_content(sha, "img-3", 30)
+
+
+def test_runs_are_counted_across_deliveries_of_known_images_only(
+    redis_store: RedisBatchStore,
+) -> None:
+    batch_id = new_batch_id()
+    redis_store.create_batch(batch_id, new_images(1))
+    assert [redis_store.start_attempt(batch_id, "img-000") for _ in range(3)] == [1, 2, 3]
+    assert redis_store.start_attempt(batch_id, "no-such-image") == 0
+    assert redis_store.get_image(batch_id, "no-such-image") is None, "not revived"
+    assert not redis_store.is_batch_cancelled(batch_id)
+    redis_store.cancel_batch(batch_id)
+    assert redis_store.is_batch_cancelled(batch_id)
+
+
+def test_an_original_is_held_until_its_last_image_lets_go(redis_store: RedisBatchStore) -> None:
+    sha = "cd" * 32
+    redis_store.hold_original(sha, "img-1")
+    redis_store.hold_original(sha, "img-2")
+    assert redis_store.release_original(sha, "img-1") == 1
+    assert redis_store.release_original(sha, "img-1") == 1, "idempotent"
+    assert redis_store.release_original(sha, "img-2") == 0
+
+
+def test_final_images_are_counted_once_per_status(redis_store: RedisBatchStore) -> None:
+    batch_id = new_batch_id()
+    redis_store.create_batch(batch_id, new_images(4, failed=1))
+    redis_store.finish_image(batch_id, "img-000", ImageStatus.DONE, sha256="0" * 64)
+    redis_store.finish_image(batch_id, "img-000", ImageStatus.DONE, sha256="0" * 64)
+    redis_store.finish_image(batch_id, "img-001", ImageStatus.DUPLICATE, sha256="1" * 64)
+    redis_store.cancel_batch(batch_id)
+    redis_store.cancel_batch(batch_id)
+    assert redis_store.image_stats() == {"failed": 1, "done": 1, "duplicate": 1, "cancelled": 1}
+
+
+@pytest.mark.parametrize("ending", ["finish", "cancel", "all_failed_at_upload"])
+def test_a_finished_batch_with_a_callback_url_owes_its_callback_until_settled(
+    redis_store: RedisBatchStore, ending: str
+) -> None:
+    batch_id, quiet_id = new_batch_id(), new_batch_id()
+    url = "http://127.0.0.1:9/hook"
+    images = new_images(1, failed=1 if ending == "all_failed_at_upload" else 0)
+    redis_store.create_batch(batch_id, images, url)
+    redis_store.create_batch(quiet_id, new_images(1))  # no callback_url: owes nothing
+    if ending == "finish":
+        assert redis_store.owed_callbacks() == []
+        redis_store.finish_image(batch_id, "img-000", ImageStatus.DONE, sha256="0" * 64)
+    elif ending == "cancel":
+        redis_store.cancel_batch(batch_id)
+    redis_store.finish_image(quiet_id, "img-000", ImageStatus.DONE, sha256="0" * 64)
+    assert redis_store.owed_callbacks() == [batch_id]
+    assert redis_store.lease_callback(batch_id, "service-a", 30)
+    assert not redis_store.lease_callback(batch_id, "service-b", 30), "one sender at a time"
+    redis_store.settle_callback(batch_id)
+    assert redis_store.owed_callbacks() == []
+    assert redis_store.lease_callback(batch_id, "service-b", 30), "the lease went with it"

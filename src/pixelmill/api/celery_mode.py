@@ -14,9 +14,16 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from pixelmill.api.metrics import Metrics
+from pixelmill.config import Settings
+from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageJob
+from pixelmill.engine.celery_engine import CeleryEngine
+from pixelmill.engine.celery_storage import SharedFolderStorage, open_shared_storage
+from pixelmill.store import RedisBatchStore
 from pixelmill.store.base import BatchStore, WorkCoordination
 
 log = logging.getLogger(__name__)
@@ -107,3 +114,31 @@ def resume_enqueued(
                 keep.add(path)
                 feed(ImageJob(image.image_id, str(path), image.sha256, image.batch_id))
     return keep
+
+
+@dataclass(frozen=True)
+class CeleryParts:
+    """What the service uses instead of its own pool, folder and counters in celery mode."""
+
+    engine: CeleryEngine
+    storage: SharedFolderStorage
+    metrics: Metrics
+    owed: OwedCallbacks
+
+    def workers(self) -> int | None:
+        return self.engine.live_workers()
+
+
+def celery_parts(
+    settings: Settings, spec: RenderSpec, store: BatchStore, send: Callable[[str], None]
+) -> CeleryParts | None:
+    """The celery engine's parts, or None for the local engine (or a store not shared)."""
+    if settings.engine != "celery" or not isinstance(store, RedisBatchStore):
+        return None
+    storage = open_shared_storage(settings)
+    return CeleryParts(
+        engine=CeleryEngine(settings, spec, store, storage),
+        storage=storage,
+        metrics=Metrics(image_stats=store.image_stats),
+        owed=OwedCallbacks(store, send),
+    )

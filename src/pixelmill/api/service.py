@@ -17,28 +17,19 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from pixelmill.api.celery_mode import OwedCallbacks, resume_enqueued
+from pixelmill.api.celery_mode import celery_parts, resume_enqueued
 from pixelmill.api.metrics import Metrics
 from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
 from pixelmill.api.webhooks import MAX_IMAGES_IN_CALLBACK, WebhookSender, callback_body
 from pixelmill.config import Settings
 from pixelmill.engine.base import Engine, ImageJob, ImageOutcome
-from pixelmill.engine.celery_engine import CeleryEngine
-from pixelmill.engine.celery_storage import open_shared_storage
 from pixelmill.engine.local import LocalEngine
 from pixelmill.engine.records import finish_fields
 from pixelmill.errors import ErrorCode, NotFound
 from pixelmill.states import BatchStatus, ImageStatus
 from pixelmill.storage import LocalStorage
-from pixelmill.store import (
-    BatchRecord,
-    BatchStore,
-    ImageRecord,
-    NewImage,
-    RedisBatchStore,
-    open_store,
-)
+from pixelmill.store import BatchRecord, BatchStore, ImageRecord, NewImage, open_store
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +61,10 @@ class BatchService:
         )
         # The celery engine: workers elsewhere finish images in the shared store, which
         # then also keeps the image counts and the callbacks owed.
-        shared = self.store if isinstance(self.store, RedisBatchStore) else None
-        self.owed: OwedCallbacks | None = None
-        if settings.engine == "celery" and shared is not None:
-            self.storage: LocalStorage = open_shared_storage(settings)
-            self.metrics = Metrics(image_stats=shared.image_stats)
-            self.owed = OwedCallbacks(shared, self._send_callback)
-        else:
-            self.storage = LocalStorage(self.data_dir)
-            self.metrics = Metrics()
+        self.celery = celery_parts(settings, self.spec, self.store, self._send_callback)
+        self.owed = None if self.celery is None else self.celery.owed
+        self.storage = LocalStorage(self.data_dir) if self.celery is None else self.celery.storage
+        self.metrics = Metrics() if self.celery is None else self.celery.metrics
         # Outcomes the store did not take yet (down, full disk): retried, never dropped.
         self.writes = StoreWriteRetrier()
         # Set between start() and stop(): callbacks read the store only while it is open.
@@ -90,8 +76,8 @@ class BatchService:
             allow_private=settings.webhook_allow_private,
         )
         self.engine: Engine
-        if self.owed is not None and shared is not None:
-            self.engine = CeleryEngine(settings, self.spec, shared, open_shared_storage(settings))
+        if self.celery is not None:
+            self.engine = self.celery.engine
         else:
             self.engine = LocalEngine(
                 self.spec,
@@ -120,8 +106,8 @@ class BatchService:
         self.writes.start()
         self.engine.start()
         self._feeder.start()
-        if self.owed is not None:
-            self.owed.start()
+        if self.celery is not None:
+            self.celery.owed.start()
             self._sweep_spool(resume_enqueued(self.store, self.spool_root, self._feed.put))
         else:
             self.resume()
@@ -152,9 +138,7 @@ class BatchService:
         except Exception:  # a store that cannot even answer ping is unreachable, not a 500
             store_ok = False
         engine_ok = self.engine.is_alive() and self._feeder.is_alive() and self.writes.is_alive()
-        workers: int | None = self.settings.workers
-        if isinstance(self.engine, CeleryEngine):
-            workers = self.engine.live_workers()
+        workers = self.settings.workers if self.celery is None else self.celery.workers()
         unwritten = self.writes.waiting
         report: dict[str, Any] = {
             "status": "ok" if store_ok and engine_ok and not unwritten else "unavailable",

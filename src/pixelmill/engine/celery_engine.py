@@ -146,14 +146,18 @@ class CeleryEngine:
             return False
 
     def _queue_depth(self) -> int:
+        queue = self.settings.celery_queue
         try:
             with self.app.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, timeout=BROKER_CHECK_TIMEOUT_S)
                 channel: Any = conn.default_channel
-                declared = channel.queue_declare(self.settings.celery_queue, passive=True)
-                return int(declared.message_count)
+                if hasattr(channel, "_size"):
+                    # Redis: kombu's passive declare misses a queue under a key prefix; its
+                    # length (all priority lists) is what the declare would report.
+                    return int(channel._size(queue))
+                return int(channel.queue_declare(queue, passive=True).message_count)
         except Exception as exc:
-            if "NOT_FOUND" in str(exc) or "404" in str(exc):
+            if "NOT_FOUND" in str(exc):
                 return 0  # no message was ever sent: the queue does not exist yet
             return -1
 

@@ -16,12 +16,13 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from celery import Celery, Task
-from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.exceptions import Reject, SecurityWarning, SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from celery.worker.request import Request
 
@@ -266,6 +267,9 @@ def run_worker(settings: Settings, concurrency: int) -> int:
     """Run a worker until SIGTERM (warm shutdown: running images finish); the exit code."""
     global _settings, _context
     _settings, _context = settings, None
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Containers often run as root; Celery's warning about it is noise at every start.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
     app = make_app(settings)
     register(app)
     worker_ready.connect(_say_ready, weak=False)
