@@ -34,7 +34,7 @@ def faulty_task(task: RenderTask) -> TaskResult:
 
 
 def _leave_temp_file(task: RenderTask) -> None:
-    folder = Path(task.out_dir)
+    folder = task.storage.local_dir(task.sha256)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ".pixelmill-tmp-half-written").write_bytes(b"\xff\xd8\xff" + b"\0" * 1000)
 
@@ -62,7 +62,9 @@ def crash_after_render_task(task: RenderTask) -> TaskResult:
     """Write every rendition (no manifest yet), then die: the parent must clean up."""
     from pixelmill.core.render import render_renditions
 
-    render_renditions(task.source, task.out_dir, task.spec, task.sha256, only=task.only)
+    render_renditions(
+        task.source, task.storage.local_dir(task.sha256), task.spec, task.sha256, only=task.only
+    )
     os.kill(os.getpid(), signal.SIGKILL)
     raise AssertionError("unreachable")
 

@@ -84,6 +84,10 @@ class S3Server:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.electionTimeout=1s",  # a restart elects itself leader in ~1 s, not 20
+            # Each bucket is a collection with volumes of its own: the default 8 volumes of
+            # 30 GB run out after two buckets; small sparse ones allow hundreds of buckets.
+            "-volume.max=2000",
+            "-master.volumeSizeLimitMB=64",
         ]
 
     def start(self) -> None:

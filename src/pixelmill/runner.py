@@ -23,7 +23,7 @@ from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
 from pixelmill.engine.local import LocalEngine
 from pixelmill.errors import CorruptImage, ErrorCode, FileTooLarge, ImageError, UnsupportedFormat
 from pixelmill.states import ImageStatus
-from pixelmill.storage import LocalStorage
+from pixelmill.storage import FolderStorage
 
 _HASH_CHUNK = 1 << 20
 _CANCELLED = ErrorInfo(ErrorCode.CANCELLED, "cancelled before it started")
@@ -36,7 +36,7 @@ def render(source: str | Path, out_dir: str | Path, spec: RenderSpec | None = No
     """
     spec = spec or RenderSpec()
     sha256 = hash_file(source, spec.limits.max_bytes)
-    folder = LocalStorage(Path(out_dir)).image_dir(sha256)
+    folder = FolderStorage(Path(out_dir)).image_dir(sha256)
     result = render_renditions(source, folder, spec, sha256)
     write_manifest(folder, manifest_dict(result))
     return result
@@ -103,7 +103,7 @@ def render_paths(
     """
     spec = spec or RenderSpec()
     options = options or EngineOptions()
-    storage = LocalStorage(Path(out_dir))
+    storage = FolderStorage(Path(out_dir))
     engine = LocalEngine(
         spec,
         storage,

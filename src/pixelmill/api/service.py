@@ -28,7 +28,7 @@ from pixelmill.engine.local import LocalEngine
 from pixelmill.engine.records import finish_fields
 from pixelmill.errors import ErrorCode, NotFound
 from pixelmill.states import BatchStatus, ImageStatus
-from pixelmill.storage import LocalStorage
+from pixelmill.storage import open_storage
 from pixelmill.store import BatchRecord, BatchStore, ImageRecord, NewImage, open_store
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class BatchService:
         # then also keeps the image counts and the callbacks owed.
         self.celery = celery_parts(settings, self.spec, self.store, self._send_callback)
         self.owed = None if self.celery is None else self.celery.owed
-        self.storage = LocalStorage(self.data_dir) if self.celery is None else self.celery.storage
+        self.storage = open_storage(settings) if self.celery is None else self.celery.storage
         self.metrics = Metrics() if self.celery is None else self.celery.metrics
         # Outcomes the store did not take yet (down, full disk): retried, never dropped.
         self.writes = StoreWriteRetrier()
@@ -101,7 +101,9 @@ class BatchService:
     def start(self) -> None:
         """Start the engine and resume every unfinished image from the spool."""
         self.spool_root.mkdir(parents=True, exist_ok=True)
+        self.storage.check()  # a missing bucket or refused credentials: one line, now
         self.storage.sweep_temp_files()
+        log.info("renditions in %s", self.storage.describe())
         self._running.set()
         self.writes.start()
         self.engine.start()

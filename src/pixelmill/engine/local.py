@@ -28,7 +28,7 @@ from pixelmill.engine.recovery import KillReason, Running, error_for_exception
 from pixelmill.engine.task import RenderTask, TaskResult, run_render_task
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
-from pixelmill.storage import RenditionStorage
+from pixelmill.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class LocalEngine(Outcomes):
     def __init__(
         self,
         spec: RenderSpec,
-        storage: RenditionStorage,
+        storage: Storage,
         *,
         workers: int,
         memory_budget_bytes: int,
@@ -331,7 +331,9 @@ class LocalEngine(Outcomes):
 
     def _fail_entry(self, entry: Entry, exc: Exception) -> None:
         error = error_for_exception(exc, entry.job.source)
-        if error.code is ErrorCode.INTERNAL:
+        if isinstance(exc, StorageUnavailable):  # not a bug: one line, no traceback
+            log.warning("image %s failed: %s", entry.job.source, error.message)
+        elif error.code is ErrorCode.INTERNAL:
             log.error("image %s failed in the engine", entry.job.source, exc_info=exc)
         self._remove(entry)
         self._settle(entry, ImageStatus.FAILED, None, error)
@@ -367,10 +369,7 @@ class LocalEngine(Outcomes):
             return False
         only = None if len(missing) == len(self.spec.rendition_names()) else missing
         job = entry.job
-        task = RenderTask(
-            job.job_id, job.source, job.sha256, str(self.storage.image_dir(job.sha256)),
-            self.spec, only,
-        )  # fmt: skip
+        task = RenderTask(job.job_id, job.source, job.sha256, self.storage, self.spec, only)
         with self._cond:
             self._queue.take(entry)
             self._cond.notify_all()

@@ -25,7 +25,7 @@ from pixelmill.engine.recovery import Running, judge_death
 from pixelmill.engine.task import TaskResult
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
-from pixelmill.storage import RenditionStorage
+from pixelmill.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Outcomes:
     """The outcome half of ``LocalEngine``."""
 
     spec: RenderSpec
-    storage: RenditionStorage
+    storage: Storage
     _on_outcome: OutcomeCallback
     _cond: threading.Condition
     _queue: AdmissionQueue

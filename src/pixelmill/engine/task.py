@@ -1,7 +1,8 @@
-"""The task a worker process runs: render one image, write its manifest, return a summary.
+"""The task a worker process runs: render one image, store it with its manifest, return a summary.
 
-Module-level and small on both sides of the process boundary: a path and a spec in, a
-``TaskResult`` (no pixels, no image bytes) out.
+Module-level and small on both sides of the process boundary: a path, the storage and a spec
+in, a ``TaskResult`` (no pixels, no image bytes) out. The local engine's workers and the
+distributed engine's workers both run ``run_render_task``.
 """
 
 from __future__ import annotations
@@ -11,18 +12,12 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from pixelmill.core.manifest import (
-    manifest_dict,
-    read_manifest_file,
-    render_result_from_manifest,
-    write_manifest,
-)
+from pixelmill.core.manifest import manifest_dict, render_result_from_manifest, write_manifest
 from pixelmill.core.render import render_renditions
 from pixelmill.core.specs import RenderResult, RenderSpec, Rendition
 from pixelmill.errors import ErrorCode, ImageError
-from pixelmill.storage import remove_unlisted_renditions
+from pixelmill.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +30,7 @@ class RenderTask:
     job_id: str
     source: str
     sha256: str
-    out_dir: str
+    storage: Storage  # picklable: it travels to the worker process with the task
     spec: RenderSpec
     only: frozenset[str] | None  # None: every rendition of the spec
 
@@ -76,15 +71,19 @@ def cancel_requested() -> bool:
 
 
 def run_render_task(task: RenderTask) -> TaskResult:
-    """Render ``task`` and write its manifest; every failure becomes a TaskResult.
+    """Render ``task``, then store its renditions and manifest; every failure becomes a
+    TaskResult.
 
-    A task that does not finish leaves its image folder as its manifest lists it: the
-    renditions it wrote before a cancel or an error are removed, and so are temp files.
+    The renditions are written into ``storage.local_dir`` with the manifest (merged with the
+    one stored), then ``storage.publish`` makes them visible, the manifest last. A task that
+    does not finish leaves the storage as its manifest lists it: the renditions it wrote
+    before a cancel or an error are removed, and so are temp and scratch files.
     """
-    out_dir = Path(task.out_dir)
+    storage = task.storage
     if cancel_requested():
         return TaskResult(task.job_id, None, ErrorCode.CANCELLED, "cancelled before it started")
     try:
+        out_dir = storage.local_dir(task.sha256)
         result = render_renditions(
             task.source,
             out_dir,
@@ -93,17 +92,25 @@ def run_render_task(task: RenderTask) -> TaskResult:
             only=task.only,
             should_cancel=cancel_requested,
         )
-        result = _merge_with_existing(result, out_dir, task.spec)
+        fresh = [r.filename for r in result.renditions]
+        result = _merge_with_existing(result, storage, task.spec)
         write_manifest(out_dir, manifest_dict(result))
+        storage.publish(task.sha256, out_dir, fresh)
         return TaskResult(task.job_id, result)
     except ImageError as exc:
         failure = TaskResult(task.job_id, None, exc.code, exc.message)
+    except StorageUnavailable as exc:
+        message = f"cannot store renditions: {exc.message}"
+        failure = TaskResult(task.job_id, None, ErrorCode.INTERNAL, message)
     except OSError as exc:
         failure = TaskResult(task.job_id, None, *describe_os_error(exc, task.source))
     except Exception as exc:  # a bug of ours: that image fails, the run goes on
         log.exception("internal error rendering %s", task.source)
         failure = TaskResult(task.job_id, None, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-    remove_unlisted_renditions(out_dir, task.targets())
+    try:
+        storage.discard_unlisted(task.sha256, task.targets())
+    except Exception as exc:  # the storage is down: what it keeps is unlisted, never served
+        log.warning("cannot clean up after %s: %s", task.source, exc)
     return failure
 
 
@@ -118,9 +125,10 @@ def describe_os_error(exc: OSError, source: str) -> tuple[ErrorCode, str]:
     return ErrorCode.INTERNAL, f"cannot write renditions: {exc}"
 
 
-def _merge_with_existing(result: RenderResult, out_dir: Path, spec: RenderSpec) -> RenderResult:
-    """When only missing renditions were rendered, the manifest lists the old ones too."""
-    existing = read_manifest_file(out_dir)
+def _merge_with_existing(result: RenderResult, storage: Storage, spec: RenderSpec) -> RenderResult:
+    """When only missing renditions were rendered, the manifest lists the old ones too
+    (those still stored)."""
+    existing = storage.read_manifest(result.sha256)
     if existing is None:
         return result
     previous = render_result_from_manifest(existing)
@@ -130,7 +138,7 @@ def _merge_with_existing(result: RenderResult, out_dir: Path, spec: RenderSpec) 
     kept = [
         r
         for r in previous.renditions
-        if r.filename not in fresh and (out_dir / r.filename).is_file()
+        if r.filename not in fresh and storage.has_rendition(result.sha256, r.filename)
     ]
     order = {name: i for i, name in enumerate(spec.rendition_names())}
     merged: list[Rendition] = sorted(

@@ -1,18 +1,60 @@
 """Where originals, renditions and manifests live: a folder or an S3-compatible bucket."""
 
-from pixelmill.storage.base import SHA256_PATTERN, Storage, StoredObject, rendition_url
+from __future__ import annotations
+
+from pathlib import Path
+
+from pixelmill.config import ConfigError, Settings
+from pixelmill.storage.base import (
+    SHA256_PATTERN,
+    Storage,
+    StorageUnavailable,
+    StoredObject,
+    rendition_url,
+)
 from pixelmill.storage.folder import (
+    FolderStorage,
     LocalStorage,
-    RenditionStorage,
     remove_unlisted_renditions,
 )
 
+S3_EXTRA_MISSING = "PIXELMILL_STORAGE=s3://... needs the s3 extra: pip install 'pixelmill[s3]'"
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage PIXELMILL_STORAGE names: unset -> the data dir, ``file://<folder>``,
+    or ``s3://bucket[/prefix]`` (at PIXELMILL_S3_ENDPOINT_URL; AWS_* credentials)."""
+    data_dir = Path(settings.data_dir).resolve()
+    location = settings.storage
+    public_url = settings.storage_public_url
+    if location is None:
+        return FolderStorage(data_dir, public_url)
+    if location.startswith("file://"):
+        return FolderStorage(Path(location.removeprefix("file://")).resolve(), public_url)
+    try:
+        import boto3  # noqa: F401  (only to know whether the extra is installed)
+    except ImportError:
+        raise ConfigError(S3_EXTRA_MISSING) from None
+    from pixelmill.storage.s3 import S3Storage
+
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    return S3Storage(
+        bucket,
+        prefix,
+        scratch_root=data_dir / "tmp" / "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        public_url=public_url,
+    )
+
+
 __all__ = [
     "SHA256_PATTERN",
+    "FolderStorage",
     "LocalStorage",
-    "RenditionStorage",
     "Storage",
+    "StorageUnavailable",
     "StoredObject",
+    "open_storage",
     "remove_unlisted_renditions",
     "rendition_url",
 ]

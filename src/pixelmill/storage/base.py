@@ -17,9 +17,77 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pixelmill.core.specs import RenderSpec
+from pixelmill.core.imaging import fit_size
+from pixelmill.core.manifest import MANIFEST_NAME, render_result_from_manifest
+from pixelmill.core.specs import OutputFormat, RenderSpec
+from pixelmill.errors import Unavailable
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# Renditions are content-addressed: a key's bytes never change, so caches may keep them.
+IMMUTABLE = "public, max-age=31536000, immutable"
+MEDIA_TYPES = {f.extension: f.media_type for f in OutputFormat}
+MANIFEST_MEDIA_TYPE = "application/json"
+
+
+class StorageUnavailable(Unavailable):
+    """The storage cannot be reached or refuses us (endpoint down, bucket gone, credentials).
+
+    The API answers 503 ``unavailable``; a render that meets it fails that image only.
+    """
+
+
+def rendition_key(sha256: str, filename: str) -> str:
+    """``renditions/<sha[:2]>/<sha>/<filename>``: the same in a folder and in a bucket."""
+    if not SHA256_PATTERN.match(sha256):
+        raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+    return f"renditions/{sha256[:2]}/{sha256}/{filename}"
+
+
+def manifest_key(sha256: str) -> str:
+    return rendition_key(sha256, MANIFEST_NAME)
+
+
+def original_key(sha256: str) -> str:
+    if not SHA256_PATTERN.match(sha256):
+        raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+    return f"originals/{sha256}"
+
+
+def is_plain_filename(filename: str) -> bool:
+    """A name that stays inside an image's folder (no separators, no hidden or temp files)."""
+    return (
+        bool(filename)
+        and "/" not in filename
+        and "\\" not in filename
+        and not (filename.startswith("."))
+    )
+
+
+def listed_files(manifest: dict[str, Any]) -> set[str] | None:
+    """The file names a manifest lists; None when it has no list we can read."""
+    renditions = manifest.get("renditions")
+    if not isinstance(renditions, list):
+        return None
+    return {str(r.get("path")) for r in renditions if isinstance(r, dict)}
+
+
+def renditions_to_render(manifest: dict[str, Any] | None, spec: RenderSpec) -> frozenset[str]:
+    """File names ``spec`` asks for that ``manifest`` does not list at the size asked now."""
+    wanted = spec.rendition_names()
+    previous = render_result_from_manifest(manifest) if manifest is not None else None
+    if previous is None:
+        return frozenset(wanted)
+    # A rendition counts only at the size its preset asks for now (a box may have changed).
+    # The manifest's source size is the displayed one (older manifests are upgraded on
+    # read), so it fits the box as it is: no orientation swap here.
+    source = previous.source
+    expected = {
+        f"{p.name}.{f.extension}": fit_size(source.width, source.height, p.width, p.height)
+        for p in spec.presets
+        for f in spec.formats
+    }
+    have = {r.filename: (r.width, r.height) for r in previous.renditions}
+    return frozenset(name for name in wanted if have.get(name) != expected[name])
 
 
 def rendition_url(sha256: str, filename: str) -> str:
@@ -42,10 +110,19 @@ class StoredObject:
 
 
 class Storage(Protocol):
-    """What engines, workers and the API need of where renditions live."""
+    """What engines, workers and the API need of where renditions live.
+
+    Methods that reach a remote store raise ``StorageUnavailable`` when it is down.
+    """
 
     def describe(self) -> str:
         """For logs: ``folder /data`` or ``s3://bucket/prefix at http://...``."""
+
+    def check(self) -> None:
+        """Raise ``StorageUnavailable`` (one line) when the storage cannot be used (at start)."""
+
+    def sweep_temp_files(self) -> int:
+        """At start: remove temp and scratch files a crashed run left. Returns how many."""
 
     def local_dir(self, sha256: str) -> Path:
         """The folder a render of this image writes into (its own folder, or a scratch one)."""
@@ -66,7 +143,8 @@ class Storage(Protocol):
         """After a run that did not finish: remove what of ``names`` the manifest does not
         list (locally and where published), and temp files. Returns how many went."""
 
-    def remove_temp_files(self, sha256: str) -> int: ...
+    def remove_temp_files(self, sha256: str) -> int:
+        """Remove this process's temp files of the image (half-written renditions)."""
 
     def open_rendition(self, sha256: str, filename: str) -> StoredObject | None:
         """A rendition the manifest lists, or None (also for names that leave the folder)."""

@@ -1,53 +1,77 @@
-"""Where renditions live: ``<root>/renditions/<sha[:2]>/<sha>/<preset>.<ext>`` + manifest.json.
+"""The folder sibling: ``<root>/renditions/<sha[:2]>/<sha>/<preset>.<ext>`` + manifest.json.
 
 Content-addressed: the folder of an image is a pure function of its bytes' SHA-256, so the
 same content is rendered once, ever, and a manifest's presence means the work was done.
+A render writes straight into the image's folder, so ``publish`` has nothing left to do.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from pixelmill.core.encode import remove_temp_files
-from pixelmill.core.imaging import fit_size
-from pixelmill.core.manifest import (
-    MANIFEST_NAME,
-    read_manifest_file,
-    render_result_from_manifest,
-)
+from pixelmill.core.encode import TEMP_PREFIX, remove_temp_files
+from pixelmill.core.manifest import MANIFEST_NAME, read_manifest_file
 from pixelmill.core.specs import RenderSpec
-from pixelmill.storage.base import SHA256_PATTERN
+from pixelmill.storage.base import (
+    StoredObject,
+    is_plain_filename,
+    listed_files,
+    original_key,
+    rendition_key,
+    renditions_to_render,
+)
+
+CHUNK_BYTES = 64 * 1024
 
 
-class RenditionStorage(Protocol):
-    """What the engine needs to know about where renditions go."""
+@dataclass(frozen=True)
+class StoredFile(StoredObject):
+    """A rendition in a folder: served straight from ``path``."""
 
-    def image_dir(self, sha256: str) -> Path: ...
-
-    def read_manifest(self, sha256: str) -> dict[str, Any] | None: ...
-
-    def missing_renditions(self, sha256: str, spec: RenderSpec) -> frozenset[str]: ...
-
-    def remove_temp_files(self, sha256: str) -> int: ...
-
-    def discard_unlisted(self, sha256: str, names: Iterable[str]) -> int: ...
+    def read(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        return _file_chunks(self.path, start, end)
 
 
-class LocalStorage:
+def _file_chunks(path: Path | None, start: int, end: int | None) -> Iterator[bytes]:
+    assert path is not None
+    with open(path, "rb") as file:
+        file.seek(start)
+        left = (end + 1 - start) if end is not None else None
+        while left is None or left > 0:
+            chunk = file.read(CHUNK_BYTES if left is None else min(CHUNK_BYTES, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+
+
+class FolderStorage:
     """Renditions on a local (or mounted) filesystem under ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, public_url: str | None = None) -> None:
         self.root = Path(root)
         self.renditions_root = self.root / "renditions"
+        self.public_base = public_url.rstrip("/") if public_url else None
+
+    def describe(self) -> str:
+        return f"folder {self.root}"
+
+    def check(self) -> None:
+        """A folder is checked where it is written (a full or read-only disk fails renders)."""
 
     def image_dir(self, sha256: str) -> Path:
-        if not SHA256_PATTERN.match(sha256):
-            raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
-        return self.renditions_root / sha256[:2] / sha256
+        return self.root / rendition_key(sha256, "").rstrip("/")
+
+    def local_dir(self, sha256: str) -> Path:
+        return self.image_dir(sha256)
 
     def manifest_path(self, sha256: str) -> Path:
         return self.image_dir(sha256) / MANIFEST_NAME
@@ -58,34 +82,45 @@ class LocalStorage:
 
     def missing_renditions(self, sha256: str, spec: RenderSpec) -> frozenset[str]:
         """File names ``spec`` asks for that this image does not have yet (all, if new)."""
-        wanted = spec.rendition_names()
-        manifest = self.read_manifest(sha256)
-        previous = render_result_from_manifest(manifest) if manifest is not None else None
-        if previous is None:
-            return frozenset(wanted)
-        # A rendition counts only at the size its preset asks for now (a box may have changed).
-        # The manifest's source size is the displayed one (older manifests are upgraded on
-        # read), so it fits the box as it is: no orientation swap here.
-        source = previous.source
-        expected = {
-            f"{p.name}.{f.extension}": fit_size(source.width, source.height, p.width, p.height)
-            for p in spec.presets
-            for f in spec.formats
-        }
-        have = {r.filename: (r.width, r.height) for r in previous.renditions}
+        missing = renditions_to_render(self.read_manifest(sha256), spec)
         folder = self.image_dir(sha256)
-        return frozenset(
-            name
-            for name in wanted
-            if have.get(name) != expected[name] or not (folder / name).is_file()
-        )
+        # A folder can be tampered with: a listed file that is gone is rendered again.
+        gone = {name for name in spec.rendition_names() if not (folder / name).is_file()}
+        return missing | gone
+
+    def has_rendition(self, sha256: str, filename: str) -> bool:
+        return is_plain_filename(filename) and (self.image_dir(sha256) / filename).is_file()
+
+    def publish(self, sha256: str, folder: Path, filenames: Iterable[str]) -> None:
+        """Nothing to do: the render wrote into the image's folder, its manifest last."""
 
     def rendition_path(self, sha256: str, filename: str) -> Path | None:
         """The file of one rendition, or None (also for names that try to leave the folder)."""
-        if "/" in filename or "\\" in filename or filename.startswith("."):
+        if not is_plain_filename(filename):
             return None
         path = self.image_dir(sha256) / filename
         return path if path.is_file() else None
+
+    def open_rendition(self, sha256: str, filename: str) -> StoredObject | None:
+        """A rendition the manifest lists, or None."""
+        manifest = self.read_manifest(sha256)
+        listed = listed_files(manifest) if manifest is not None else None
+        if not listed or filename not in listed:
+            return None
+        path = self.rendition_path(sha256, filename)
+        if path is None:
+            return None
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        etag = f'"{sha256[:32]}-{filename}-{stat.st_size}"'
+        return StoredFile(stat.st_size, etag, stat.st_mtime, path)
+
+    def public_url(self, sha256: str, filename: str) -> str | None:
+        if self.public_base is None:
+            return None
+        return f"{self.public_base}/{rendition_key(sha256, filename)}"
 
     def remove_temp_files(self, sha256: str) -> int:
         return remove_temp_files(self.image_dir(sha256))
@@ -101,7 +136,48 @@ class LocalStorage:
             for shard in self.renditions_root.iterdir():
                 for folder in shard.iterdir() if shard.is_dir() else ():
                     removed += remove_temp_files(folder)
+        removed += remove_temp_files(self.root / "originals")
         return removed
+
+    # -- originals (the distributed engine's spool) --------------------------------------
+
+    def put_original(self, sha256: str, source: Path) -> None:
+        target = self.root / original_key(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copy_atomically(source, target)
+
+    def fetch_original(self, sha256: str, dest: Path) -> bool:
+        source = self.root / original_key(sha256)
+        if not source.is_file():
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            copy_atomically(source, dest)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete_original(self, sha256: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.root / original_key(sha256))
+
+
+# The name this class had when a folder was the only storage.
+LocalStorage = FolderStorage
+
+
+def copy_atomically(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` through a temp file beside it: never half there."""
+    with open(source, "rb") as reader:  # FileNotFoundError before any temp file exists
+        fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as writer:
+                shutil.copyfileobj(reader, writer, 1024 * 1024)
+            os.replace(temp_name, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise
 
 
 def remove_unlisted_renditions(folder: Path, names: Iterable[str]) -> int:
@@ -115,12 +191,12 @@ def remove_unlisted_renditions(folder: Path, names: Iterable[str]) -> int:
         manifest = read_manifest_file(folder)
     except OSError:
         return remove_temp_files(folder)
-    listed = _listed_files(manifest) if manifest is not None else set()
+    listed = listed_files(manifest) if manifest is not None else set()
     removed = remove_temp_files(folder)
     if listed is None:  # a manifest we cannot make sense of: keep what it may list
         return removed
     for name in set(names) - listed:
-        if "/" in name or name.startswith("."):
+        if not is_plain_filename(name):
             continue  # never a rendition's name: nothing of ours to remove
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(folder / name)
@@ -128,11 +204,3 @@ def remove_unlisted_renditions(folder: Path, names: Iterable[str]) -> int:
     with contextlib.suppress(OSError):
         folder.rmdir()  # only when empty: a rendered image keeps its folder
     return removed
-
-
-def _listed_files(manifest: dict[str, Any]) -> set[str] | None:
-    """The file names a manifest lists; None when it has no list we can read."""
-    renditions = manifest.get("renditions")
-    if not isinstance(renditions, list):
-        return None
-    return {str(r.get("path")) for r in renditions if isinstance(r, dict)}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from email.utils import formatdate
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.types import Receive, Scope, Send
 
 from pixelmill.api.deps import ServiceDep
 from pixelmill.api.errors import error_response
@@ -18,15 +21,12 @@ from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.routes.batches import batch_url
 from pixelmill.api.schemas import ImageAccepted, ImageWaited, error_responses
 from pixelmill.api.service import new_id
-from pixelmill.core.specs import OutputFormat
 from pixelmill.errors import ErrorCode, InvalidRequest, NotFound
-from pixelmill.storage import SHA256_PATTERN, rendition_url
+from pixelmill.storage import SHA256_PATTERN, StoredObject, rendition_url
+from pixelmill.storage.base import IMMUTABLE, MEDIA_TYPES, listed_files
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
-# Renditions are content-addressed: a URL's bytes never change, so caches may keep them.
-IMMUTABLE = "public, max-age=31536000, immutable"
-MEDIA_TYPES = {f.extension: f.media_type for f in OutputFormat}
 MAX_WAIT_S = 300.0
 
 
@@ -105,35 +105,48 @@ async def get_manifest(sha256: str, request: Request, service: ServiceDep) -> Re
 
 @router.get(
     "/{sha256}/{filename}",
-    summary="One rendition's bytes, e.g. large.webp",
+    summary="One rendition's bytes, e.g. large.webp (HEAD too)",
     response_class=FileResponse,
     responses={
         200: {"content": {t: {} for t in MEDIA_TYPES.values()}},
         206: {"description": "The requested byte range (Range)"},
         304: {"description": "Not modified (If-None-Match)"},
-        **error_responses(400, 401, 404, 416),
+        307: {"description": "Served elsewhere (PIXELMILL_STORAGE_PUBLIC_URL): see Location"},
+        **error_responses(400, 401, 404, 416, 503),
     },
 )
 async def get_rendition(
     sha256: str, filename: str, request: Request, service: ServiceDep
 ) -> Response:
+    """Only what the image's manifest lists is served, from a folder or a bucket alike."""
     extension = filename.rpartition(".")[2]
     if extension not in MEDIA_TYPES:
         raise NotFound(f"no rendition {filename!r}")
-    path = await run_in_threadpool(service.storage.rendition_path, _checked_sha(sha256), filename)
-    if path is None:
+    storage = service.storage
+    sha256 = _checked_sha(sha256)
+    public = storage.public_url(sha256, filename)
+    if public is not None:
+        manifest = await run_in_threadpool(storage.read_manifest, sha256)
+        if manifest is None or filename not in (listed_files(manifest) or ()):
+            raise NotFound(f"no rendition {filename!r} of {sha256}")
+        return Response(status_code=307, headers={"Location": public})
+    stored = await run_in_threadpool(storage.open_rendition, sha256, filename)
+    if stored is None:
         raise NotFound(f"no rendition {filename!r} of {sha256}")
-    size = (await run_in_threadpool(path.stat)).st_size
-    etag = f'"{sha256[:32]}-{filename}-{size}"'
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
-    if _etag_matches(request, etag):
+    size = stored.size
+    headers = {"ETag": stored.etag, "Cache-Control": IMMUTABLE}
+    if _etag_matches(request, stored.etag):
         return Response(status_code=304, headers=headers)
-    response = FileResponse(path, media_type=MEDIA_TYPES[extension], headers=headers)
+    media_type = MEDIA_TYPES[extension]
+    if stored.path is not None:  # a file: Starlette serves it (ranges, HEAD) as before
+        response: Response = FileResponse(stored.path, media_type=media_type, headers=headers)
+    else:
+        response = _StreamedRendition(stored, media_type, headers)
     wanted = request.headers.get("range")
     if wanted is not None:
         # Starlette answers a bad Range in plain text: check it first, for our error shape.
         try:
-            response._parse_range_header(wanted, size)
+            FileResponse._parse_range_header(wanted, size)
         except MalformedRangeHeader:
             raise InvalidRequest(f"malformed Range header {wanted[:80]!r}") from None
         except RangeNotSatisfiable:
@@ -144,3 +157,50 @@ async def get_rendition(
                 headers={"Content-Range": f"bytes */{size}"},
             )
     return response
+
+
+# HEAD answers what GET would (status and headers), without the body.
+router.add_api_route(
+    "/{sha256}/{filename}", get_rendition, methods=["HEAD"], include_in_schema=False
+)
+
+
+class _StreamedRendition(Response):
+    """A rendition read through ``StoredObject.read`` (an S3 object): streamed in chunks,
+    one ranged GET for a single Range, never read whole into memory.
+
+    Answers like Starlette's FileResponse: 200 or 206 (single range; several ranges get the
+    whole object, which HTTP allows), If-Range honoured, no body for HEAD.
+    """
+
+    def __init__(self, stored: StoredObject, media_type: str, headers: dict[str, str]) -> None:
+        super().__init__(None, media_type=media_type, headers=headers)
+        self.stored = stored
+        self.headers["content-length"] = str(stored.size)
+        self.headers["accept-ranges"] = "bytes"
+        self.headers["last-modified"] = formatdate(stored.last_modified, usegmt=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_headers = Headers(scope=scope)
+        status, first, last = 200, 0, None
+        wanted = request_headers.get("range")
+        if_range = request_headers.get("if-range")
+        fresh = if_range is None or if_range in (
+            self.headers["etag"],
+            self.headers["last-modified"],
+        )
+        if wanted is not None and fresh:
+            ranges = FileResponse._parse_range_header(wanted, self.stored.size)  # checked before
+            if len(ranges) == 1:
+                start, end = ranges[0]
+                status, first, last = 206, start, end - 1
+                self.headers["content-range"] = f"bytes {start}-{end - 1}/{self.stored.size}"
+                self.headers["content-length"] = str(end - start)
+        await send({"type": "http.response.start", "status": status, "headers": self.raw_headers})
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        chunks = await run_in_threadpool(self.stored.read, first, last)
+        async for chunk in iterate_in_threadpool(chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
