@@ -22,7 +22,8 @@ from pixelmill.config import Settings
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageJob
 from pixelmill.engine.celery_engine import CeleryEngine
-from pixelmill.engine.celery_storage import SharedFolderStorage, open_shared_storage
+from pixelmill.engine.celery_storage import open_shared_storage
+from pixelmill.storage import Storage
 from pixelmill.store import RedisBatchStore
 from pixelmill.store.base import BatchStore, WorkCoordination
 
@@ -121,7 +122,7 @@ class CeleryParts:
     """What the service uses instead of its own pool, folder and counters in celery mode."""
 
     engine: CeleryEngine
-    storage: SharedFolderStorage
+    storage: Storage
     metrics: Metrics
     owed: OwedCallbacks
 

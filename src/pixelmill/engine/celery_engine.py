@@ -20,7 +20,7 @@ from pixelmill.config import Settings
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageJob
 from pixelmill.engine.celery_app import TASK_NAME, make_app, spec_to_dict
-from pixelmill.engine.celery_storage import SharedFolderStorage
+from pixelmill.storage import Storage
 from pixelmill.store.base import WorkCoordination
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class CeleryEngine:
         settings: Settings,
         spec: RenderSpec,
         store: WorkCoordination,
-        storage: SharedFolderStorage,
+        storage: Storage,
     ) -> None:
         self.settings = settings
         self.spec_message = spec_to_dict(spec)

@@ -13,8 +13,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from pixelmill.config import ConfigError, Settings
-from pixelmill.storage import SHA256_PATTERN, LocalStorage
+from pixelmill.config import Settings
+from pixelmill.storage import SHA256_PATTERN, LocalStorage, Storage, open_storage
 
 
 class SharedFolderStorage(LocalStorage):
@@ -57,11 +57,6 @@ class SharedFolderStorage(LocalStorage):
             self._original_path(sha256).unlink()
 
 
-def open_shared_storage(settings: Settings) -> SharedFolderStorage:
-    """The storage ``settings`` name; ConfigError for a backend not supported here yet."""
-    value = settings.storage
-    if value is None:
-        return SharedFolderStorage(Path(settings.data_dir).resolve())
-    if value.startswith("file://"):
-        return SharedFolderStorage(Path(value.removeprefix("file://")).resolve())
-    raise ConfigError(f"PIXELMILL_STORAGE={value!r} is not supported by this build")
+def open_shared_storage(settings: Settings) -> Storage:
+    """The storage ``settings`` name (folder or S3: both keep the originals now)."""
+    return open_storage(settings)

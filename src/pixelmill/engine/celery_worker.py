@@ -32,10 +32,11 @@ from pixelmill.core.specs import RenderSpec
 from pixelmill.engine import task as render_task
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
 from pixelmill.engine.celery_app import TASK_NAME, make_app, redact_url, spec_from_dict
-from pixelmill.engine.celery_storage import SharedFolderStorage, open_shared_storage
+from pixelmill.engine.celery_storage import open_shared_storage
 from pixelmill.engine.records import finish_fields
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
+from pixelmill.storage import Storage
 from pixelmill.store import RedisBatchStore, open_store
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class WorkerContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir).resolve()
-        self.storage: SharedFolderStorage = open_shared_storage(settings)
+        self.storage: Storage = open_shared_storage(settings)
         store = open_store(
             settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
         )
@@ -198,8 +199,9 @@ def _render_claimed(ctx: WorkerContext, job: ImageJob, spec: RenderSpec) -> Imag
         if not ctx.storage.fetch_original(job.sha256, local):
             return _failed(job, ErrorCode.INTERNAL, ORIGINAL_GONE)
         only = None if len(missing) == len(spec.rendition_names()) else missing
-        out_dir = str(ctx.storage.image_dir(job.sha256))
-        request = render_task.RenderTask(job.job_id, job.source, job.sha256, out_dir, spec, only)
+        request = render_task.RenderTask(
+            job.job_id, job.source, job.sha256, ctx.storage, spec, only
+        )
         render_task.set_cancel_check(cancel_check(ctx, job.batch_id))
         try:
             result = render_task.run_render_task(request)
