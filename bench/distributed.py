@@ -225,7 +225,7 @@ def deployment(config: Config, s3: SeaweedFS | None) -> Iterator[Deployment]:
             worker = _spawn([*hooks, "worker", "--concurrency", "1"], worker_env, log_path)
             found.processes.append(worker)
             _wait_for(
-                lambda p=log_path: READY_LINE in p.read_text(errors="replace"),  # type: ignore[misc]
+                lambda p=log_path: READY_LINE in p.read_text(errors="replace"),
                 worker,
                 log_path,
                 "a worker",

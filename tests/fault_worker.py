@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fault_worker: {exc}", file=sys.stderr)
         return 2
-    task.render_renditions = faulty(task.render_renditions)  # type: ignore[assignment]
+    task.render_renditions = faulty(task.render_renditions)  # type: ignore[attr-defined]
 
     from pixelmill.engine.celery_worker import run_worker
 
