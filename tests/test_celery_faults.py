@@ -403,6 +403,29 @@ def test_a_hang_fails_timeout_and_the_worker_carries_on(make_cluster: Any) -> No
     assert worker.proc.poll() is None, worker.log()
 
 
+def test_a_hang_the_soft_limit_cannot_break_fails_timeout_at_the_hard_limit(
+    make_cluster: Any,
+) -> None:
+    """A render stuck where the soft limit's signal cannot reach (hung C code) is killed at
+    the hard limit (timeout + 10 s); its image fails ``timeout``, written by the worker's
+    main process, and the worker renders the next image."""
+    images = photos(2)
+    stuck = sha256_of(images[0])
+    cluster: Cluster = make_cluster(
+        "redis", PIXELMILL_IMAGE_TIMEOUT_S="1", PIXELMILL_TEST_STUCK_SHAS=stuck
+    )
+    cluster.start_service()
+    worker = cluster.add_worker()
+    final = send_batch(cluster.client(), images).until_finished(timeout_s=40)
+
+    by_sha = {i["sha256"]: i for i in final["images"]}
+    assert by_sha[stuck]["status"] == "failed", brief(final)
+    assert by_sha[stuck]["error"]["code"] == "timeout", by_sha[stuck]
+    assert final["completed"] == 1 and final["failed"] == 1, brief(final)
+    assert Counter(r.sha256 for r in cluster.renders())[stuck] == 1
+    assert worker.proc.poll() is None, worker.log()
+
+
 def test_with_s3_storage_nothing_passes_through_a_shared_folder(
     make_cluster: Any, s3_server: S3Server
 ) -> None:
