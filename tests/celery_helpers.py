@@ -181,13 +181,19 @@ def cleanup_celery(env: Mapping[str, str]) -> None:
     if env["PIXELMILL_BROKER_URL"].startswith("amqp"):
         from kombu import Connection
 
-        with contextlib.suppress(Exception), Connection(env["PIXELMILL_BROKER_URL"]) as conn:
-            channel: Any = conn.channel()
-            queue = env["PIXELMILL_CELERY_QUEUE"]
-            channel.queue_delete(queue)
-            channel.exchange_delete(queue)
-            channel.exchange_delete(f"{queue}.control")
-            channel.close()
+        queue = env["PIXELMILL_CELERY_QUEUE"]
+        names = (queue, f"{queue}.control.pidbox", f"reply.{queue}.control.pidbox")
+        with Connection(env["PIXELMILL_BROKER_URL"]) as conn:
+            # A channel per step: RabbitMQ closes a channel that deletes what is not there.
+            with contextlib.suppress(Exception):
+                channel: Any = conn.channel()
+                channel.queue_delete(queue)
+                channel.close()
+            for exchange in names:
+                with contextlib.suppress(Exception):
+                    channel = conn.channel()
+                    channel.exchange_delete(exchange)
+                    channel.close()
 
 
 @contextlib.contextmanager

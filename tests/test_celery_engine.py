@@ -3,6 +3,7 @@ Redis or RabbitMQ as the broker, the Redis store, a shared storage folder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -31,7 +32,8 @@ from celery_helpers import (
     cleanup_celery,
 )
 from pixelmill.config import Settings
-from pixelmill.store import RedisBatchStore
+from pixelmill.store import NewImage, RedisBatchStore
+from s3_server import S3Server
 from webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.slow
@@ -39,7 +41,11 @@ pytestmark = pytest.mark.slow
 
 def settings_of(env: dict[str, str]) -> Settings:
     """The Settings a process with ``env`` would read."""
-    values = {k.removeprefix("PIXELMILL_").lower(): v for k, v in env.items()}
+    values = {
+        k.removeprefix("PIXELMILL_").lower(): v
+        for k, v in env.items()
+        if k.startswith("PIXELMILL_")
+    }
     return Settings.model_validate(values)
 
 
@@ -267,3 +273,64 @@ def test_health_and_metrics_report_the_broker_queue_and_live_workers(
         assert originals(any_env) != [], "the originals wait in storage, not in the spool"
         with celery_workers(any_env):
             assert wait_for_batch(client, batch_id)["completed"] == 3
+
+
+def test_with_s3_storage_workers_share_nothing_but_broker_store_and_bucket(
+    redis_env: dict[str, str], s3_server: S3Server, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker has its own empty data dir, the service another: renditions and originals
+    travel through the bucket only, and nothing is left behind in any data dir."""
+    bucket = s3_server.new_bucket()
+    env = {**redis_env, **s3_server.env(bucket, "pm")}
+    for name, value in env.items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)  # the service runs in this process
+    images = photos(corpus, 4)
+    files = [upload(name, data) for name, data in images] + [upload("again.jpg", images[0][1])]
+    with celery_workers(env, count=2) as workers, service(env) as client:
+        batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+        status = wait_for_batch(client, batch_id)
+        assert (status["completed"], status["duplicates"], status["failed"]) == (5, 1, 0)
+        first = status["images"][0]["renditions"][0]["path"]
+        assert client.get(first).status_code == 200
+        worker_dirs = [Path(w.log_path).parent for w in workers]
+    keys = s3_server.keys(bucket, "pm/")
+    assert len([k for k in keys if k.endswith("/manifest.json")]) == 4
+    assert not [k for k in keys if "/originals/" in k], "every original is removed"
+    service_dir = Path(env["PIXELMILL_DATA_DIR"])
+    assert not (service_dir / "renditions").exists()
+    for folder in [service_dir, *worker_dirs]:
+        left = [p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".log")]
+        left = [p for p in left if p.name != "pixelmill.db"]
+        assert left == [], left
+
+
+def test_a_restarted_service_sends_what_it_spooled_and_leaves_the_broker_its_own(
+    redis_env: dict[str, str],
+) -> None:
+    """An image still in the spool was never enqueued: the next start sends it. One without
+    a spool file is in the broker: it stays pending for its worker, it is not failed."""
+    store = RedisBatchStore(
+        redis_env["PIXELMILL_STORE"], prefix=redis_env["PIXELMILL_REDIS_PREFIX"]
+    )
+    batch_id = "b" * 32
+    spooled = Path(redis_env["PIXELMILL_DATA_DIR"]).resolve() / "spool" / batch_id / "one"
+    spooled.parent.mkdir(parents=True)
+    data = small_jpeg(77)
+    spooled.write_bytes(data)
+    images = [
+        NewImage("1" * 32, "spooled.jpg", hashlib.sha256(data).hexdigest(), str(spooled)),
+        NewImage("2" * 32, "enqueued.jpg", "e" * 64, str(spooled.with_name("gone"))),
+    ]
+    store.create_batch(batch_id, images)
+    with celery_workers(redis_env), service(redis_env) as client:
+        deadline = time.monotonic() + 30
+        while (image := store.get_image(batch_id, "1" * 32)) is None or not image.status.is_final:
+            assert time.monotonic() < deadline, "the spooled image was not sent"
+            time.sleep(0.05)
+        assert image.status.value == "done"
+        assert not spooled.exists()
+        time.sleep(0.5)
+        waiting = client.get(f"/v1/batches/{batch_id}").json()
+        assert waiting["pending"] == 1 and waiting["failed"] == 0, waiting
+    store.close()

@@ -258,15 +258,15 @@ def worker(
     ] = None,
 ) -> None:
     """Run a render worker of the celery engine (settings from PIXELMILL_* variables)."""
+    from pixelmill.storage import StorageUnavailable, open_storage
+
     console = Console(stderr=True, soft_wrap=True)
     try:
         settings = load_settings()
         if settings.engine != "celery":
             raise ConfigError("pixelmill worker needs PIXELMILL_ENGINE=celery")
-        from pixelmill.engine.celery_storage import open_shared_storage
-
-        open_shared_storage(settings)
-    except ConfigError as exc:
+        open_storage(settings).check()  # a missing bucket: one line now, not per image
+    except (ConfigError, StorageUnavailable) as exc:
         raise _usage_error(console, str(exc)) from None
     from pixelmill.engine.celery_worker import run_worker
 

@@ -22,7 +22,6 @@ from pixelmill.config import Settings
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageJob
 from pixelmill.engine.celery_engine import CeleryEngine
-from pixelmill.engine.celery_storage import open_shared_storage
 from pixelmill.storage import Storage
 from pixelmill.store import RedisBatchStore
 from pixelmill.store.base import BatchStore, WorkCoordination
@@ -122,24 +121,32 @@ class CeleryParts:
     """What the service uses instead of its own pool, folder and counters in celery mode."""
 
     engine: CeleryEngine
-    storage: Storage
     metrics: Metrics
     owed: OwedCallbacks
 
     def workers(self) -> int | None:
         return self.engine.live_workers()
 
+    def start(
+        self, store: BatchStore, spool_root: Path, feed: Callable[[ImageJob], None]
+    ) -> set[Path]:
+        """Start sending owed callbacks and resume; returns the spool files still needed."""
+        self.owed.start()
+        return resume_enqueued(store, spool_root, feed)
+
 
 def celery_parts(
-    settings: Settings, spec: RenderSpec, store: BatchStore, send: Callable[[str], None]
+    settings: Settings,
+    spec: RenderSpec,
+    store: BatchStore,
+    storage: Storage,
+    send: Callable[[str], None],
 ) -> CeleryParts | None:
     """The celery engine's parts, or None for the local engine (or a store not shared)."""
     if settings.engine != "celery" or not isinstance(store, RedisBatchStore):
         return None
-    storage = open_shared_storage(settings)
     return CeleryParts(
         engine=CeleryEngine(settings, spec, store, storage),
-        storage=storage,
         metrics=Metrics(image_stats=store.image_stats),
         owed=OwedCallbacks(store, send),
     )

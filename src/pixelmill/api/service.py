@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from pixelmill.api.celery_mode import celery_parts, resume_enqueued
+from pixelmill.api.celery_mode import celery_parts
 from pixelmill.api.metrics import Metrics
 from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
@@ -55,15 +55,16 @@ class BatchService:
         self.spool_root = self.data_dir / "spool"
         # One empty file per callback still owed: a restart sends what a crash left unsent.
         self.outbox = self.data_dir / "callbacks"
+        self.storage = open_storage(settings)
         self.spec = settings.render_spec()
         self.store: BatchStore = open_store(
             settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
         )
-        # The celery engine: workers elsewhere finish images in the shared store, which
-        # then also keeps the image counts and the callbacks owed.
-        self.celery = celery_parts(settings, self.spec, self.store, self._send_callback)
+        # Celery: workers elsewhere finish images; the store keeps counts and owed callbacks.
+        self.celery = celery_parts(
+            settings, self.spec, self.store, self.storage, self._send_callback
+        )
         self.owed = None if self.celery is None else self.celery.owed
-        self.storage = open_storage(settings) if self.celery is None else self.celery.storage
         self.metrics = Metrics() if self.celery is None else self.celery.metrics
         # Outcomes the store did not take yet (down, full disk): retried, never dropped.
         self.writes = StoreWriteRetrier()
@@ -108,11 +109,10 @@ class BatchService:
         self.writes.start()
         self.engine.start()
         self._feeder.start()
-        if self.celery is not None:
-            self.celery.owed.start()
-            self._sweep_spool(resume_enqueued(self.store, self.spool_root, self._feed.put))
-        else:
+        if self.celery is None:
             self.resume()
+        else:
+            self._sweep_spool(self.celery.start(self.store, self.spool_root, self._feed.put))
 
     def stop(self) -> None:
         """Drain: running images finish, unstarted ones stay pending for the next start."""
@@ -128,8 +128,8 @@ class BatchService:
             log.warning("%d outcome(s) not written (store unavailable): resumed at next start",
                         unwritten)  # fmt: skip
         self._running.clear()  # callbacks not yet built keep their marker for the next start
-        if self.owed is not None:
-            self.owed.stop()
+        if self.celery is not None:
+            self.celery.owed.stop()
         self.webhooks.close()
         self.store.close()
 

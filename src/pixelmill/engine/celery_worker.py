@@ -32,11 +32,10 @@ from pixelmill.core.specs import RenderSpec
 from pixelmill.engine import task as render_task
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
 from pixelmill.engine.celery_app import TASK_NAME, make_app, redact_url, spec_from_dict
-from pixelmill.engine.celery_storage import open_shared_storage
 from pixelmill.engine.records import finish_fields
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
-from pixelmill.storage import Storage
+from pixelmill.storage import Storage, open_storage
 from pixelmill.store import RedisBatchStore, open_store
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ class WorkerContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir).resolve()
-        self.storage: Storage = open_shared_storage(settings)
+        self.storage: Storage = open_storage(settings)
         store = open_store(
             settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
         )
@@ -179,15 +178,23 @@ def render_image(
         # Another worker renders these bytes: free this slot, look again shortly.
         raise task.retry(countdown=CLAIM_RETRY_S, max_retries=None)
     with ClaimHeartbeat(ctx, sha256, image_id):
-        outcome = _render_claimed(ctx, job, spec_from_dict(spec))
+        ran_before = image.status is ImageStatus.PROCESSING
+        outcome = _render_claimed(ctx, job, spec_from_dict(spec), ran_before)
     finish(ctx, outcome)
 
 
-def _render_claimed(ctx: WorkerContext, job: ImageJob, spec: RenderSpec) -> ImageOutcome:
+def _render_claimed(
+    ctx: WorkerContext, job: ImageJob, spec: RenderSpec, ran_before: bool
+) -> ImageOutcome:
+    """Render the claimed content, or point at what is there. ``ran_before``: an earlier
+    delivery of this very image got as far as rendering (its outcome was not written)."""
     manifest = ctx.storage.read_manifest(job.sha256)
     missing = ctx.storage.missing_renditions(job.sha256, spec)
     if not missing and manifest is not None:
-        return ImageOutcome(job, ImageStatus.DUPLICATE, render_result_from_manifest(manifest))
+        # Rendered by an earlier run of this image whose outcome never reached the store:
+        # still its own render (done), not a copy of another image's.
+        status = ImageStatus.DONE if ran_before else ImageStatus.DUPLICATE
+        return ImageOutcome(job, status, render_result_from_manifest(manifest))
     runs = with_store_retry("attempt", lambda: ctx.store.start_attempt(job.batch_id, job.job_id))
     if runs > RUNS_ALLOWED:
         message = f"the worker process died on this image {runs - 1} times"
@@ -275,7 +282,7 @@ def run_worker(settings: Settings, concurrency: int) -> int:
     app = make_app(settings)
     register(app)
     worker_ready.connect(_say_ready, weak=False)
-    storage = open_shared_storage(settings)
+    storage = open_storage(settings)
     print(
         f"pixelmill worker: broker={redact_url(settings.broker_url)} "
         f"store={redact_url(settings.store)} storage={storage.describe()} "
