@@ -8,21 +8,19 @@ that is down fails images with a clear message or answers 503, never 500.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from api_helpers import assert_error, small_jpeg, upload, wait_for_batch, wait_for_empty_spool
-from api_server import free_port, running_in_thread
-from pixelmill.api.app import create_app
-from pixelmill.config import Settings
+from api_server import ServerProcess, free_port
 from s3_server import S3Server
 
 PREFIX = "site/v1"
@@ -42,25 +40,24 @@ class Service:
 
 
 @contextmanager
-def aws_credentials(server: S3Server) -> Iterator[None]:
-    """The AWS_* variables of the test server, for boto3 here and in the worker processes."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in server.env("unused").items():
-            if name.startswith("AWS_"):
-                patch.setenv(name, value)
-        yield
-
-
-@contextmanager
 def service(
-    data_dir: Path, server: S3Server | None, bucket: str | None, **settings: Any
+    data_dir: Path, server: S3Server | None, bucket: str | None, **env: str
 ) -> Iterator[Service]:
-    """A real uvicorn serving pixelmill on folder storage, or on ``bucket`` at ``server``."""
+    """``pixelmill serve`` (the real command, in a process of its own: its workers get the
+    AWS_* variables) on folder storage, or on ``bucket`` at ``server``."""
+    env = {"PIXELMILL_DATA_DIR": str(data_dir), "PIXELMILL_WORKERS": "2", **env}
     if server is not None and bucket is not None:
-        settings |= {"storage": f"s3://{bucket}/{PREFIX}", "s3_endpoint_url": server.endpoint_url}
-    app = create_app(Settings(data_dir=data_dir, workers=2, **settings))
-    with running_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
-        yield Service(client, data_dir, bucket, server)
+        env |= server.env(bucket, PREFIX)
+    process = ServerProcess(env, data_dir.parent / f"{data_dir.name}.log")
+    try:
+        process.start()
+        with httpx.Client(base_url=process.url, timeout=60) as client:
+            yield Service(client, data_dir, bucket, server)
+        assert process.terminate() in (0, -signal.SIGTERM), process.log()  # drained
+        assert "Traceback" not in process.log(), process.log()
+    finally:
+        if process.proc is not None and process.proc.poll() is None:
+            process.kill()
 
 
 @pytest.fixture(scope="module", params=["folder", "s3"])
@@ -73,7 +70,7 @@ def any_service(
             yield running
         return
     server: S3Server = request.getfixturevalue("s3_server")
-    with aws_credentials(server), service(data_dir, server, server.new_bucket()) as running:
+    with service(data_dir, server, server.new_bucket()) as running:
         yield running
 
 
@@ -167,7 +164,11 @@ def test_renditions_are_served_alike_from_a_folder_and_a_bucket(any_service: Ser
     assert_error(svc.client.get(f"/v1/images/{'0' * 64}/large.webp"), 404, "not_found")
     assert svc.client.head(f"/v1/images/{'0' * 64}/large.webp").status_code == 404
     manifest = svc.client.get(f"/v1/images/{sha}")
-    assert manifest.status_code == 200
+    assert manifest.status_code == 200 and manifest.headers["cache-control"] == "no-cache"
+    head = svc.client.head(f"/v1/images/{sha}")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["etag"] == manifest.headers["etag"]
+    assert head.headers["content-length"] == str(len(manifest.content))
     assert {r["path"] for r in manifest.json()["renditions"]} == {
         f"/v1/images/{sha}/{name}" for name in NAMES
     }
@@ -190,7 +191,8 @@ def test_a_public_url_redirects_what_the_manifest_lists(
     svc = s3_service
     (sha,) = render(svc, 40)
     public = "https://cdn.example.test/img"
-    with service(tmp_path / "data", svc.server, svc.bucket, storage_public_url=public) as other:
+    with service(tmp_path / "data", svc.server, svc.bucket,
+                 PIXELMILL_STORAGE_PUBLIC_URL=public) as other:  # fmt: skip
         moved = other.client.get(f"/v1/images/{sha}/medium.jpg")
         assert moved.status_code == 307
         assert moved.headers["location"] == f"{public}/{svc.image_prefix(sha)}medium.jpg"
@@ -210,7 +212,7 @@ def test_storage_down_fails_images_clearly_and_answers_503(
     try:
         bucket = server.new_bucket()
         data_dir = tmp_path_factory.mktemp("api-down")
-        with aws_credentials(server), service(data_dir, server, bucket) as svc:
+        with service(data_dir, server, bucket) as svc:
             (sha,) = render(svc, 50)
             server.stop()
             failed = svc.client.post(

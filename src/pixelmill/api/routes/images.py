@@ -103,6 +103,9 @@ async def get_manifest(sha256: str, request: Request, service: ServiceDep) -> Re
     return Response(body, media_type="application/json", headers=headers)
 
 
+router.add_api_route("/{sha256}", get_manifest, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get(
     "/{sha256}/{filename}",
     summary="One rendition's bytes, e.g. large.webp (HEAD too)",
@@ -159,7 +162,7 @@ async def get_rendition(
     return response
 
 
-# HEAD answers what GET would (status and headers), without the body.
+# HEAD answers what GET would (status and headers), without the body (uvicorn drops it).
 router.add_api_route(
     "/{sha256}/{filename}", get_rendition, methods=["HEAD"], include_in_schema=False
 )
