@@ -90,6 +90,9 @@ class SeaweedFS:
         argv += [f"-dir={self.folder}", "-s3", f"-s3.port={ports[0]}"]
         argv += [f"-master.port={ports[1]}", f"-volume.port={ports[2]}"]
         argv += [f"-filer.port={ports[3]}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+        # Small volumes, many allowed: each bucket grows a collection of several volumes,
+        # and the defaults (8 volumes of 30 GiB) refuse writes after a bucket or two.
+        argv += ["-volume.max=2000", "-master.volumeSizeLimitMB=64"]
         with open(self.folder / "weed.log", "wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
