@@ -32,6 +32,8 @@ from celery_helpers import (
     cleanup_celery,
 )
 from pixelmill.config import Settings
+from pixelmill.core.specs import Limits, OutputFormat, Preset, RenderSpec
+from pixelmill.engine.celery_app import redact_url, spec_from_dict, spec_to_dict
 from pixelmill.store import NewImage, RedisBatchStore
 from s3_server import S3Server
 from webhook_receiver import webhook_receiver
@@ -334,3 +336,24 @@ def test_a_restarted_service_sends_what_it_spooled_and_leaves_the_broker_its_own
         waiting = client.get(f"/v1/batches/{batch_id}").json()
         assert waiting["pending"] == 1 and waiting["failed"] == 0, waiting
     store.close()
+
+
+def test_the_spec_travels_in_a_task_message_unchanged() -> None:
+    """The service's presets, formats, quality and limits rule every worker's render."""
+    spec = RenderSpec(
+        presets=(Preset("wide", 1600, 900), Preset("tiny", 32, 32)),
+        formats=(OutputFormat.AVIF, OutputFormat.PNG),
+        quality=((OutputFormat.AVIF, 42),),
+        background=(1, 2, 3),
+        keep_metadata=True,
+        limits=Limits(max_bytes=1234, max_pixels=5678, timeout_s=9.5),
+    )
+    message = json.loads(json.dumps(spec_to_dict(spec)))
+    assert spec_from_dict(message) == spec
+    assert spec_from_dict(spec_to_dict(RenderSpec())) == RenderSpec()
+
+
+def test_logs_show_broker_urls_without_their_password() -> None:
+    assert redact_url("amqp://guest:s3cret@10.0.0.5:5672//") == "amqp://guest:***@10.0.0.5:5672//"
+    assert redact_url("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
