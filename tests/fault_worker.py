@@ -12,11 +12,15 @@ with the usual PIXELMILL_* settings plus:
   signal blocked (hung C code): only the hard time limit ends it;
 - ``PIXELMILL_TEST_RENDER_DELAY_S``: every render first sleeps this long (a kill then lands
   mid-batch);
+- ``PIXELMILL_TEST_SLOW_WRITE_SHAS``: sha256s whose rendition files stay
+  ``PIXELMILL_TEST_WRITE_DELAY_S`` (default 0.5) seconds in their temp file before the
+  rename (a slow disk), so a test can act while a worker's temp files exist;
 - ``PIXELMILL_TEST_RENDER_LOG``: a file that gets one line per render start,
   ``<sha256> <pid> <worker pid> <unix time>``, so a test counts renders exactly.
 
-The hooks live here, patched over ``pixelmill.engine.task.render_renditions`` before the
-worker forks its pool: production code has none.
+The hooks live here, patched over ``pixelmill.engine.task.render_renditions`` and
+``pixelmill.core.encode.write_atomically`` before the worker forks its pool: production
+code has none.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 CRASH_EXIT_CODE = 137
@@ -85,12 +90,32 @@ def faulty(render: Callable[..., Any]) -> Callable[..., Any]:
     return render_with_faults
 
 
+def slow_writes(write_atomically: Callable[..., int]) -> Callable[..., int]:
+    """``write_atomically`` that, for the listed sha256s, waits with the temp file written."""
+    slow = sha_set("PIXELMILL_TEST_SLOW_WRITE_SHAS")
+    delay_s = float(os.environ.get("PIXELMILL_TEST_WRITE_DELAY_S", "0.5") or 0.5)
+
+    def write_slowly(path: Path, write: Callable[[Any], object]) -> int:
+        if path.parent.name not in slow:  # renditions/<sha[:2]>/<sha>/<file>
+            return write_atomically(path, write)
+
+        def write_then_wait(file: Any) -> None:
+            write(file)
+            file.flush()
+            time.sleep(delay_s)
+
+        return write_atomically(path, write_then_wait)
+
+    return write_slowly
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args(argv)
 
     from pixelmill.config import ConfigError, load_settings
+    from pixelmill.core import encode
     from pixelmill.engine import task
 
     try:
@@ -99,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fault_worker: {exc}", file=sys.stderr)
         return 2
     task.render_renditions = faulty(task.render_renditions)  # type: ignore[attr-defined]
+    encode.write_atomically = slow_writes(encode.write_atomically)
 
     from pixelmill.engine.celery_worker import run_worker
 

@@ -290,7 +290,7 @@ def test_service_restarted_mid_batch_loses_nothing(make_cluster: Any, stop: str)
         cluster.start_service()
         watch.client = cluster.client()
         final = watch.until_finished()
-        unfinished = [i for i in final["images"] if i["status"] != "done"]
+        unfinished = [(i["filename"], i["error"]) for i in final["images"] if i["status"] != "done"]
         assert final["status"] == "completed" and unfinished == [], unfinished
         assert [i["status"] for i in final["images"]] == ["done"] * 20
         calls = receiver.wait_for(1)
@@ -303,3 +303,24 @@ def test_service_restarted_mid_batch_loses_nothing(make_cluster: Any, stop: str)
     assert set(per_sha) == {sha256_of(d) for d in images}
     assert max(per_sha.values()) == 1, per_sha
     assert store_stats(cluster.env).get("images_done") == 20
+
+
+def test_a_service_starting_leaves_the_temp_files_of_rendering_workers_alone(
+    make_cluster: Any,
+) -> None:
+    """A second service starting (or the first restarting) on a shared storage folder while
+    a worker writes renditions: the worker's temp files are not swept from under it, and
+    the image is done."""
+    images = photos(1)
+    slow = sha256_of(images[0])
+    cluster: Cluster = make_cluster(
+        "redis", PIXELMILL_TEST_SLOW_WRITE_SHAS=slow, PIXELMILL_TEST_WRITE_DELAY_S="0.6"
+    )
+    cluster.start_service()
+    cluster.add_worker()
+    watch = send_batch(cluster.client(), images)
+    folder = Path(cluster.env["PIXELMILL_STORAGE"].removeprefix("file://")) / "renditions"
+    wait_until(lambda: list(folder.rglob(".pixelmill-tmp-*")), 30, "a temp file being written")
+    cluster.start_service()  # start-up sweeps temp files "a crash left behind"
+    final = watch.until_finished()
+    assert final["images"][0]["status"] == "done", final["images"][0]["error"]
