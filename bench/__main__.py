@@ -11,6 +11,7 @@ from typing import Any
 from bench import inputs
 from bench.api import api_available, run_api_vs_cli, run_upload_memory
 from bench.contenders import DESCRIPTIONS, cli_available
+from bench.distributed import distributed_available, distributed_table, run_distributed
 from bench.load import DEFAULT_CLIENTS, DEFAULT_SECONDS, run_load, summary_line
 from bench.memory import run_memory
 from bench.report import machine, render
@@ -23,7 +24,7 @@ from bench.speed import (
     run_startup,
 )
 
-PARTS = ("speed", "memory", "api", "load")
+PARTS = ("speed", "memory", "api", "load", "distributed")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -120,13 +121,30 @@ def main(argv: list[str] | None = None) -> int:
         log(f"load: {args.clients} concurrent uploaders for {args.seconds:g} s")
         results["load"] = run_load(args.workers, args.clients, args.seconds)
 
+    if "distributed" in parts and with_pixelmill:
+        results["distributed"] = _distributed(args, photos)
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
     if "load" in results:
         print("\n" + summary_line(results["load"]))
+    if "distributed" in results:
+        print("\n" + distributed_table(results["distributed"]))
     print(f"\nJSON: {args.json}")
     return 0
+
+
+def _distributed(args: argparse.Namespace, photos: list[Path]) -> dict[str, Any]:
+    missing = distributed_available()
+    if missing is not None:
+        return {"skipped": missing}
+    rounds = 1 if args.quick else 2
+    log(f"distributed: {len(photos)} photos, {rounds} round(s), local vs celery, folder vs S3")
+    try:
+        return run_distributed(photos, rounds, quiet_wait_s=_quiet_wait(args))
+    except (RuntimeError, OSError) as exc:
+        return {"skipped": f"failed: {exc}"}
 
 
 def _api(args: argparse.Namespace, photos: list[Path], with_pixelmill: bool) -> dict[str, Any]:

@@ -21,6 +21,9 @@ from pixelmill.core.specs import (
     RenderSpec,
 )
 
+# A segment of an S3 key prefix: no "." or "..", no separators, no control characters.
+_PLAIN_SEGMENT = re.compile(r"(?!\.{1,2}$)[^/\\\x00-\x1f\x7f]{1,255}")
+
 
 class Settings(BaseSettings):
     """Every setting with its default; see the README's Settings table."""
@@ -110,7 +113,13 @@ class Settings(BaseSettings):
             bucket = value.removeprefix("s3://").split("/", 1)[0]
             if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
                 raise ValueError("expected s3://<bucket>[/<prefix>] with a valid bucket name")
-            return value.rstrip("/")
+            value = value.rstrip("/")
+            prefix = value.removeprefix(f"s3://{bucket}").removeprefix("/")
+            # Stores normalise "." and ".." segments, "//" and "\\" differently (the keys
+            # would not be where we list them, or in another bucket): refuse them here.
+            if prefix and not all(_PLAIN_SEGMENT.fullmatch(s) for s in prefix.split("/")):
+                raise ValueError("the prefix after the bucket must be plain names joined by /")
+            return value
         if value.startswith("file://") and len(value) > len("file://"):
             return value
         raise ValueError("expected file://<folder> or s3://<bucket>[/<prefix>]")

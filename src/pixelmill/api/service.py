@@ -104,8 +104,12 @@ class BatchService:
         """Start the engine and resume every unfinished image from the spool."""
         self.spool_root.mkdir(parents=True, exist_ok=True)
         self.storage.check()  # a missing bucket or refused credentials: one line, now
-        self.storage.sweep_temp_files()
-        log.info("renditions in %s", self.storage.describe())
+        if self.celery is None:
+            # With the celery engine, workers elsewhere write this storage: a temp file may
+            # be one a worker is writing right now, not one a crash left behind.
+            self.storage.sweep_temp_files()
+        # Through uvicorn's logger: `serve` shows it ("INFO:     renditions in s3://...").
+        logging.getLogger("uvicorn.error").info("renditions in %s", self.storage.describe())
         self._running.set()
         self.writes.start()
         self.engine.start()

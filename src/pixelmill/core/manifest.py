@@ -41,8 +41,8 @@ def read_manifest_file(folder: Path) -> dict[str, Any] | None:
     """The manifest in ``folder`` in the current version, or None when there is none."""
     try:
         data = json.loads((folder / MANIFEST_NAME).read_text())
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
+    except (FileNotFoundError, NotADirectoryError, ValueError, RecursionError):
+        return None  # RecursionError: JSON nested beyond reason is no manifest of ours
     return upgrade_manifest(data) if isinstance(data, dict) else None
 
 

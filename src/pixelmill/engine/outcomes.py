@@ -25,7 +25,7 @@ from pixelmill.engine.recovery import Running, judge_death
 from pixelmill.engine.task import TaskResult
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
-from pixelmill.storage import Storage
+from pixelmill.storage import Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ class Outcomes:
         """What an unfinished run wrote goes (a killed worker could not clean up itself)."""
         try:
             self.storage.discard_unlisted(running.task.sha256, running.task.targets())
+        except StorageUnavailable as exc:  # the store is down: one line; nothing unlisted is served
+            log.warning("cannot clean up after %s: %s", running.entry.job.source, exc.message)
         except Exception:
             log.exception("cannot clean up after %s", running.entry.job.source)
 

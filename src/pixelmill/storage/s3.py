@@ -1,13 +1,14 @@
 """The S3 sibling: renditions, manifests and originals in an S3-compatible bucket (boto3).
 
 Keys are the folder layout under an optional prefix. A render writes into a scratch folder
-of its own process (``<data>/tmp/s3/<sha>-<pid>``); ``publish`` uploads the renditions, then
-the manifest LAST, then empties the scratch folder. The manifest is therefore authoritative:
-``missing_renditions`` reads it alone (one GET), and serving lists nothing it does not list.
+of its own (``<data>/tmp/s3/<sha>-<pid>-<thread>-<token>``); ``publish`` uploads the
+renditions, then the manifest LAST, then empties the scratch folder. The manifest is
+therefore authoritative: ``missing_renditions`` reads it alone (one GET), and serving lists
+nothing it does not list.
 
 The object crosses into worker processes (pickled with each task): it holds only strings
-and paths; its boto3 client lives in a per-process cache (``_client_for``), built lazily and
-rebuilt after a fork, so nothing unpicklable or fork-unsafe travels.
+and paths; its boto3 client lives in a per-process cache (``s3_client.client_for``), built
+lazily and rebuilt after a fork, so nothing unpicklable or fork-unsafe travels.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from pixelmill.core.encode import TEMP_PREFIX
 from pixelmill.core.manifest import MANIFEST_NAME, upgrade_manifest
@@ -31,6 +32,7 @@ from pixelmill.storage.base import (
     IMMUTABLE,
     MANIFEST_MEDIA_TYPE,
     MEDIA_TYPES,
+    SHA256_PATTERN,
     StorageUnavailable,
     StoredObject,
     is_plain_filename,
@@ -40,6 +42,8 @@ from pixelmill.storage.base import (
     rendition_key,
     renditions_to_render,
 )
+from pixelmill.storage.s3_client import NOT_THERE, client_for, default_region, error_code, reason
+from pixelmill.storage.scratch import is_stale, remove_tree, scratch_name, writer_of
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -47,76 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
-DEFAULT_REGION = "us-east-1"
-_NOT_THERE = frozenset({"404", "NoSuchKey", "NotFound"})
-
-# One client per process and endpoint (building one costs tens of milliseconds; a client
-# must not cross a fork). Reset when the process id changes.
-_clients: dict[tuple[str | None, str], Any] = {}
-_clients_pid = 0
-_clients_lock = threading.Lock()
-
-
-def _client_for(endpoint_url: str | None, region: str) -> S3Client:
-    global _clients_pid
-    with _clients_lock:
-        if _clients_pid != os.getpid():
-            _clients.clear()
-            _clients_pid = os.getpid()
-        client = _clients.get((endpoint_url, region))
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                connect_timeout=5,
-                read_timeout=30,
-                retries={"max_attempts": 3, "mode": "standard"},
-                max_pool_connections=32,
-                # S3-compatible stores (SeaweedFS, MinIO) rarely resolve virtual hosts.
-                s3={"addressing_style": "path"} if endpoint_url else {},
-            )
-            session = boto3.session.Session()
-            client = session.client(
-                "s3", endpoint_url=endpoint_url, region_name=region, config=config
-            )
-            _clients[(endpoint_url, region)] = client
-        return client
-
-
-def default_region() -> str:
-    """The region of the usual AWS chain (AWS_REGION, AWS_DEFAULT_REGION, config), else
-    ``us-east-1`` (what S3-compatible stores expect)."""
-    import boto3
-
-    return boto3.session.Session().region_name or DEFAULT_REGION
-
-
-def _reason(exc: Exception) -> str:
-    """One line saying why a call failed."""
-    from botocore.exceptions import ClientError, NoCredentialsError
-
-    if isinstance(exc, NoCredentialsError):
-        return "no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code", "?")
-        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return f"access denied ({code}): check the credentials"
-        message = error.get("Message") or exc.response.get("ResponseMetadata", {}).get(
-            "HTTPStatusCode", ""
-        )
-        return f"{code} {message}".strip()
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _error_code(exc: BaseException | None) -> str:
-    """The S3 error code of a failed call ("NoSuchKey", "404", ...), or ""."""
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
+MAX_MANIFEST_BYTES = 1024 * 1024
+WRITER_META = "pixelmill-writer"  # x-amz-meta-pixelmill-writer: who uploaded an object
 
 
 @dataclass(frozen=True)
@@ -131,21 +67,38 @@ class S3Object(StoredObject):
         started); the returned iterator streams the body."""
         client, bucket = self.storage.client, self.storage.bucket
         with self.storage.reaching("read a rendition"):
+            # IfMatch: an object replaced since its HEAD (a re-render) is not sent under the
+            # size and ETag of the old one.
             if start == 0 and end is None:
-                body = client.get_object(Bucket=bucket, Key=self.key)["Body"]
+                response = client.get_object(Bucket=bucket, Key=self.key, IfMatch=self.etag)
             else:
                 last = "" if end is None else str(end)
                 wanted = f"bytes={start}-{last}"
-                body = client.get_object(Bucket=bucket, Key=self.key, Range=wanted)["Body"]
-        return _streamed(body, self.storage)
+                response = client.get_object(
+                    Bucket=bucket, Key=self.key, Range=wanted, IfMatch=self.etag
+                )
+            body = response["Body"]
+        return _Streamed(body, self.storage)
 
 
-def _streamed(body: Any, storage: S3Storage) -> Iterator[bytes]:
-    try:
-        with storage.reaching("read a rendition"):
-            yield from body.iter_chunks(CHUNK_BYTES)
-    finally:
-        body.close()
+class _Streamed(Iterator[bytes]):
+    """An object's body in chunks; ``close`` ends its GET even before the first chunk (a
+    generator closed before it started would leave the connection to the collector)."""
+
+    def __init__(self, body: Any, storage: S3Storage) -> None:
+        self.body, self.storage = body, storage
+        self.chunks = body.iter_chunks(CHUNK_BYTES)
+
+    def __next__(self) -> bytes:
+        with self.storage.reaching("read a rendition"):
+            chunk: bytes | None = next(self.chunks, None)
+        if chunk is None:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        self.body.close()
 
 
 class S3Storage:
@@ -170,7 +123,7 @@ class S3Storage:
 
     @property
     def client(self) -> S3Client:
-        return _client_for(self.endpoint_url, self.region)
+        return client_for(self.endpoint_url, self.region)
 
     def key(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative
@@ -188,7 +141,7 @@ class S3Storage:
         try:
             yield
         except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable(f"{self.describe()}: cannot {what}: {_reason(exc)}") from exc
+            raise StorageUnavailable(f"{self.describe()}: cannot {what}: {reason(exc)}") from exc
 
     def check(self) -> None:
         """HEAD the bucket: a missing bucket, refused credentials or a dead endpoint is one
@@ -198,32 +151,40 @@ class S3Storage:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as exc:
-            if _error_code(exc) in _NOT_THERE | {"NoSuchBucket"}:
-                reason = f"bucket {self.bucket!r} does not exist"
+            if error_code(exc) in NOT_THERE | {"NoSuchBucket"}:
+                why = f"bucket {self.bucket!r} does not exist"
             else:
-                reason = _reason(exc)
-            raise StorageUnavailable(f"storage {self.describe()}: {reason}") from exc
+                why = reason(exc)
+            raise StorageUnavailable(f"storage {self.describe()}: {why}") from exc
 
     # -- renditions ------------------------------------------------------------------------
 
     def local_dir(self, sha256: str) -> Path:
-        """This process's scratch folder for the image (two processes never share one)."""
+        """This task's scratch folder for the image (``scratch.scratch_name``): two renders of
+        one image (two processes, or two threads of one) never share one."""
         rendition_key(sha256, "")  # checks the digest
-        return self.scratch_root / f"{sha256}-{os.getpid()}"
+        return self.scratch_root / scratch_name(sha256)
 
     def read_manifest(self, sha256: str) -> dict[str, Any] | None:
         try:
             with self.reaching("read a manifest"):
                 response = self.client.get_object(Bucket=self.bucket, Key=self.key(
                     manifest_key(sha256)))  # fmt: skip
-                body = response["Body"].read()
+                with contextlib.closing(response["Body"]) as stream:
+                    # Anyone with write access to the bucket may put anything there: a
+                    # manifest of ours is a few kB, a bigger one is not read into memory.
+                    body = stream.read(MAX_MANIFEST_BYTES + 1)
         except StorageUnavailable as exc:
-            if _error_code(exc.__cause__) in _NOT_THERE:
+            if error_code(exc.__cause__) in NOT_THERE:
                 return None
             raise
+        if len(body) > MAX_MANIFEST_BYTES:
+            log.warning("%s: ignoring the manifest of %s (over %d bytes)", self.describe(),
+                        sha256, MAX_MANIFEST_BYTES)  # fmt: skip
+            return None
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested beyond reason
             return None
         return upgrade_manifest(data) if isinstance(data, dict) else None
 
@@ -235,61 +196,96 @@ class S3Storage:
         return self._head(self.key(rendition_key(sha256, filename))) is not None
 
     def publish(self, sha256: str, folder: Path, filenames: Iterable[str]) -> None:
-        """Upload each rendition, then the manifest LAST, then empty the scratch folder."""
+        """Upload each rendition, then the manifest LAST, then empty the scratch folder.
+
+        Each object names its writer (``folder``): a failed run removes only what it wrote,
+        never what a render of the same image elsewhere uploaded and is about to list.
+        """
+        writer = writer_of(folder)
         for name in filenames:
             extension = name.rpartition(".")[2]
             self._upload(folder / name, rendition_key(sha256, name), MEDIA_TYPES[extension],
-                         IMMUTABLE)  # fmt: skip
+                         IMMUTABLE, writer)  # fmt: skip
         # A manifest grows when presets are added: caches revalidate it.
         self._upload(folder / MANIFEST_NAME, manifest_key(sha256), MANIFEST_MEDIA_TYPE,
-                     "no-cache")  # fmt: skip
+                     "no-cache", writer)  # fmt: skip
         shutil.rmtree(folder, ignore_errors=True)
 
-    def _upload(self, path: Path, relative: str, content_type: str, cache: str) -> None:
+    def _upload(self, path: Path, relative: str, content_type: str, cache: str,
+                writer: str) -> None:  # fmt: skip
         with self.reaching(f"store {relative}"), open(path, "rb") as body:
             self.client.put_object(Bucket=self.bucket, Key=self.key(relative), Body=body,
-                                   ContentType=content_type, CacheControl=cache)  # fmt: skip
+                                   ContentType=content_type, CacheControl=cache,
+                                   Metadata={WRITER_META: writer})  # fmt: skip
 
     def discard_unlisted(self, sha256: str, names: Iterable[str]) -> int:
-        """Remove the scratch folder, and every stored one of ``names`` the manifest does not
-        list (one LIST, then a DELETE each). An unreadable manifest keeps everything."""
-        removed = self.remove_temp_files(sha256)
+        """After a run that did not finish (here, or in a process that died): remove its
+        scratch folder, and what of ``names`` it uploaded that the manifest does not list
+        (one LIST, then a HEAD and a DELETE each). Objects of other writers stay: a render of
+        the same image in flight elsewhere lists them soon. An unreadable manifest keeps
+        everything."""
+        finished = [f for f in self.scratch_root.glob(f"{sha256}-*") if is_stale(f)]
+        removed = 0
+        try:
+            removed = self._remove_unlisted(sha256, names, {writer_of(f) for f in finished})
+        finally:
+            for folder in finished:
+                removed += remove_tree(folder)
+        return removed
+
+    def _remove_unlisted(self, sha256: str, names: Iterable[str] | None, writers: set[str]) -> int:
+        """Delete the image's objects the manifest does not list, of ``names`` (None: any)
+        and uploaded by one of ``writers``."""
+        wanted = None if names is None else {n for n in names if is_plain_filename(n)}
+        if not writers or wanted == set():
+            return 0
         manifest = self.read_manifest(sha256)
         listed = listed_files(manifest) if manifest is not None else set()
         if listed is None:
-            return removed
-        unlisted = {n for n in names if is_plain_filename(n)} - listed
-        if not unlisted:
-            return removed
+            return 0
         folder = self.key(rendition_key(sha256, ""))
         with self.reaching("list an image's renditions"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=folder
             )
-            stored = {obj["Key"] for page in pages for obj in page.get("Contents", [])}
-        for name in sorted(unlisted):
-            key = folder + name
-            if key in stored:
-                with self.reaching(f"remove {key}"):
-                    self.client.delete_object(Bucket=self.bucket, Key=key)
-                removed += 1
+            stored = {
+                obj["Key"][len(folder) :] for page in pages for obj in page.get("Contents", [])
+            }
+        removed = 0
+        for name in sorted(stored - listed - {MANIFEST_NAME}):
+            if not is_plain_filename(name) or (wanted is not None and name not in wanted):
+                continue
+            head = self._head(folder + name)
+            if head is None or head.get("Metadata", {}).get(WRITER_META) not in writers:
+                continue
+            with self.reaching(f"remove {folder + name}"):
+                self.client.delete_object(Bucket=self.bucket, Key=folder + name)
+            removed += 1
         return removed
 
     def remove_temp_files(self, sha256: str) -> int:
         """Remove the image's scratch folders of this process and of dead ones."""
         removed = 0
         for folder in self.scratch_root.glob(f"{sha256}-*"):
-            if _is_stale(folder):
-                removed += _remove_tree(folder)
+            if is_stale(folder):
+                removed += remove_tree(folder)
         return removed
 
     def sweep_temp_files(self) -> int:
-        """At start: every scratch folder no living process owns goes."""
+        """At start: every scratch folder no living render owns goes, and so do the objects
+        its render uploaded that no manifest lists (it died between them and the manifest)."""
         removed = 0
         with contextlib.suppress(FileNotFoundError):
             for folder in self.scratch_root.iterdir():
-                if _is_stale(folder):
-                    removed += _remove_tree(folder)
+                if not is_stale(folder):
+                    continue
+                sha256 = folder.name.partition("-")[0]
+                if SHA256_PATTERN.match(sha256):
+                    try:
+                        removed += self._remove_unlisted(sha256, None, {writer_of(folder)})
+                    except StorageUnavailable as exc:
+                        log.warning("cannot remove what a dead render uploaded: %s", exc.message)
+                removed += remove_tree(folder)
         return removed
 
     def open_rendition(self, sha256: str, filename: str) -> StoredObject | None:
@@ -312,14 +308,15 @@ class S3Storage:
             with self.reaching(f"look at {key}"):
                 return dict(self.client.head_object(Bucket=self.bucket, Key=key))
         except StorageUnavailable as exc:
-            if _error_code(exc.__cause__) in _NOT_THERE:
+            if error_code(exc.__cause__) in NOT_THERE:
                 return None
             raise
 
     def public_url(self, sha256: str, filename: str) -> str | None:
         if self.public_base is None:
             return None
-        return f"{self.public_base}/{self.key(rendition_key(sha256, filename))}"
+        # A prefix may hold spaces or non-ASCII letters: a header carries only a URL's form.
+        return f"{self.public_base}/{quote(self.key(rendition_key(sha256, filename)))}"
 
     # -- originals (the distributed engine's spool) ----------------------------------------
 
@@ -335,7 +332,7 @@ class S3Storage:
                     Bucket=self.bucket, Key=self.key(original_key(sha256))
                 )
         except StorageUnavailable as exc:
-            if _error_code(exc.__cause__) in _NOT_THERE:
+            if error_code(exc.__cause__) in NOT_THERE:
                 return False
             raise
         body = response["Body"]
@@ -357,27 +354,3 @@ class S3Storage:
     def delete_original(self, sha256: str) -> None:
         with self.reaching("remove an original"):
             self.client.delete_object(Bucket=self.bucket, Key=self.key(original_key(sha256)))
-
-
-def _is_stale(folder: Path) -> bool:
-    """A scratch folder ``<sha>-<pid>`` of this process or of a process that is gone."""
-    pid_text = folder.name.rpartition("-")[2]
-    if not pid_text.isdigit():
-        return True
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _remove_tree(folder: Path) -> int:
-    """Remove ``folder`` and its files; returns how many files went."""
-    count = sum(1 for entry in folder.rglob("*") if entry.is_file())
-    shutil.rmtree(folder, ignore_errors=True)
-    return count

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from email.utils import formatdate
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
-from starlette.datastructures import Headers
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
-from starlette.types import Receive, Scope, Send
 
 from pixelmill.api.deps import ServiceDep
 from pixelmill.api.errors import error_response
+from pixelmill.api.routes._stored import StreamedRendition
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.routes.batches import batch_url
 from pixelmill.api.schemas import ImageAccepted, ImageWaited, error_responses
 from pixelmill.api.service import new_id
 from pixelmill.errors import ErrorCode, InvalidRequest, NotFound
-from pixelmill.storage import SHA256_PATTERN, StoredObject, rendition_url
+from pixelmill.storage import SHA256_PATTERN, rendition_url
 from pixelmill.storage.base import IMMUTABLE, MEDIA_TYPES, listed_files
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -91,7 +89,8 @@ async def get_manifest(sha256: str, request: Request, service: ServiceDep) -> Re
     manifest = await run_in_threadpool(service.storage.read_manifest, _checked_sha(sha256))
     if manifest is None:
         raise NotFound(f"no renditions for {sha256}")
-    for rendition in manifest.get("renditions", []):
+    renditions = manifest.get("renditions")
+    for rendition in renditions if isinstance(renditions, list) else ():
         if isinstance(rendition, dict) and isinstance(rendition.get("path"), str):
             rendition["path"] = rendition_url(sha256, rendition["path"])
     body = json.dumps(manifest, separators=(",", ":")).encode()
@@ -144,7 +143,7 @@ async def get_rendition(
     if stored.path is not None:  # a file: Starlette serves it (ranges, HEAD) as before
         response: Response = FileResponse(stored.path, media_type=media_type, headers=headers)
     else:
-        response = _StreamedRendition(stored, media_type, headers)
+        response = StreamedRendition(stored, media_type, headers)
     wanted = request.headers.get("range")
     if wanted is not None:
         # Starlette answers a bad Range in plain text: check it first, for our error shape.
@@ -166,44 +165,3 @@ async def get_rendition(
 router.add_api_route(
     "/{sha256}/{filename}", get_rendition, methods=["HEAD"], include_in_schema=False
 )
-
-
-class _StreamedRendition(Response):
-    """A rendition read through ``StoredObject.read`` (an S3 object): streamed in chunks,
-    one ranged GET for a single Range, never read whole into memory.
-
-    Answers like Starlette's FileResponse: 200 or 206 (single range; several ranges get the
-    whole object, which HTTP allows), If-Range honoured, no body for HEAD.
-    """
-
-    def __init__(self, stored: StoredObject, media_type: str, headers: dict[str, str]) -> None:
-        super().__init__(None, media_type=media_type, headers=headers)
-        self.stored = stored
-        self.headers["content-length"] = str(stored.size)
-        self.headers["accept-ranges"] = "bytes"
-        self.headers["last-modified"] = formatdate(stored.last_modified, usegmt=True)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_headers = Headers(scope=scope)
-        status, first, last = 200, 0, None
-        wanted = request_headers.get("range")
-        if_range = request_headers.get("if-range")
-        fresh = if_range is None or if_range in (
-            self.headers["etag"],
-            self.headers["last-modified"],
-        )
-        if wanted is not None and fresh:
-            ranges = FileResponse._parse_range_header(wanted, self.stored.size)  # checked before
-            if len(ranges) == 1:
-                start, end = ranges[0]
-                status, first, last = 206, start, end - 1
-                self.headers["content-range"] = f"bytes {start}-{end - 1}/{self.stored.size}"
-                self.headers["content-length"] = str(end - start)
-        await send({"type": "http.response.start", "status": status, "headers": self.raw_headers})
-        if scope["method"] == "HEAD":
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        chunks = await run_in_threadpool(self.stored.read, first, last)
-        async for chunk in iterate_in_threadpool(chunks):
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
