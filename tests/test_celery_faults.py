@@ -46,7 +46,10 @@ from s3_server import S3Server
 from webhook_receiver import webhook_receiver
 
 TESTS_DIR = Path(__file__).resolve().parent
-VISIBILITY_TIMEOUT_S = 6.0
+# At least the image timeout + 10 s (the settings refuse less): a redelivery never races a
+# render that is still running.
+VISIBILITY_TIMEOUT_S = 15.0
+IMAGE_TIMEOUT_S = 5
 # How long after the visibility timeout a Redis redelivery may take: one sweep (1 s here),
 # the worker's poll, the render starting.
 REDELIVERY_SLACK_S = 6.0
@@ -67,6 +70,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Any]:
                     filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])
                 ),
                 PIXELMILL_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S),
+                PIXELMILL_IMAGE_TIMEOUT_S=str(IMAGE_TIMEOUT_S),
                 PIXELMILL_TEST_RENDER_LOG=str(tmp_path / f"renders-{len(clusters)}.log"),
             )
             env.update(settings)
