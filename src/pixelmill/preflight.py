@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 EXIT_WRONG_SETTINGS = 2
 EXIT_UNREACHABLE = 3
 STORE_PING_TIMEOUT_S = 3.0
-BROKER_CHECK_TIMEOUT_S = 4.0
+BROKER_CHECK_TIMEOUT_S = 4
 # What a broker says when it refuses the login or the vhost: a setting to fix, not an outage.
 BROKER_REFUSALS = ("ACCESS_REFUSED", "NOT_ALLOWED", "WRONGPASS", "NOAUTH", "invalid password")
 
@@ -94,13 +94,11 @@ def check_store(settings: Settings) -> None:
         ) from None
 
 
-def broker_problem(
-    app: Celery, timeout_s: float = BROKER_CHECK_TIMEOUT_S
-) -> tuple[int, str] | None:
+def broker_problem(app: Celery, timeout_s: int = BROKER_CHECK_TIMEOUT_S) -> tuple[int, str] | None:
     """``(exit code, why)`` when the broker refuses us (2) or does not answer (3), or None."""
     try:
         with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=timeout_s, interval_start=0.2)
+            conn.ensure_connection(max_retries=1, timeout=timeout_s, interval_start=0)
     except Exception as exc:
         text = str(exc) or type(exc).__name__
         if any(marker.lower() in text.lower() for marker in BROKER_REFUSALS):
