@@ -65,6 +65,8 @@ def check_storage(settings: Settings) -> None:
         open_storage(settings).check()
     except ConfigError as exc:
         raise CannotStart(EXIT_WRONG_SETTINGS, str(exc)) from None
+    except ValueError as exc:  # botocore's word for an endpoint URL it cannot use
+        raise CannotStart(EXIT_WRONG_SETTINGS, f"PIXELMILL_S3_ENDPOINT_URL: {exc}") from None
     except StorageUnavailable as exc:
         raise CannotStart(EXIT_UNREACHABLE, exc.message) from None
 
