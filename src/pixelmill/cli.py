@@ -24,7 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pixelmill.config import ConfigError, load_settings
+from pixelmill.config import ConfigError, Settings, load_settings
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageOutcome
 from pixelmill.runner import EngineOptions, iter_files, render_paths
@@ -32,6 +32,7 @@ from pixelmill.states import ImageStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
+MIN_PROCESSES, MAX_PROCESSES = 1, 256
 
 
 class Terminated(KeyboardInterrupt):
@@ -124,7 +125,10 @@ def run(
     sources: Annotated[list[str], typer.Argument(help="Image files or folders (recursive).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder.")],
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes [default: CPU count].", min=1, max=256)
+        int | None,
+        typer.Option(
+            help=f"Worker processes, {MIN_PROCESSES}-{MAX_PROCESSES} \\[default: CPU count]."
+        ),
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Write a JSON report here.")] = None,
     presets: Annotated[Path | None, typer.Option(help='JSON {"name": [w, h]}.')] = None,
@@ -133,6 +137,7 @@ def run(
 ) -> None:
     """Render every image under SOURCES into OUT; exit 1 if any image failed."""
     console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
+    _check_processes(console, "--workers", workers)
     try:
         # The env's presets file is checked only when --presets does not replace it.
         settings = load_settings(check_spec=False, check_deployment=False)
@@ -245,6 +250,7 @@ def serve(
         settings = load_settings()
     except ConfigError as exc:
         raise _usage_error(console, str(exc)) from None
+    _check_parts(console, settings, check_broker=True)
     from pixelmill.api.app import serve as serve_app
 
     serve_app(settings, host, port)
@@ -254,23 +260,48 @@ def serve(
 def worker(
     concurrency: Annotated[
         int | None,
-        typer.Option(help="Render processes [default: CPU count].", min=1, max=256),
+        typer.Option(
+            help=f"Render processes, {MIN_PROCESSES}-{MAX_PROCESSES} \\[default: CPU count]."
+        ),
     ] = None,
 ) -> None:
     """Run a render worker of the celery engine (settings from PIXELMILL_* variables)."""
-    from pixelmill.storage import StorageUnavailable, open_storage
-
     console = Console(stderr=True, soft_wrap=True)
+    _check_processes(console, "--concurrency", concurrency)
     try:
         settings = load_settings()
         if settings.engine != "celery":
             raise ConfigError("pixelmill worker needs PIXELMILL_ENGINE=celery")
-        open_storage(settings).check()  # a missing bucket: one line now, not per image
-    except (ConfigError, StorageUnavailable) as exc:
+    except ConfigError as exc:
         raise _usage_error(console, str(exc)) from None
+    # The broker is checked by the worker itself: one that is not up yet is waited for.
+    _check_parts(console, settings, check_broker=False)
     from pixelmill.engine.celery_worker import run_worker
 
     raise typer.Exit(run_worker(settings, concurrency or os.cpu_count() or 1))
+
+
+def _check_processes(console: Console, option: str, value: int | None) -> None:
+    """A process count out of range: one line and exit 2 (not typer's boxed message)."""
+    if value is not None and not MIN_PROCESSES <= value <= MAX_PROCESSES:
+        raise _usage_error(
+            console, f"{option} must be {MIN_PROCESSES}-{MAX_PROCESSES}, not {value}"
+        )
+
+
+def _check_parts(console: Console, settings: Settings, *, check_broker: bool) -> None:
+    """The storage, the store and (``check_broker``) the broker answer: else one line and
+    exit 3 (2 for a login they refuse), before any work is taken (see pixelmill.preflight)."""
+    from pixelmill import preflight
+
+    try:
+        preflight.check_storage(settings)
+        preflight.check_store(settings)
+        if check_broker:
+            preflight.check_broker(settings)
+    except preflight.CannotStart as exc:
+        console.print(f"error: {exc.message}", style="red", markup=False)
+        raise typer.Exit(exc.exit_code) from None
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pixelmill.api.routes import batches, health, images
 from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
 from pixelmill.config import Settings, load_settings
-from pixelmill.errors import ErrorCode
+from pixelmill.errors import ErrorCode, PixelmillError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
         except Exception as exc:
             # An unusable data dir or an unreachable store at start: one line for the
             # operator (see OneLineStartupFailure), not the framework's traceback.
-            app.state.startup_error = f"cannot start: {type(exc).__name__}: {exc}"
+            why = exc.message if isinstance(exc, PixelmillError) else f"{type(exc).__name__}: {exc}"
+            app.state.startup_error = f"cannot start: {why}"
             raise
         app.state.service = service
         app.state.sse_limiter = anyio.CapacityLimiter(EVENT_STREAM_THREADS)

@@ -45,8 +45,29 @@ def close_after_answer(request: Request) -> None:
     request.state.close_connection = True
 
 
+# What a client is told when a part is down: where it lives and why is the operator's.
+STORAGE_DOWN_MESSAGE = "the storage does not answer; try again later"
+STORE_DOWN_MESSAGE = "the store does not answer; try again later"
+
+
+def public_message(exc: PixelmillError) -> str:
+    """``exc``'s message for an API client: a part that is down is named, not located
+    (its endpoint, bucket and keys go to the log)."""
+    from pixelmill.storage import StorageUnavailable
+    from pixelmill.store import StoreUnavailable
+
+    if isinstance(exc, StorageUnavailable):
+        return STORAGE_DOWN_MESSAGE
+    if isinstance(exc, StoreUnavailable):
+        return STORE_DOWN_MESSAGE
+    return exc.message
+
+
 async def _pixelmill_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PixelmillError)
+    message = public_message(exc)
+    if message != exc.message:  # one line for the operator, no traceback
+        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else {}
     if exc.code is ErrorCode.UNAVAILABLE:
         headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -54,7 +75,7 @@ async def _pixelmill_error(request: Request, exc: Exception) -> JSONResponse:
         headers["Connection"] = "close"
     # Some errors answer with a more precise status than their code's (413, 408).
     status = getattr(exc, "http_status", None)
-    return error_response(exc.code, exc.message, status=status, headers=headers)
+    return error_response(exc.code, message, status=status, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -7,7 +7,6 @@ background), so the probe answers at once even when the store or the broker hang
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from pixelmill.api.service import BatchService
@@ -24,9 +23,12 @@ def health_report(service: BatchService) -> dict[str, Any]:
     celery = service.celery
     workers = service.settings.workers if celery is None else celery.workers()
     unwritten = service.writes.waiting
+    storage_ok = service.storage_probe.reachable()
+    healthy = store_ok and storage_ok and engine_ok and not unwritten
     report: dict[str, Any] = {
-        "status": "ok" if store_ok and engine_ok and not unwritten else "unavailable",
+        "status": "ok" if healthy else "unavailable",
         "store": "ok" if store_ok else "unreachable",
+        "storage": "ok" if storage_ok else "unreachable",
         "engine": "ok" if engine_ok else "stopped",
         "engine_kind": service.settings.engine,
         "workers": workers,
@@ -42,8 +44,7 @@ def health_report(service: BatchService) -> dict[str, Any]:
         if report["unsent"] and error:
             report["status"] = "unavailable"
             unsent_reason = (
-                f"{report['unsent']} image(s) wait to be sent to the workers: "
-                f"{_redacted(error, service.settings.broker_url)}"
+                f"{report['unsent']} image(s) wait to be sent to the workers: {_part_down(error)}"
             )
         if not engine.is_alive():
             report["engine"] = "unreachable"
@@ -55,6 +56,8 @@ def health_report(service: BatchService) -> dict[str, Any]:
         )
     elif not store_ok:
         report["reason"] = "the store does not answer"
+    elif not storage_ok:
+        report["reason"] = "the storage does not answer"
     elif report["engine"] == "unreachable":
         report["reason"] = "the broker does not answer"
     elif not engine_ok:
@@ -64,7 +67,11 @@ def health_report(service: BatchService) -> dict[str, Any]:
     return report
 
 
-def _redacted(text: str, url: str | None) -> str:
-    """``text`` without the broker's password (an error may quote the URL)."""
-    password = urlsplit(url).password if url else None
-    return text.replace(password, "***") if password else text
+def _part_down(error: str) -> str:
+    """Which part an enqueue error names (``Type: details``), without its details: the
+    probe needs no key, and the log has the endpoint, bucket and broker URL."""
+    if error.startswith("StorageUnavailable"):
+        return "the storage does not answer"
+    if error.startswith("StoreUnavailable"):
+        return "the store does not answer"
+    return "the broker does not answer"

@@ -82,6 +82,7 @@ class ImageAccepted(BaseModel):
 class Health(BaseModel):
     status: str
     store: str
+    storage: str = "ok"  # ok or unreachable (a bucket is checked in the background)
     engine: str
     engine_kind: str = "local"  # local or celery
     workers: int | None  # celery: workers answering a ping (None when unknown)
@@ -100,7 +101,8 @@ ERROR_MEANINGS: dict[int, str] = {
     416: "Range outside the file (code invalid_request)",
     413: "Body over PIXELMILL_MAX_BATCH_BYTES (file_too_large) or more files than "
     "PIXELMILL_MAX_FILES_PER_BATCH (invalid_request)",
-    503: "The batch store is down or full for now; retry after Retry-After (code unavailable)",
+    503: "The batch store or the storage is down (or the store full) for now; retry after "
+    "Retry-After (code unavailable)",
     507: "No space left to store the upload (code insufficient_storage)",
 }
 

@@ -20,6 +20,7 @@ from typing import Any
 from pixelmill.api.celery_mode import celery_parts
 from pixelmill.api.health_report import health_report
 from pixelmill.api.metrics import Metrics
+from pixelmill.api.storage_probe import StorageProbe
 from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
 from pixelmill.api.webhooks import MAX_IMAGES_IN_CALLBACK, WebhookSender, callback_body
@@ -57,6 +58,7 @@ class BatchService:
         # One empty file per callback still owed: a restart sends what a crash left unsent.
         self.outbox = self.data_dir / "callbacks"
         self.storage = open_storage(settings)
+        self.storage_probe = StorageProbe(self.storage)
         self.spec = settings.render_spec()
         self.store: BatchStore = open_store(
             settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
@@ -111,6 +113,7 @@ class BatchService:
         # Through uvicorn's logger: `serve` shows it ("INFO:     renditions in s3://...").
         logging.getLogger("uvicorn.error").info("renditions in %s", self.storage.describe())
         self._running.set()
+        self.storage_probe.start()
         self.writes.start()
         self.engine.start()
         self._feeder.start()
@@ -136,6 +139,7 @@ class BatchService:
         if self.celery is not None:
             self.celery.owed.stop()
         self.webhooks.close()
+        self.storage_probe.stop()
         self.store.close()
 
     def healthy(self) -> dict[str, Any]:

@@ -11,12 +11,12 @@ after the visibility timeout (a dead machine), swept for every few seconds.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from celery import Celery
 
 from pixelmill.config import Settings
 from pixelmill.core.specs import Limits, OutputFormat, Preset, RenderSpec
+from pixelmill.preflight import redact_url as redact_url
 from pixelmill.storage import Storage
 from pixelmill.store.base import WorkCoordination
 
@@ -89,20 +89,6 @@ def drop_original(store: WorkCoordination, storage: Storage, sha256: str, image_
         storage.delete_original(sha256)
     finally:
         store.original_deleted(sha256)
-
-
-def redact_url(url: str | None) -> str:
-    """``url`` without its password, for logs."""
-    if not url:
-        return "-"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 def spec_to_dict(spec: RenderSpec) -> dict[str, Any]:

@@ -19,7 +19,13 @@ from celery import Celery
 from pixelmill.config import Settings
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageJob
-from pixelmill.engine.celery_app import TASK_NAME, drop_original, make_app, spec_to_dict
+from pixelmill.engine.celery_app import (
+    TASK_NAME,
+    drop_original,
+    make_app,
+    redact_url,
+    spec_to_dict,
+)
 from pixelmill.storage import Storage
 from pixelmill.store.base import WorkCoordination
 
@@ -65,6 +71,12 @@ class CeleryEngine:
         self.enqueue_error: str | None = None
 
     def start(self) -> CeleryEngine:
+        # Through uvicorn's logger, as the service's "renditions in ..." line: `serve` shows it.
+        logging.getLogger("uvicorn.error").info(
+            "celery engine: broker %s, queue %s",
+            redact_url(self.settings.broker_url),
+            self.settings.celery_queue,
+        )
         self._started_at = time.monotonic()
         self._probe.start()
         return self

@@ -40,6 +40,7 @@ from pixelmill.engine.celery_app import (
 from pixelmill.engine.celery_claims import ClaimHeartbeat, claim_owner, take_claim
 from pixelmill.engine.records import finish_fields
 from pixelmill.errors import ErrorCode
+from pixelmill.preflight import EXIT_WRONG_SETTINGS, broker_problem
 from pixelmill.states import ImageStatus
 from pixelmill.storage import Storage, StorageUnavailable, open_storage
 from pixelmill.store import RedisBatchStore, open_store
@@ -274,21 +275,11 @@ def _say_ready(**_: Any) -> None:
     print(READY_LINE, file=sys.stderr, flush=True)
 
 
-# What a broker says when it refuses the login or the vhost: a setting to fix, not an outage.
-_REFUSALS = ("ACCESS_REFUSED", "NOT_ALLOWED", "WRONGPASS", "NOAUTH", "invalid password")
-
-
 def broker_refusal(app: Celery) -> str | None:
     """Why the broker refuses this worker (credentials, vhost), or None: it answers, or it
     is not up yet (then Celery keeps trying, as a worker started before its broker should)."""
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=5)
-    except Exception as exc:
-        text = str(exc)
-        if any(marker.lower() in text.lower() for marker in _REFUSALS):
-            return text
-    return None
+    problem = broker_problem(app)
+    return problem[1] if problem is not None and problem[0] == EXIT_WRONG_SETTINGS else None
 
 
 def run_worker(settings: Settings, concurrency: int) -> int:

@@ -332,7 +332,7 @@ class LocalEngine(Outcomes):
     def _fail_entry(self, entry: Entry, exc: Exception) -> None:
         error = error_for_exception(exc, entry.job.source)
         if isinstance(exc, StorageUnavailable):  # not a bug: one line, no traceback
-            log.warning("image %s failed: %s", entry.job.source, error.message)
+            log.warning("image %s failed: %s", entry.job.source, exc.message)
         elif error.code is ErrorCode.INTERNAL:
             log.error("image %s failed in the engine", entry.job.source, exc_info=exc)
         self._remove(entry)

@@ -21,7 +21,7 @@ from pixelmill.engine.task import NO_SPACE_MESSAGE, RenderTask
 from pixelmill.engine.worker import TIMEOUT_EXIT_STATUS
 from pixelmill.errors import ErrorCode, ImageError
 from pixelmill.states import ImageStatus
-from pixelmill.storage import StorageUnavailable
+from pixelmill.storage import RENDITIONS_NOT_STORED, StorageUnavailable
 
 CRASHES_ALLOWED = 1  # the second death under the same job is conclusive
 
@@ -97,7 +97,7 @@ def error_for_exception(exc: Exception, source: str) -> ErrorInfo:
     if isinstance(exc, ImageError):
         return ErrorInfo(exc.code, exc.message)
     if isinstance(exc, StorageUnavailable):  # the bucket is down: say so, in one line
-        return ErrorInfo(ErrorCode.INTERNAL, f"cannot store renditions: {exc.message}")
+        return ErrorInfo(ErrorCode.INTERNAL, RENDITIONS_NOT_STORED)
     if isinstance(exc, OSError):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return ErrorInfo(ErrorCode.INSUFFICIENT_STORAGE, NO_SPACE_MESSAGE)

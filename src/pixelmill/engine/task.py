@@ -17,7 +17,7 @@ from pixelmill.core.manifest import manifest_dict, render_result_from_manifest, 
 from pixelmill.core.render import render_renditions
 from pixelmill.core.specs import RenderResult, RenderSpec, Rendition
 from pixelmill.errors import ErrorCode, ImageError
-from pixelmill.storage import Storage, StorageUnavailable
+from pixelmill.storage import RENDITIONS_NOT_STORED, Storage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def run_render_task(task: RenderTask) -> TaskResult:
     except ImageError as exc:
         failure = TaskResult(task.job_id, None, exc.code, exc.message)
     except StorageUnavailable as exc:
-        message = f"cannot store renditions: {exc.message}"
-        failure = TaskResult(task.job_id, None, ErrorCode.INTERNAL, message)
+        log.warning("image %s not stored: %s", task.source, exc.message)
+        failure = TaskResult(task.job_id, None, ErrorCode.INTERNAL, RENDITIONS_NOT_STORED)
     except OSError as exc:
         failure = TaskResult(task.job_id, None, *describe_os_error(exc, task.source))
     except Exception as exc:  # a bug of ours: that image fails, the run goes on

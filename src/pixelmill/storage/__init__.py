@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pixelmill.config import ConfigError, Settings
 from pixelmill.storage.base import (
+    RENDITIONS_NOT_STORED,
     SHA256_PATTERN,
     Storage,
     StorageUnavailable,
@@ -48,6 +49,7 @@ def open_storage(settings: Settings) -> Storage:
 
 
 __all__ = [
+    "RENDITIONS_NOT_STORED",
     "SHA256_PATTERN",
     "FolderStorage",
     "LocalStorage",

@@ -36,6 +36,11 @@ class StorageUnavailable(Unavailable):
     """
 
 
+# What an image's record says when its renditions could not be stored: the cause, without
+# the endpoint, bucket and keys the exception names (those go to the log).
+RENDITIONS_NOT_STORED = "cannot store renditions: the storage does not answer"
+
+
 def rendition_key(sha256: str, filename: str) -> str:
     """``renditions/<sha[:2]>/<sha>/<filename>``: the same in a folder and in a bucket."""
     if not SHA256_PATTERN.match(sha256):

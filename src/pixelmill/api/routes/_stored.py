@@ -35,7 +35,7 @@ class StreamedRendition(Response):
         self.stored = stored
         self.headers["content-length"] = str(stored.size)
         self.headers["accept-ranges"] = "bytes"
-        self.headers["last-modified"] = formatdate(stored.last_modified)
+        self.headers["last-modified"] = formatdate(stored.last_modified, usegmt=True)
 
     def _ranges(self, request_headers: Headers) -> list[tuple[int, int]]:
         """The byte ranges to send, end exclusive; [] for the whole object. The route has
