@@ -18,11 +18,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import psutil
 import pytest
 import redis
 
+from api_server import app_client
 from conftest import IN_CI
+from pixelmill.config import Settings
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -224,3 +227,20 @@ def celery_settings_env(broker: Broker, tmp_path: Path) -> Iterator[dict[str, st
     env = celery_env(broker, tmp_path)
     yield env
     cleanup_celery(env)
+
+
+def settings_of(env: Mapping[str, str]) -> Settings:
+    """The Settings a process with ``env`` would read."""
+    values = {
+        k.removeprefix("PIXELMILL_").lower(): v
+        for k, v in env.items()
+        if k.startswith("PIXELMILL_")
+    }
+    return Settings.model_validate(values)
+
+
+@contextlib.contextmanager
+def service(env: Mapping[str, str]) -> Iterator[httpx.Client]:
+    """The real service (uvicorn on loopback) with ``env``'s settings, and a client of it."""
+    with app_client(settings_of(env)) as client:
+        yield client

@@ -10,10 +10,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from api_helpers import (
@@ -24,14 +22,13 @@ from api_helpers import (
     upload,
     wait_for_batch,
 )
-from api_server import app_client
 from celery_helpers import (
     Broker,
     celery_env,
     celery_workers,
     cleanup_celery,
+    service,
 )
-from pixelmill.config import Settings
 from pixelmill.core.specs import Limits, OutputFormat, Preset, RenderSpec
 from pixelmill.engine.celery_app import redact_url, spec_from_dict, spec_to_dict
 from pixelmill.store import NewImage, RedisBatchStore
@@ -39,16 +36,6 @@ from s3_server import S3Server
 from webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.slow
-
-
-def settings_of(env: dict[str, str]) -> Settings:
-    """The Settings a process with ``env`` would read."""
-    values = {
-        k.removeprefix("PIXELMILL_").lower(): v
-        for k, v in env.items()
-        if k.startswith("PIXELMILL_")
-    }
-    return Settings.model_validate(values)
 
 
 @pytest.fixture
@@ -64,12 +51,6 @@ def any_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
     env = celery_env(broker, tmp_path)
     yield env
     cleanup_celery(env)
-
-
-@contextmanager
-def service(env: dict[str, str]) -> Iterator[httpx.Client]:
-    with app_client(settings_of(env)) as client:
-        yield client
 
 
 def rendered_folders(env: dict[str, str]) -> list[Path]:

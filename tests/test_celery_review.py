@@ -17,14 +17,19 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
 from api_helpers import slow_jpeg, small_jpeg, upload, wait_for_batch
-from api_server import app_client
-from celery_helpers import REDIS_URL, celery_env, celery_workers, cleanup_celery, require_broker
-from pixelmill.config import Settings
+from celery_helpers import (
+    REDIS_URL,
+    celery_env,
+    celery_workers,
+    cleanup_celery,
+    require_broker,
+    service,
+    settings_of,
+)
 from pixelmill.engine import celery_claims
 from pixelmill.storage import open_storage
 from pixelmill.store import RedisBatchStore
@@ -34,26 +39,11 @@ from webhook_receiver import webhook_receiver
 pytestmark = pytest.mark.slow
 
 
-def settings_of(env: dict[str, str]) -> Settings:
-    values = {
-        k.removeprefix("PIXELMILL_").lower(): v
-        for k, v in env.items()
-        if k.startswith("PIXELMILL_")
-    }
-    return Settings.model_validate(values)
-
-
 @pytest.fixture
 def redis_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = celery_env("redis", tmp_path)
     yield env
     cleanup_celery(env)
-
-
-@contextmanager
-def service(env: dict[str, str]) -> Iterator[httpx.Client]:
-    with app_client(settings_of(env)) as client:
-        yield client
 
 
 def broker_keys(env: dict[str, str]) -> tuple[str, str]:
