@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,6 +51,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    """``--version``: the installed distribution's version, so it never drifts from a release."""
+    if value:
+        typer.echo(f"pixelmill {metadata.version('pixelmill')}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Turn images into every rendition a product needs, on all cores."""
 
 
 class RunRecorder:
