@@ -25,7 +25,7 @@ from pixelmill.cli import app
 from pixelmill.core.encode import TEMP_PREFIX
 
 REPORT_KEYS = {"summary", "images"}
-SUMMARY_KEYS = {"total", "done", "duplicate", "failed", "cancelled", "elapsed_s"}
+SUMMARY_KEYS = {"total", "done", "duplicate", "failed", "cancelled", "skipped", "elapsed_s"}
 IMAGE_KEYS = {"source", "status", "sha256", "error", "renditions"}
 RENDITION_KEYS = {"name", "format", "width", "height", "bytes", "path"}
 DEFAULT_BOXES = {"thumbnail": (150, 150), "medium": (800, 800), "large": (1920, 1920)}
@@ -127,6 +127,7 @@ def test_good_images_exit_0_with_a_report_of_the_designed_shape(
         "duplicate": 0,
         "failed": 0,
         "cancelled": 0,
+        "skipped": 0,
     }
     assert isinstance(summary["elapsed_s"], float) and summary["elapsed_s"] > 0
     assert [image["source"] for image in report["images"]] == good_tree
@@ -169,13 +170,16 @@ def test_report_rendition_paths_are_under_out_as_given_and_open_from_the_cwd(
 def test_failed_images_exit_1_with_error_codes_and_failures_by_code(
     runner: CliRunner, tmp_path: Path
 ) -> None:
-    """A text file and a truncated JPEG among good ones: exit 1, coded errors, counts by code."""
+    """A text file named by hand and a truncated JPEG among good ones: exit 1, coded errors,
+    counts by code (a text file a folder walk finds is skipped instead: test_cli_options)."""
     folder = tmp_path / "mixed"
     write_photo(folder / "a.jpg", seed=1)
     truncated_jpeg(folder / "b-truncated.jpg")
-    (folder / "c-notes.jpg").write_text("not an image, whatever its name says\n")
+    (tmp_path / "c-notes.jpg").write_text("not an image, whatever its name says\n")
     write_photo(folder / "d.jpg", seed=2)
-    result = invoke(runner, "mixed", "-o", "out", "--workers", "2", "--report", "rep.json")
+    result = invoke(
+        runner, "mixed", "c-notes.jpg", "-o", "out", "--workers", "2", "--report", "rep.json"
+    )
     assert result.exit_code == 1, result.output
     report = read_report(tmp_path / "rep.json")
     check_report_shape(report)

@@ -38,3 +38,40 @@ def test_version_flag_prints_the_installed_version_and_exits_0() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"pixelmill {metadata.version('pixelmill')}\n"
+
+
+def test_non_images_in_a_folder_walk_are_skipped_and_do_not_fail_the_run(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """A licence and a text file named like a photo: skipped by their magic bytes, exit 0."""
+    write_photo(tmp_path / "photos" / "a.jpg", seed=1)
+    (tmp_path / "photos" / "LICENSE").write_text("Permission is hereby granted...\n")
+    (tmp_path / "photos" / "notes.jpg").write_text("not an image, whatever its name says\n")
+    result = invoke(runner, "photos", "-o", "out", "--report", "r.json")
+    assert result.exit_code == 0, result.output
+    report = read_report(tmp_path / "r.json")
+    statuses = {Path(i["source"]).name: i["status"] for i in report["images"]}
+    assert statuses == {"LICENSE": "skipped", "a.jpg": "done", "notes.jpg": "skipped"}
+    for image in report["images"]:
+        if image["status"] == "skipped":
+            assert image["error"] is None and image["renditions"] == []
+    summary = report["summary"]
+    assert (summary["total"], summary["done"], summary["skipped"], summary["failed"]) == (
+        3,
+        1,
+        2,
+        0,
+    )
+    assert "2 skipped" in result.stderr
+
+
+def test_a_non_image_named_on_the_command_line_still_fails(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "notes.jpg").write_text("not an image\n")
+    result = invoke(runner, "notes.jpg", "-o", "out", "--report", "r.json")
+    assert result.exit_code == 1, result.output
+    (image,) = read_report(tmp_path / "r.json")["images"]
+    assert image["status"] == "failed"
+    assert image["error"]["code"] == "unsupported_format"
+    assert "0 skipped" in result.stderr

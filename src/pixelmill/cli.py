@@ -34,6 +34,7 @@ from pixelmill.states import ImageStatus
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
 MIN_PROCESSES, MAX_PROCESSES = 1, 256
+SKIPPED = "skipped"  # a run-only status: a non-image in a folder walk (no batch ever has one)
 
 
 class Terminated(KeyboardInterrupt):
@@ -102,6 +103,20 @@ class RunRecorder:
             if self.keep_entries:
                 self.entries.append((int(outcome.job.job_id), self._entry(outcome)))
 
+    def record_skipped(self, index: int, path: str) -> None:
+        """A file a folder walk found that is not an image: counted, never a failure."""
+        with self._lock:
+            self.statuses[SKIPPED] += 1
+            if self.keep_entries:
+                entry = {
+                    "source": path,
+                    "status": SKIPPED,
+                    "sha256": None,
+                    "error": None,
+                    "renditions": [],
+                }
+                self.entries.append((index, entry))
+
     def _entry(self, outcome: ImageOutcome) -> dict[str, Any]:
         sha = outcome.job.sha256 or None
         renditions = []
@@ -130,6 +145,7 @@ class RunRecorder:
             "duplicate": self.statuses["duplicate"],
             "failed": self.statuses["failed"],
             "cancelled": self.statuses["cancelled"],
+            "skipped": self.statuses[SKIPPED],
             "elapsed_s": round(elapsed_s, 3),
         }
 
@@ -228,10 +244,16 @@ def _run_with_progress(
         rate = recorder.total / max(time.monotonic() - started, 1e-6)
         progress.update(task, advance=1, rate=f"{rate:.1f} img/s")
 
+    def on_skipped(index: int, path: str) -> None:
+        recorder.record_skipped(index, path)
+        progress.update(task, advance=1)
+
     with progress:
         try:
             signal.signal(signal.SIGTERM, _raise_terminated)
-            render_paths(sources, out, on_outcome, spec=spec, options=options)
+            render_paths(
+                sources, out, on_outcome, spec=spec, options=options, on_skipped=on_skipped
+            )
         except KeyboardInterrupt as exc:
             # Cleaned up and every image counted: another Ctrl-C must not cost the summary,
             # the report and the exit code.
@@ -250,7 +272,8 @@ def _print_summary(console: Console, recorder: RunRecorder, elapsed: float) -> N
     console.print(
         f"[bold]{summary['total']} images[/bold] in {elapsed:.2f} s ({rate:.1f} images/s): "
         f"[green]{summary['done']} done[/green], {summary['duplicate']} duplicate, "
-        f"[red]{summary['failed']} failed[/red], {summary['cancelled']} cancelled"
+        f"[red]{summary['failed']} failed[/red], {summary['cancelled']} cancelled, "
+        f"{summary['skipped']} skipped"
     )
     for code, count in sorted(recorder.failures.items()):
         console.print(f"  failed {code}: {count}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pixelmill.core.manifest import manifest_dict, write_manifest
 from pixelmill.core.render import render_renditions
+from pixelmill.core.sniff import HEADER_BYTES, sniff
 from pixelmill.core.specs import RenderResult, RenderSpec
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome
 from pixelmill.engine.local import LocalEngine
@@ -62,10 +63,19 @@ def hash_file(path: str | Path, max_bytes: int) -> str:
 def iter_files(sources: Iterable[str], skip: str | Path | None = None) -> Iterator[str]:
     """Every file under ``sources``: files as given, folders recursively (sorted, no dotfiles,
     only regular files), never anything inside ``skip`` (the output folder)."""
+    for path, _ in walk_sources(sources, skip):
+        yield path
+
+
+def walk_sources(
+    sources: Iterable[str], skip: str | Path | None = None
+) -> Iterator[tuple[str, bool]]:
+    """``iter_files`` with, for each file, whether a folder walk found it (True) or it was
+    named as given (False): only the files a walk found may be skipped as non-images."""
     skipped = os.path.realpath(skip) if skip is not None else None
     for source in sources:
         if not os.path.isdir(source):
-            yield source
+            yield source, False
             continue
         for root, dirs, files in os.walk(source):
             dirs[:] = sorted(
@@ -76,7 +86,20 @@ def iter_files(sources: Iterable[str], skip: str | Path | None = None) -> Iterat
             for name in sorted(files):
                 path = os.path.join(root, name)
                 if not name.startswith(".") and os.path.isfile(path):
-                    yield path
+                    yield path, True
+
+
+def is_not_an_image(path: str) -> bool:
+    """True when the first bytes announce no format we take (a text file, a licence, a PDF).
+
+    A file that cannot be read is not decided here: rendering reports why it failed.
+    """
+    try:
+        with open(path, "rb") as file:
+            header = file.read(HEADER_BYTES)
+    except OSError:
+        return False
+    return sniff(header) is None
 
 
 @dataclass(frozen=True)
@@ -94,12 +117,16 @@ def render_paths(
     spec: RenderSpec | None = None,
     options: EngineOptions | None = None,
     on_engine: Callable[[LocalEngine], None] | None = None,
+    on_skipped: Callable[[int, str], None] | None = None,
 ) -> None:
     """Render every file under ``sources`` in parallel; ``on_outcome`` gets each result.
 
     Runs in bounded memory whatever the number of files. On KeyboardInterrupt the pending
     work is cancelled, temp files are removed and the interrupt is re-raised.
     ``on_engine`` receives the engine before the first job (to cancel it from elsewhere).
+    With ``on_skipped``, a file a folder walk found that is not an image by its magic bytes
+    is not rendered: ``on_skipped(index, path)`` gets it instead of a failed outcome (a
+    folder of photos often holds a README or a licence; a file named by hand still fails).
     """
     spec = spec or RenderSpec()
     options = options or EngineOptions()
@@ -115,11 +142,16 @@ def render_paths(
     ).start()
     if on_engine is not None:
         on_engine(engine)
-    files = enumerate(iter_files(sources, skip=out_dir))
-    current: tuple[int, str] | None = None  # taken from the walk, not yet with the engine
+    files = enumerate(walk_sources(sources, skip=out_dir))
+    # taken from the walk, not yet with the engine
+    current: tuple[int, tuple[str, bool]] | None = None
     try:
         for current in files:
-            index, path = current
+            index, (path, found_by_walk) = current
+            if on_skipped is not None and found_by_walk and is_not_an_image(path):
+                current = None
+                on_skipped(index, path)
+                continue
             try:
                 sha256 = hash_file(path, spec.limits.max_bytes)
             except ImageError as exc:
@@ -135,7 +167,7 @@ def render_paths(
         with _further_interrupts_kill(engine):
             engine.cancel_all()
             engine.shutdown(cancel_pending=True, kill_after_s=2.0)
-            for index, path in [current, *files] if current else files:
+            for index, (path, _) in [current, *files] if current else files:
                 _report(on_outcome, index, path, ImageStatus.CANCELLED, _CANCELLED)
         raise
     engine.shutdown()
@@ -173,4 +205,13 @@ def _report(
     on_outcome(ImageOutcome(ImageJob(str(index), path, ""), status, None, error))
 
 
-__all__ = ["EngineOptions", "ErrorCode", "hash_file", "iter_files", "render", "render_paths"]
+__all__ = [
+    "EngineOptions",
+    "ErrorCode",
+    "hash_file",
+    "is_not_an_image",
+    "iter_files",
+    "render",
+    "render_paths",
+    "walk_sources",
+]
