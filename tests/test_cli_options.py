@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pixelmill.cli import app
 from test_cli import clean_env, invoke, read_report, write_photo
 
 
@@ -75,3 +74,53 @@ def test_a_non_image_named_on_the_command_line_still_fails(
     assert image["status"] == "failed"
     assert image["error"]["code"] == "unsupported_format"
     assert "0 skipped" in result.stderr
+
+
+def rendition_bytes(report_path: Path) -> dict[tuple[str, str], int]:
+    """{(preset, format): bytes} of the one image in a report; each file has those bytes."""
+    (image,) = read_report(report_path)["images"]
+    for rendition in image["renditions"]:
+        assert (report_path.parent / rendition["path"]).stat().st_size == rendition["bytes"]
+    return {(r["name"], r["format"]): r["bytes"] for r in image["renditions"]}
+
+
+def test_quality_flag_overrides_the_encoder_quality_of_the_run(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """A lower quality gives smaller renditions, only for the formats it names."""
+    write_photo(tmp_path / "a.jpg", (640, 480))
+    common = ["a.jpg", "--formats", "jpeg,webp,png", "--no-progress"]
+    assert invoke(runner, *common, "-o", "default", "--report", "d.json").exit_code == 0
+    low = invoke(runner, *common, "-o", "low", "--report", "l.json", "--quality", "jpeg=20,webp=15")
+    assert low.exit_code == 0, low.output
+    default, lowered = rendition_bytes(tmp_path / "d.json"), rendition_bytes(tmp_path / "l.json")
+    assert default.keys() == lowered.keys()
+    for (name, fmt), size in default.items():
+        if fmt == "png":
+            assert lowered[name, fmt] == size
+        else:
+            assert lowered[name, fmt] < size * 0.8, (name, fmt, lowered[name, fmt], size)
+
+
+@pytest.mark.parametrize(
+    ("quality", "message"),
+    [
+        ("png=50", "png is lossless"),
+        ("jpeg=0", "must be 1-100"),
+        ("webp=101", "must be 1-100"),
+        ("jpeg=high", "must be 1-100"),
+        ("gif=50", "unknown format 'gif'"),
+        ("jpeg80", "is not FORMAT=QUALITY"),
+        ("jpeg=80,", "is not FORMAT=QUALITY"),
+        ("jpeg=80,jpg=70", "given twice"),
+    ],
+)
+def test_a_bad_quality_is_one_line_and_exit_2(
+    runner: CliRunner, tmp_path: Path, quality: str, message: str
+) -> None:
+    write_photo(tmp_path / "a.jpg")
+    result = invoke(runner, "a.jpg", "-o", "out", "--quality", quality)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

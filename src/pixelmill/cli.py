@@ -26,7 +26,7 @@ from rich.progress import (
 )
 
 from pixelmill.config import ConfigError, Settings, load_settings
-from pixelmill.core.specs import RenderSpec
+from pixelmill.core.specs import RenderSpec, parse_quality
 from pixelmill.engine.base import ImageOutcome
 from pixelmill.runner import EngineOptions, iter_files, render_paths
 from pixelmill.states import ImageStatus
@@ -172,6 +172,13 @@ def run(
     report: Annotated[Path | None, typer.Option(help="Write a JSON report here.")] = None,
     presets: Annotated[Path | None, typer.Option(help='JSON {"name": [w, h]}.')] = None,
     formats: Annotated[str | None, typer.Option(help="e.g. jpeg,webp,avif,png.")] = None,
+    quality: Annotated[
+        str | None,
+        typer.Option(
+            help="Encoder quality 1-100 per lossy format, e.g. jpeg=80,webp=75 "
+            "\\[default: jpeg=85,webp=80,avif=60]."
+        ),
+    ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Render every image under SOURCES into OUT; exit 1 if any image failed."""
@@ -181,6 +188,8 @@ def run(
         # The env's presets file is checked only when --presets does not replace it.
         settings = load_settings(check_spec=False, check_deployment=False)
         spec = settings.render_spec(presets, formats)
+        if quality is not None:
+            spec = spec.with_quality(parse_quality(quality))
     except ValueError as exc:
         raise _usage_error(console, str(exc)) from None
     missing = [s for s in sources if not os.path.exists(s)]

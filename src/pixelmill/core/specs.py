@@ -5,7 +5,7 @@ All are frozen dataclasses of plain values, so they pickle cheaply and never car
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -34,6 +34,36 @@ DEFAULT_QUALITY: dict[OutputFormat, int] = {
     OutputFormat.AVIF: 60,
     OutputFormat.PNG: 100,  # lossless; quality is ignored
 }
+
+MIN_QUALITY, MAX_QUALITY = 1, 100
+
+
+def parse_quality(value: str) -> dict[OutputFormat, int]:
+    """``"jpeg=80,webp=75"`` -> {JPEG: 80, WEBP: 75}; raises ValueError with one line.
+
+    PNG is refused rather than ignored: it is lossless, so a quality for it would be a
+    setting that silently does nothing.
+    """
+    qualities: dict[OutputFormat, int] = {}
+    for item in (part.strip() for part in value.split(",")):
+        name, equals, number = (text.strip() for text in item.partition("="))
+        if not equals or not name or not number:
+            raise ValueError(f"quality {item!r} is not FORMAT=QUALITY, e.g. jpeg=80,webp=75")
+        try:
+            fmt = OutputFormat("jpeg" if name.lower() == "jpg" else name.lower())
+        except ValueError:
+            lossy = ", ".join(f.value for f in OutputFormat if f is not OutputFormat.PNG)
+            raise ValueError(f"unknown format {name!r} in quality (one of {lossy})") from None
+        if fmt is OutputFormat.PNG:
+            raise ValueError("png is lossless and takes no quality")
+        if not number.isdecimal() or not MIN_QUALITY <= int(number) <= MAX_QUALITY:
+            raise ValueError(
+                f"quality of {fmt.value} must be {MIN_QUALITY}-{MAX_QUALITY}, not {number!r}"
+            )
+        if fmt in qualities:
+            raise ValueError(f"quality of {fmt.value} is given twice")
+        qualities[fmt] = int(number)
+    return qualities
 
 
 @dataclass(frozen=True)
@@ -82,6 +112,11 @@ class RenderSpec:
             raise ValueError("a render spec needs at least one preset and one format")
         if len({p.name for p in self.presets}) != len(self.presets):
             raise ValueError("preset names must be unique")
+
+    def with_quality(self, overrides: dict[OutputFormat, int]) -> RenderSpec:
+        """This spec with the encoder quality of some formats replaced (``--quality``)."""
+        merged = dict(self.quality) | overrides
+        return replace(self, quality=tuple(merged.items()))
 
     def quality_of(self, fmt: OutputFormat) -> int:
         return dict(self.quality).get(fmt, DEFAULT_QUALITY[fmt])
