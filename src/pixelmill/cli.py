@@ -108,7 +108,7 @@ class RunRecorder:
         with self._lock:
             self.statuses[SKIPPED] += 1
             if self.keep_entries:
-                entry = {
+                entry: dict[str, Any] = {
                     "source": path,
                     "status": SKIPPED,
                     "sha256": None,
