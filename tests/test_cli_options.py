@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from pixelmill.cli import app
 from test_cli import clean_env, invoke, read_report, write_photo
 
 
@@ -124,3 +125,30 @@ def test_a_bad_quality_is_one_line_and_exit_2(
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "literals"),
+    [
+        ([], ["--version"]),
+        (
+            ["run"],
+            [
+                '{"name": [w, h]}',
+                "[default: CPU count]",
+                "[default: jpeg=85,webp=80,avif=60]",
+                "--quality",
+            ],
+        ),
+        (["serve"], ["[default: 127.0.0.1]", "[default: 8000]"]),
+        (["worker"], ["[default: CPU count]"]),
+    ],
+    ids=["pixelmill", "run", "serve", "worker"],
+)
+def test_help_shows_its_brackets_literally(command: list[str], literals: list[str]) -> None:
+    """Markup never eats help text: what the source says in brackets is what a user reads."""
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for literal in literals:
+        assert literal in result.output, (literal, result.output)
+    assert "\\[" not in result.output

@@ -51,6 +51,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help text is literal: Rich markup would eat "[w, h]" and "[default: ...]".
+    rich_markup_mode=None,
 )
 
 
@@ -161,12 +163,14 @@ def _usage_error(console: Console, message: str) -> typer.Exit:
 
 @app.command()
 def run(
-    sources: Annotated[list[str], typer.Argument(help="Image files or folders (recursive).")],
+    sources: Annotated[
+        list[str], typer.Argument(help="Image files or folders (recursive).", metavar="SOURCES")
+    ],
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder.")],
     workers: Annotated[
         int | None,
         typer.Option(
-            help=f"Worker processes, {MIN_PROCESSES}-{MAX_PROCESSES} \\[default: CPU count]."
+            help=f"Worker processes, {MIN_PROCESSES}-{MAX_PROCESSES} [default: CPU count]."
         ),
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Write a JSON report here.")] = None,
@@ -176,7 +180,7 @@ def run(
         str | None,
         typer.Option(
             help="Encoder quality 1-100 per lossy format, e.g. jpeg=80,webp=75 "
-            "\\[default: jpeg=85,webp=80,avif=60]."
+            "[default: jpeg=85,webp=80,avif=60]."
         ),
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
@@ -316,7 +320,7 @@ def worker(
     concurrency: Annotated[
         int | None,
         typer.Option(
-            help=f"Render processes, {MIN_PROCESSES}-{MAX_PROCESSES} \\[default: CPU count]."
+            help=f"Render processes, {MIN_PROCESSES}-{MAX_PROCESSES} [default: CPU count]."
         ),
     ] = None,
 ) -> None:
