@@ -3,16 +3,21 @@ help text, and ``serve --data-dir/--workers``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
-from pixelmill.cli import app
+from api_server import free_port, wait_until_healthy
+from pixelmill.cli import app, describe_deployment
+from pixelmill.config import Settings
 from test_cli import clean_env, invoke, read_report, write_photo
 
 
@@ -140,7 +145,10 @@ def test_a_bad_quality_is_one_line_and_exit_2(
                 "--quality",
             ],
         ),
-        (["serve"], ["[default: 127.0.0.1]", "[default: 8000]"]),
+        (
+            ["serve"],
+            ["[default: 127.0.0.1]", "[default: 8000]", "--data-dir", "--workers"],
+        ),
         (["worker"], ["[default: CPU count]"]),
     ],
     ids=["pixelmill", "run", "serve", "worker"],
@@ -152,3 +160,49 @@ def test_help_shows_its_brackets_literally(command: list[str], literals: list[st
     for literal in literals:
         assert literal in result.output, (literal, result.output)
     assert "\\[" not in result.output
+
+
+def test_serve_flags_override_the_environment_and_the_start_line_names_them(
+    tmp_path: Path,
+) -> None:
+    """``serve --data-dir --workers`` win over PIXELMILL_DATA_DIR/WORKERS; the first log line
+    says where the data lives and what renders it (real command, real HTTP)."""
+    flag_dir, env_dir = tmp_path / "flag-data", tmp_path / "env-data"
+    port = free_port()
+    args = [sys.executable, "-m", "pixelmill", "serve", "--port", str(port)]
+    args += ["--data-dir", str(flag_dir), "--workers", "1"]
+    env = clean_env(PIXELMILL_DATA_DIR=str(env_dir), PIXELMILL_WORKERS="3")
+    with open(tmp_path / "serve.log", "wb") as log:
+        server = subprocess.Popen(
+            args, env=env, stdout=log, stderr=log, cwd=tmp_path, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url)
+        assert httpx.get(f"{url}/healthz", timeout=10).json()["workers"] == 1
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+    assert (flag_dir / "pixelmill.db").is_file()
+    assert not env_dir.exists()
+    lines = (tmp_path / "serve.log").read_text().splitlines()
+    start = f"data dir {flag_dir.resolve()}, store sqlite, engine local, 1 worker"
+    assert [line for line in lines if start in line], lines
+    assert "INFO" in next(line for line in lines if start in line)  # uvicorn's logger
+
+
+def test_the_start_line_hides_the_store_password() -> None:
+    settings = Settings(store="redis://app:s3cret@127.0.0.1:6379/0", workers=4)
+    line = describe_deployment(settings)
+    assert "s3cret" not in line
+    assert "127.0.0.1:6379/0" in line and "4 workers" in line
+
+
+def test_serve_workers_out_of_range_is_a_usage_error(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["serve", "--workers", "0", "--data-dir", "d"])
+    assert result.exit_code == 2, result.output
+    assert "--workers must be 1-256" in result.stderr

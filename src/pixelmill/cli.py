@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -302,17 +303,53 @@ def _print_summary(console: Console, recorder: RunRecorder, elapsed: float) -> N
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Renditions, spool and store file (overrides PIXELMILL_DATA_DIR) "
+            "[default: ./pixelmill-data]."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Render processes of the local engine, {MIN_PROCESSES}-{MAX_PROCESSES} "
+            "(overrides PIXELMILL_WORKERS) [default: CPU count]."
+        ),
+    ] = None,
 ) -> None:
     """Start the HTTP service (settings from PIXELMILL_* environment variables)."""
     console = Console(stderr=True, soft_wrap=True)
+    _check_processes(console, "--workers", workers)
     try:
         settings = load_settings()
     except ConfigError as exc:
         raise _usage_error(console, str(exc)) from None
+    overrides: dict[str, Any] = {"data_dir": data_dir, "workers": workers}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     _check_parts(console, settings, check_broker=True)
-    from pixelmill.api.app import serve as serve_app
+    import uvicorn
 
-    serve_app(settings, host, port)
+    from pixelmill.api.app import create_app, uvicorn_config
+
+    config = uvicorn_config(create_app(settings), settings, host, port)  # sets up its logging
+    logging.getLogger("uvicorn.error").info("%s", describe_deployment(settings))
+    uvicorn.Server(config).run()
+
+
+def describe_deployment(settings: Settings) -> str:
+    """The start line of ``serve``: where the data lives and what renders it, so a wrong
+    environment variable shows at a glance (the store URL without its password)."""
+    from pixelmill.preflight import redact_url
+
+    if settings.engine == "celery":
+        rendering = f"engine celery (queue {settings.celery_queue}, workers run apart)"
+    else:
+        plural = "" if settings.workers == 1 else "s"
+        rendering = f"engine local, {settings.workers} worker{plural}"
+    return (
+        f"data dir {settings.data_dir.resolve()}, store {redact_url(settings.store)}, {rendering}"
+    )
 
 
 @app.command()
