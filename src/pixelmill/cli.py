@@ -7,9 +7,8 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
-from collections import Counter
+from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,13 +28,18 @@ from rich.progress import (
 from pixelmill.config import ConfigError, Settings, load_settings
 from pixelmill.core.specs import RenderSpec, parse_quality
 from pixelmill.engine.base import ImageOutcome
+from pixelmill.mirror import MirrorClash, MirrorLayout, mirror_folders
+from pixelmill.run_recorder import RunRecorder
 from pixelmill.runner import EngineOptions, iter_files, render_paths
-from pixelmill.states import ImageStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
 MIN_PROCESSES, MAX_PROCESSES = 1, 256
-SKIPPED = "skipped"  # a run-only status: a non-image in a folder walk (no batch ever has one)
+
+
+class Layout(StrEnum):
+    CONTENT = "content"
+    MIRROR = "mirror"
 
 
 class Terminated(KeyboardInterrupt):
@@ -79,84 +83,6 @@ def _main(
     """Turn images into every rendition a product needs, on all cores."""
 
 
-class RunRecorder:
-    """Collects outcomes (thread-safe): counts for the summary, entries for the report."""
-
-    def __init__(self, out_arg: str, keep_entries: bool) -> None:
-        self.out_arg = out_arg
-        self.keep_entries = keep_entries
-        self.entries: list[tuple[int, dict[str, Any]]] = []
-        self.statuses: Counter[str] = Counter()
-        self.failures: Counter[str] = Counter()
-        self.stage_ms: dict[str, float] = dict.fromkeys(
-            ("read", "decode", "resize", "encode", "total"), 0.0
-        )
-        self.rendered = 0
-        self._lock = threading.Lock()
-
-    def record(self, outcome: ImageOutcome) -> None:
-        with self._lock:
-            self.statuses[outcome.status.value] += 1
-            if outcome.error is not None and outcome.status is ImageStatus.FAILED:
-                self.failures[outcome.error.code.value] += 1
-            if outcome.status is ImageStatus.DONE and outcome.result is not None:
-                self.rendered += 1
-                for stage, ms in outcome.result.timings.as_dict().items():
-                    self.stage_ms[stage] += ms
-            if self.keep_entries:
-                self.entries.append((int(outcome.job.job_id), self._entry(outcome)))
-
-    def record_skipped(self, index: int, path: str) -> None:
-        """A file a folder walk found that is not an image: counted, never a failure."""
-        with self._lock:
-            self.statuses[SKIPPED] += 1
-            if self.keep_entries:
-                entry: dict[str, Any] = {
-                    "source": path,
-                    "status": SKIPPED,
-                    "sha256": None,
-                    "error": None,
-                    "renditions": [],
-                }
-                self.entries.append((index, entry))
-
-    def _entry(self, outcome: ImageOutcome) -> dict[str, Any]:
-        sha = outcome.job.sha256 or None
-        renditions = []
-        if outcome.result is not None and sha:
-            folder = os.path.join(self.out_arg, "renditions", sha[:2], sha)
-            renditions = [
-                {**r.as_dict(), "path": os.path.join(folder, r.filename)}
-                for r in outcome.result.renditions
-            ]
-        return {
-            "source": outcome.job.source,
-            "status": outcome.status.value,
-            "sha256": sha,
-            "error": outcome.error.as_dict() if outcome.error else None,
-            "renditions": renditions,
-        }
-
-    @property
-    def total(self) -> int:
-        return sum(self.statuses.values())
-
-    def summary(self, elapsed_s: float) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "done": self.statuses["done"],
-            "duplicate": self.statuses["duplicate"],
-            "failed": self.statuses["failed"],
-            "cancelled": self.statuses["cancelled"],
-            "skipped": self.statuses[SKIPPED],
-            "elapsed_s": round(elapsed_s, 3),
-        }
-
-    def report(self, elapsed_s: float) -> dict[str, Any]:
-        images = [entry for _, entry in sorted(self.entries, key=lambda pair: pair[0])]
-        return {"summary": self.summary(elapsed_s), "images": images}
-
-
 def _usage_error(console: Console, message: str) -> typer.Exit:
     console.print(f"error: {message}", style="red", markup=False)  # paths may hold [tags]
     return typer.Exit(EXIT_USAGE)
@@ -184,6 +110,14 @@ def run(
             "[default: jpeg=85,webp=80,avif=60]."
         ),
     ] = None,
+    layout: Annotated[
+        Layout,
+        typer.Option(
+            help="content: OUT/renditions/<sha256[:2]>/<sha256>/<preset>.<ext>, each content "
+            "once; mirror: OUT/<source path relative to its SRC, without extension>/"
+            "<preset>.<ext>.",
+        ),
+    ] = Layout.CONTENT,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Render every image under SOURCES into OUT; exit 1 if any image failed."""
@@ -201,6 +135,10 @@ def run(
     if missing:
         raise _usage_error(console, f"no such file or folder: {', '.join(missing)}")
     try:
+        folders = mirror_folders(sources, out) if layout is Layout.MIRROR else None
+    except MirrorClash as exc:
+        raise _usage_error(console, str(exc)) from None
+    try:
         Path(out).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _usage_error(console, f"cannot use {out} as the output folder: {exc}") from None
@@ -211,14 +149,23 @@ def run(
                 raise IsADirectoryError(f"{report} is a folder")
         except OSError as exc:
             raise _usage_error(console, f"cannot write the report to {report}: {exc}") from None
+    mirror = MirrorLayout(out, folders) if folders is not None else None
     options = EngineOptions(
         workers=workers or settings.workers,
         memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024,
         max_tasks_per_child=settings.max_tasks_per_child,
     )
-    recorder = RunRecorder(out, keep_entries=report is not None)
+    recorder = RunRecorder(
+        out, keep_entries=report is not None, folder_of=mirror.folder_of if mirror else None
+    )
     started = time.monotonic()
-    code = _run_with_progress(sources, out, spec, options, recorder, console, not no_progress)
+    try:
+        code = _run_with_progress(
+            sources, out, spec, options, recorder, console, not no_progress, mirror
+        )
+    finally:
+        if mirror is not None:
+            mirror.close()
     elapsed = time.monotonic() - started
     _print_summary(console, recorder, elapsed)
     if report is not None:
@@ -236,6 +183,7 @@ def _run_with_progress(
     recorder: RunRecorder,
     console: Console,
     show_progress: bool,
+    mirror: MirrorLayout | None = None,
 ) -> int:
     total = sum(1 for _ in iter_files(sources, skip=out))
     progress = Progress(
@@ -254,7 +202,7 @@ def _run_with_progress(
     started = time.monotonic()
 
     def on_outcome(outcome: ImageOutcome) -> None:
-        recorder.record(outcome)
+        recorder.record(mirror.place(outcome) if mirror is not None else outcome)
         rate = recorder.total / max(time.monotonic() - started, 1e-6)
         progress.update(task, advance=1, rate=f"{rate:.1f} img/s")
 
@@ -266,7 +214,13 @@ def _run_with_progress(
         try:
             signal.signal(signal.SIGTERM, _raise_terminated)
             render_paths(
-                sources, out, on_outcome, spec=spec, options=options, on_skipped=on_skipped
+                sources,
+                mirror.work_dir if mirror is not None else out,
+                on_outcome,
+                spec=spec,
+                options=options,
+                on_skipped=on_skipped,
+                skip=out,
             )
         except KeyboardInterrupt as exc:
             # Cleaned up and every image counted: another Ctrl-C must not cost the summary,

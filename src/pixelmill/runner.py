@@ -69,13 +69,14 @@ def iter_files(sources: Iterable[str], skip: str | Path | None = None) -> Iterat
 
 def walk_sources(
     sources: Iterable[str], skip: str | Path | None = None
-) -> Iterator[tuple[str, bool]]:
-    """``iter_files`` with, for each file, whether a folder walk found it (True) or it was
-    named as given (False): only the files a walk found may be skipped as non-images."""
+) -> Iterator[tuple[str, str | None]]:
+    """``iter_files`` with, for each file, the source folder a walk found it in, or None for
+    a file named as given: only the files a walk found may be skipped as non-images, and
+    the mirror layout names outputs relative to that folder."""
     skipped = os.path.realpath(skip) if skip is not None else None
     for source in sources:
         if not os.path.isdir(source):
-            yield source, False
+            yield source, None
             continue
         for root, dirs, files in os.walk(source):
             dirs[:] = sorted(
@@ -86,7 +87,7 @@ def walk_sources(
             for name in sorted(files):
                 path = os.path.join(root, name)
                 if not name.startswith(".") and os.path.isfile(path):
-                    yield path, True
+                    yield path, source
 
 
 def is_not_an_image(path: str) -> bool:
@@ -118,6 +119,7 @@ def render_paths(
     options: EngineOptions | None = None,
     on_engine: Callable[[LocalEngine], None] | None = None,
     on_skipped: Callable[[int, str], None] | None = None,
+    skip: str | Path | None = None,
 ) -> None:
     """Render every file under ``sources`` in parallel; ``on_outcome`` gets each result.
 
@@ -127,6 +129,7 @@ def render_paths(
     With ``on_skipped``, a file a folder walk found that is not an image by its magic bytes
     is not rendered: ``on_skipped(index, path)`` gets it instead of a failed outcome (a
     folder of photos often holds a README or a licence; a file named by hand still fails).
+    ``skip`` is the folder the walk never enters (default: ``out_dir``).
     """
     spec = spec or RenderSpec()
     options = options or EngineOptions()
@@ -142,13 +145,13 @@ def render_paths(
     ).start()
     if on_engine is not None:
         on_engine(engine)
-    files = enumerate(walk_sources(sources, skip=out_dir))
+    files = enumerate(walk_sources(sources, skip=out_dir if skip is None else skip))
     # taken from the walk, not yet with the engine
-    current: tuple[int, tuple[str, bool]] | None = None
+    current: tuple[int, tuple[str, str | None]] | None = None
     try:
         for current in files:
-            index, (path, found_by_walk) = current
-            if on_skipped is not None and found_by_walk and is_not_an_image(path):
+            index, (path, walked_from) = current
+            if on_skipped is not None and walked_from is not None and is_not_an_image(path):
                 current = None
                 on_skipped(index, path)
                 continue
