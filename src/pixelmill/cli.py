@@ -149,7 +149,7 @@ def run(
                 raise IsADirectoryError(f"{report} is a folder")
         except OSError as exc:
             raise _usage_error(console, f"cannot write the report to {report}: {exc}") from None
-    mirror = MirrorLayout(out, folders) if folders is not None else None
+    mirror = MirrorLayout(out, sources, folders) if folders is not None else None
     options = EngineOptions(
         workers=workers or settings.workers,
         memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024,

@@ -31,30 +31,38 @@ class MirrorClash(ValueError):
     """Two sources would write the same output folder (``a.jpg`` and ``a.png``)."""
 
 
-def mirror_folders(sources: Iterable[str], out: str, skip: str | None = None) -> dict[int, str]:
+def mirror_folder(path: str, walked_from: str | None, out: str) -> str:
+    """``OUT/<path relative to the SRC folder it was found in, without extension>``; a file
+    named as given keeps only its name."""
+    relative = os.path.relpath(path, walked_from) if walked_from else os.path.basename(path)
+    return os.path.join(out, os.path.splitext(relative)[0])
+
+
+def mirror_folders(sources: Iterable[str], out: str) -> dict[str, str]:
     """The output folder (under OUT as given) of every file the run will render, by its
-    walk index; raises MirrorClash naming both sources when two would share one."""
-    folders: dict[int, str] = {}
+    path; raises MirrorClash naming both sources when two would share one."""
+    folders: dict[str, str] = {}
     owners: dict[str, str] = {}
-    for index, (path, walked_from) in enumerate(walk_sources(sources, skip=skip or out)):
+    for path, walked_from in walk_sources(sources, skip=out):
         if walked_from is not None and is_not_an_image(path):
             continue  # skipped: writes nothing
-        relative = os.path.relpath(path, walked_from) if walked_from else os.path.basename(path)
-        folder = os.path.join(out, os.path.splitext(relative)[0])
+        folder = mirror_folder(path, walked_from, out)
         key = os.path.normcase(os.path.normpath(folder))
         if key in owners:
             raise MirrorClash(
                 f"{owners[key]} and {path} would both write {folder} with --layout mirror"
             )
         owners[key] = path
-        folders[index] = folder
+        folders[path] = folder
     return folders
 
 
 class MirrorLayout:
     """Places each finished image's renditions at its readable path (thread-safe)."""
 
-    def __init__(self, out: str, folders: dict[int, str]) -> None:
+    def __init__(self, out: str, sources: list[str], folders: dict[str, str]) -> None:
+        self.out = out
+        self.sources = sources
         self.folders = folders
         self.work_dir = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=out))
         self.storage = FolderStorage(self.work_dir)
@@ -62,7 +70,15 @@ class MirrorLayout:
         self._lock = threading.Lock()
 
     def folder_of(self, outcome: ImageOutcome) -> str:
-        return self.folders[int(outcome.job.job_id)]
+        path = outcome.job.source
+        if path in self.folders:
+            return self.folders[path]
+        # A file that appeared after the clash check: the SRC folder its path starts with.
+        walked_from = next(
+            (s for s in self.sources if os.path.isdir(s) and path.startswith(os.path.join(s, ""))),
+            None,
+        )
+        return mirror_folder(path, walked_from, self.out)
 
     def place(self, outcome: ImageOutcome) -> ImageOutcome:
         """``outcome`` once its renditions are at their readable paths, or a failed outcome
