@@ -1,6 +1,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps: `make serve` installs only what serving needs; everything else the dev extras.
+SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed
 
 .PHONY: serve test lint bench fuzz clean
@@ -8,12 +10,17 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(SERVE_STAMP)
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(SERVE_STAMP)
 
-serve: $(STAMP)  ## start the service on 127.0.0.1:8000 with the embedded defaults
+serve: $(SERVE_STAMP)  ## start the service on 127.0.0.1:8000 with the embedded defaults
 	$(BIN)/pixelmill serve --host 127.0.0.1 --port 8000
 
 test: $(STAMP)  ## run every test
