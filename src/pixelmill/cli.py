@@ -329,7 +329,12 @@ def worker(
         raise _usage_error(console, str(exc)) from None
     # The broker is checked by the worker itself: one that is not up yet is waited for.
     _check_parts(console, settings, check_broker=False)
-    from pixelmill.engine.celery_worker import run_worker
+    try:
+        from pixelmill.engine.celery_worker import run_worker
+    except ImportError as exc:
+        from pixelmill.preflight import celery_missing
+
+        raise _usage_error(console, celery_missing(exc)) from None
 
     raise typer.Exit(run_worker(settings, concurrency or os.cpu_count() or 1))
 

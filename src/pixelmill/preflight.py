@@ -113,7 +113,10 @@ def check_broker(settings: Settings) -> None:
     """The celery engine's broker takes our login (2 if not) and answers (3 if not)."""
     if settings.engine != "celery":
         return
-    from pixelmill.engine.celery_app import make_app
+    try:
+        from pixelmill.engine.celery_app import make_app
+    except ImportError as exc:
+        raise CannotStart(EXIT_WRONG_SETTINGS, celery_missing(exc)) from None
 
     app = make_app(settings)
     try:
@@ -128,3 +131,9 @@ def check_broker(settings: Settings) -> None:
     if code == EXIT_WRONG_SETTINGS:
         raise CannotStart(code, f"the broker {url} refuses this service: {why}")
     raise CannotStart(code, f"the broker {url} does not answer: {why}")
+
+
+def celery_missing(exc: ImportError) -> str:
+    """The one line for a celery engine without the celery extra installed."""
+    extra = "pip install 'pixelmill[celery]'"
+    return f"PIXELMILL_ENGINE=celery needs the celery extra: {extra} ({exc})"

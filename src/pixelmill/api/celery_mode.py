@@ -16,15 +16,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pixelmill.api.metrics import Metrics
-from pixelmill.config import Settings
+from pixelmill.config import ConfigError, Settings
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageJob
-from pixelmill.engine.celery_engine import CeleryEngine
+from pixelmill.preflight import celery_missing
 from pixelmill.storage import Storage
 from pixelmill.store import RedisBatchStore
 from pixelmill.store.base import BatchStore, WorkCoordination
+
+if TYPE_CHECKING:  # Celery is an extra: the local engine must not need it installed
+    from pixelmill.engine.celery_engine import CeleryEngine
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +151,10 @@ def celery_parts(
     """The celery engine's parts, or None for the local engine (or a store not shared)."""
     if settings.engine != "celery" or not isinstance(store, RedisBatchStore):
         return None
+    try:
+        from pixelmill.engine.celery_engine import CeleryEngine
+    except ImportError as exc:
+        raise ConfigError(celery_missing(exc)) from None
     return CeleryParts(
         engine=CeleryEngine(settings, spec, store, storage),
         metrics=Metrics(image_stats=store.image_stats),
