@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pixelmill.config import ConfigError, load_presets
@@ -179,3 +182,70 @@ def test_a_visibility_timeout_shorter_than_a_render_stops_serve_and_worker(
 
     values = {k.removeprefix("PIXELMILL_").lower(): v for k, v in env.items()}
     Settings.model_validate({**values, "visibility_timeout_s": "40"}).check_deployment()
+
+
+WITHOUT_EXTRAS = (
+    "import sys\n"
+    "for name in ('celery', 'kombu', 'boto3', 'botocore'):\n"
+    "    sys.modules[name] = None  # importing them now raises ImportError\n"
+    "from pixelmill.cli import main\n"
+    "sys.argv = ['pixelmill', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
+def test_the_local_engine_serves_without_the_celery_and_s3_extras(tmp_path: Path) -> None:
+    """``make serve`` installs the package without extras: nothing on the local path may
+    import Celery or boto3. The service starts, answers, and renders nothing it cannot."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIXELMILL_")}
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", WITHOUT_EXTRAS, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env={**clean, "PIXELMILL_DATA_DIR": str(tmp_path / "data"), "PIXELMILL_WORKERS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert server.poll() is None, server.communicate()[0]
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the service did not start"
+                time.sleep(0.2)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["engine_kind"] == "local"
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_the_celery_engine_without_its_extra_is_one_line(tmp_path: Path, command: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIXELMILL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_EXTRAS, command, *(["--port", "1"] * (command == "serve"))],
+        cwd=tmp_path,
+        env={
+            **clean,
+            "PIXELMILL_DATA_DIR": str(tmp_path / "data"),
+            "PIXELMILL_ENGINE": "celery",
+            "PIXELMILL_BROKER_URL": "redis://127.0.0.1:6379/1",
+            "PIXELMILL_STORE": "redis://127.0.0.1:6379/0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+    assert_one_line_usage_error(result, "needs the celery extra", "pixelmill[celery]")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
