@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from s3_server import s3_server  # noqa: F401  (the SeaweedFS fixture, for every test)
 
@@ -130,3 +131,13 @@ def mounted_tmpfs(folder: Path, size_mb: int) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """A CliRunner whose working directory is ``tmp_path``, with no PIXELMILL_* settings."""
+    for name in list(os.environ):
+        if name.startswith("PIXELMILL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()

@@ -62,16 +62,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A CliRunner whose working directory is ``tmp_path``, with no PIXELMILL_* settings."""
-    for name in list(os.environ):
-        if name.startswith("PIXELMILL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
-
-
 def invoke(runner: CliRunner, *args: str) -> Any:
     """``pixelmill run ARGS`` in this process; exceptions are left for the result to hold."""
     return runner.invoke(app, ["run", *args])

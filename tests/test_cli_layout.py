@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from test_cli import files_under, invoke, read_report, write_photo
-
-
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A CliRunner whose working directory is ``tmp_path``, with no PIXELMILL_* settings."""
-    for name in list(os.environ):
-        if name.startswith("PIXELMILL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
 
 
 def test_mirror_layout_writes_readable_names_and_nothing_else(

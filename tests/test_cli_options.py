@@ -21,16 +21,6 @@ from pixelmill.config import Settings
 from test_cli import clean_env, invoke, read_report, write_photo
 
 
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A CliRunner whose working directory is ``tmp_path``, with no PIXELMILL_* settings."""
-    for name in list(os.environ):
-        if name.startswith("PIXELMILL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
-
-
 def test_version_flag_prints_the_installed_version_and_exits_0() -> None:
     """Through the installed entry point, as a user runs it."""
     done = subprocess.run(

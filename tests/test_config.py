@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api_server import free_port
 from pixelmill.config import ConfigError, load_presets
 
 PIXELMILL = [sys.executable, "-m", "pixelmill"]
@@ -198,7 +198,7 @@ def test_the_local_engine_serves_without_the_celery_and_s3_extras(tmp_path: Path
     """``make serve`` installs the package without extras: nothing on the local path may
     import Celery or boto3. The service starts, answers, and renders nothing it cannot."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PIXELMILL_")}
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", WITHOUT_EXTRAS, "serve", "--port", str(port)],
         cwd=tmp_path,
@@ -242,10 +242,3 @@ def test_the_celery_engine_without_its_extra_is_one_line(tmp_path: Path, command
         timeout=START_TIMEOUT_S,
     )
     assert_one_line_usage_error(result, "needs the celery extra", "pixelmill[celery]")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
