@@ -5,6 +5,7 @@ All are frozen dataclasses of plain values, so they pickle cheaply and never car
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -121,6 +122,28 @@ class RenderSpec:
     def quality_of(self, fmt: OutputFormat) -> int:
         return dict(self.quality).get(fmt, DEFAULT_QUALITY[fmt])
 
+    def select(
+        self, presets: Sequence[str] | None = None, formats: Sequence[OutputFormat] | None = None
+    ) -> RenderSpec:
+        """This spec narrowed to a request's choice from the catalogue (None: all of it).
+
+        Presets keep the catalogue's order. A name outside the catalogue, or a choice that
+        leaves no rendition, raises ValueError with one line for the user.
+        """
+        chosen = self.presets
+        if presets is not None:
+            known = {p.name for p in self.presets}
+            unknown = [name for name in presets if name not in known]
+            if unknown:
+                listed = ", ".join(p.name for p in self.presets)
+                raise ValueError(f"unknown preset {unknown[0]!r} (the catalogue has {listed})")
+            wanted = set(presets)
+            chosen = tuple(p for p in self.presets if p.name in wanted)
+        kept_formats = self.formats if formats is None else tuple(dict.fromkeys(formats))
+        if not chosen or not kept_formats:
+            raise ValueError("the choice of presets and formats leaves no rendition")
+        return replace(self, presets=chosen, formats=kept_formats)
+
     def rendition_names(self) -> list[str]:
         """File names of every rendition this spec asks for, e.g. ``large.webp``."""
         return [f"{p.name}.{f.extension}" for p in self.presets for f in self.formats]
@@ -199,3 +222,5 @@ class RenderResult:
     source: SourceInfo
     renditions: tuple[Rendition, ...]
     timings: Timings
+    # A ThumbHash (base64) of the upright image: a few dozen bytes a page paints first.
+    placeholder: str | None = None

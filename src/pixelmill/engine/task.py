@@ -11,7 +11,7 @@ import errno
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pixelmill.core.manifest import manifest_dict, render_result_from_manifest, write_manifest
 from pixelmill.core.render import render_renditions
@@ -163,4 +163,4 @@ def _merge_with_existing(result: RenderResult, storage: Storage, spec: RenderSpe
     merged: list[Rendition] = sorted(
         [*kept, *result.renditions], key=lambda r: order.get(r.filename, len(order))
     )
-    return RenderResult(result.sha256, result.source, tuple(merged), result.timings)
+    return replace(result, renditions=tuple(merged))
