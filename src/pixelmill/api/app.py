@@ -13,12 +13,14 @@ import h11
 import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pixelmill import __version__
 from pixelmill.api.deps import require_api_key
 from pixelmill.api.errors import RETRY_AFTER_S, error_response, install_error_handlers
+from pixelmill.api.query_params import refuse_unknown_query_parameters
 from pixelmill.api.routes import batches, health, images
 from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
@@ -27,6 +29,8 @@ from pixelmill.errors import ErrorCode, PixelmillError
 
 log = logging.getLogger(__name__)
 
+# Where /docs and /redoc find Swagger UI's and ReDoc's files (shipped by fastapi-offline).
+DOCS_ASSETS_URL = "/docs/static"
 # Threads for open event streams, apart from the pool every other route uses.
 EVENT_STREAM_THREADS = 64
 # Seconds uvicorn waits for open connections (event streams) at shutdown before closing them.
@@ -66,11 +70,15 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
             # SIGTERM lands here via uvicorn: running images finish, queued ones stay pending.
             await run_in_threadpool(service.stop)
 
-    app = FastAPI(
+    # /docs and /redoc load their scripts and styles from the service itself, not a CDN.
+    app = FastAPIOffline(
         title="pixelmill",
         version=__version__,
         summary="Every rendition of every image: sizes x formats, in parallel.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS_URL,
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
+        dependencies=[Depends(refuse_unknown_query_parameters)],
     )
     app.state.settings = settings
     install_error_handlers(app)

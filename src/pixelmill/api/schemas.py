@@ -6,10 +6,11 @@ schema-driven tests, so every field here is what the service really sends.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from pixelmill.core.specs import OutputFormat
 from pixelmill.errors import ErrorCode
 from pixelmill.states import BatchStatus, ImageStatus
 
@@ -25,7 +26,7 @@ class ErrorBody(BaseModel):
 
 class RenditionOut(BaseModel):
     name: str
-    format: str
+    format: OutputFormat
     width: int
     height: int
     bytes: int
@@ -79,12 +80,46 @@ class ImageAccepted(BaseModel):
     status_url: str
 
 
+class SourceOut(BaseModel):
+    """What the original is: its format and displayed size (after EXIF orientation)."""
+
+    format: str
+    width: int
+    height: int
+    bytes: int
+    orientation: int
+    mode: str
+    icc: bool
+    frames: int | None  # None: an animation whose frames were not counted
+
+
+class TimingsOut(BaseModel):
+    read: float
+    decode: float
+    resize: float
+    encode: float
+    total: float
+
+
+class Manifest(BaseModel):
+    """``GET /v1/images/{sha256}``: every rendition of an image, its source and timings."""
+
+    sha256: str
+    manifest_version: int
+    source: SourceOut
+    # A ThumbHash (base64) of the upright image; absent from manifests written without one.
+    placeholder: str | None = None
+    renditions: list[RenditionOut]
+    timings_ms: TimingsOut
+
+
 class Health(BaseModel):
-    status: str
-    store: str
-    storage: str = "ok"  # ok or unreachable (a bucket is checked in the background)
-    engine: str
-    engine_kind: str = "local"  # local or celery
+    status: Literal["ok", "unavailable"]
+    store: Literal["ok", "unreachable", "failing"]
+    # A bucket is checked in the background.
+    storage: Literal["ok", "unreachable"] = "ok"
+    engine: Literal["ok", "stopped", "unreachable"]
+    engine_kind: Literal["local", "celery"] = "local"
     workers: int | None  # celery: workers answering a ping (None when unknown)
     queued: int
     in_flight: int
@@ -115,6 +150,27 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+_IMAGE_BYTES = {
+    media_type: {"schema": {"type": "string", "format": "binary"}}
+    for media_type in (f.media_type for f in OutputFormat)
+}
+MANIFEST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The manifest (ETag, Cache-Control: no-cache)"},
+    304: {"description": "Not modified (If-None-Match)"},
+    **error_responses(401, 404, 503),
+}
+RENDITION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The rendition's bytes (ETag, immutable)", "content": _IMAGE_BYTES},
+    206: {
+        "description": "The requested byte range; several ranges as multipart/byteranges",
+        "content": {**_IMAGE_BYTES, "multipart/byteranges": {"schema": {"type": "string"}}},
+    },
+    304: {"description": "Not modified (If-None-Match)"},
+    307: {"description": "Served elsewhere (PIXELMILL_STORAGE_PUBLIC_URL): see Location"},
+    **error_responses(400, 401, 404, 416, 503),
+}
+
+
 # Short, stable operation ids (DESIGN.md), whatever the handlers are called.
 OPERATION_IDS: dict[tuple[str, str], str] = {
     ("post", "/v1/batches"): "create_batch",
@@ -123,10 +179,18 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("post", "/v1/batches/{batch_id}/cancel"): "cancel_batch",
     ("post", "/v1/images"): "create_image",
     ("get", "/v1/images/{sha256}"): "get_manifest",
+    ("head", "/v1/images/{sha256}"): "head_manifest",
     ("get", "/v1/images/{sha256}/{filename}"): "get_rendition",
+    ("head", "/v1/images/{sha256}/{filename}"): "head_rendition",
     ("get", "/healthz"): "healthz",
     ("get", "/metrics"): "metrics",
 }
+# Operations that ignore query parameters they do not know: cache-busting strings work on
+# manifests and renditions, and scrapers may add their own to /metrics. Every other
+# operation refuses them (400, see query_params.py).
+LENIENT_QUERY_OPERATIONS = frozenset(
+    {"get_manifest", "head_manifest", "get_rendition", "head_rendition", "metrics"}
+)
 BEARER_SCHEME = "bearer"
 # The shape of the ids in paths; anything else names nothing (404, like an unknown id).
 PATH_PATTERNS: dict[str, str] = {
@@ -134,28 +198,110 @@ PATH_PATTERNS: dict[str, str] = {
     "sha256": "^[0-9a-f]{64}$",
     "filename": "^[A-Za-z0-9_]{1,64}\\.(jpg|webp|avif|png)$",
 }
+# Request headers FastAPI cannot see (the routes read them from the request).
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "An ETag from an earlier answer: 304 when it still matches.",
+}
+_RANGE = {
+    "name": "Range",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "bytes=START-END (several ranges: multipart/byteranges). Malformed: 400; "
+    "outside the file: 416.",
+}
+HEADER_PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "get_manifest": [_IF_NONE_MATCH],
+    "head_manifest": [_IF_NONE_MATCH],
+    "get_rendition": [_IF_NONE_MATCH, _RANGE],
+    "head_rendition": [_IF_NONE_MATCH, _RANGE],
+}
+
+EVENT_STREAM_DESCRIPTION = """\
+Server-Sent Events until the batch is finished, then the server closes the stream.
+
+Every event has an increasing `id:`; reconnecting with `Last-Event-ID` resumes after that
+event. The stream opens with a `retry:` hint; comment lines (`: keep-alive`) may come between
+events. Each `data:` line is one JSON object:
+
+- `event: image`: the finished image's record (`ImageOut`), once per image.
+- `event: progress`: the batch's status without `images` (`BatchOut`), when its counts change.
+- `event: done`: the final status without `images` (`BatchOut`); the stream ends after it.
+- `event: error`: `{"code": "not_found", "message": ...}` (`ErrorDetail`) when the batch is
+  deleted or expires while watched; the stream ends after it.
+"""
+# The same, for programs: one event, its ``data`` a JSON text of the schema its name gives
+# (the event-stream convention of OpenAPI 3.2, written as 3.1's ``schema`` of one event).
+EVENT_DATA_MODELS = {
+    "image": "ImageOut",
+    "progress": "BatchOut",
+    "done": "BatchOut",
+    "error": "ErrorDetail",
+}
+SERVER_SENT_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": list(EVENT_DATA_MODELS)},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {"type": "string"},
+    },
+    "oneOf": [
+        {
+            "properties": {
+                "event": {"const": event},
+                "data": {
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": f"#/components/schemas/{model}"},
+                },
+            }
+        }
+        for event, model in EVENT_DATA_MODELS.items()
+    ],
+}
+
+
+def event_stream_response() -> dict[int | str, dict[str, Any]]:
+    """The 200 answer of ``GET /v1/batches/{batch_id}/events``."""
+    return {
+        200: {
+            "description": EVENT_STREAM_DESCRIPTION,
+            "content": {"text/event-stream": {"schema": SERVER_SENT_EVENT}},
+        }
+    }
 
 
 def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
-    """Make FastAPI's document exact: 400 (our error shape) instead of its 422, operation
-    ids, and bearer auth as a security scheme on ``/v1``."""
+    """Make FastAPI's document exact: 400 (our error shape) instead of its 422 wherever the
+    service refuses a request, operation ids, request headers the routes read, no bodies on
+    HEAD, and bearer auth as a security scheme on ``/v1``."""
     error_ref = {"$ref": "#/components/schemas/ErrorBody"}
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
+            operation_id = OPERATION_IDS.get((method, path), operation.get("operationId"))
+            operation["operationId"] = operation_id
             responses: dict[str, Any] = operation.setdefault("responses", {})
-            if responses.pop("422", None) is not None and "400" not in responses:
-                # Only parameters FastAPI validates produce it: they are our 400s.
+            responses.pop("422", None)
+            # Unknown query parameters are 400 on every operation but the lenient ones.
+            if operation_id not in LENIENT_QUERY_OPERATIONS and "400" not in responses:
                 responses["400"] = {
                     "description": ERROR_MEANINGS[400],
                     "content": {"application/json": {"schema": error_ref}},
                 }
-            for parameter in operation.get("parameters", []):
+            if method == "head":
+                for response in responses.values():
+                    response.pop("content", None)
+            parameters: list[dict[str, Any]] = operation.get("parameters", [])
+            for parameter in parameters:
                 pattern = PATH_PATTERNS.get(parameter.get("name", ""))
                 if parameter.get("in") == "path" and pattern:
                     parameter.setdefault("schema", {})["pattern"] = pattern
-            operation["operationId"] = OPERATION_IDS.get(
-                (method, path), operation.get("operationId")
-            )
+            if operation_id in HEADER_PARAMETERS:
+                operation["parameters"] = parameters + HEADER_PARAMETERS[operation_id]
             if path.startswith("/v1/"):
                 operation["security"] = [{BEARER_SCHEME: []}, {}]
     components = schema.setdefault("components", {})

@@ -9,7 +9,12 @@ from starlette.concurrency import run_in_threadpool
 from pixelmill.api.deps import ServiceDep, checked_id
 from pixelmill.api.events import batch_events, parse_last_event_id
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
-from pixelmill.api.schemas import BatchAccepted, BatchOut, error_responses
+from pixelmill.api.schemas import (
+    BatchAccepted,
+    BatchOut,
+    error_responses,
+    event_stream_response,
+)
 from pixelmill.api.service import new_id
 from pixelmill.api.webhooks import validate_callback_url
 
@@ -67,10 +72,7 @@ async def get_batch(batch_id: str, service: ServiceDep) -> JSONResponse:
     "/{batch_id}/events",
     summary="Progress as Server-Sent Events (progress, image, done)",
     response_class=StreamingResponse,
-    responses={
-        200: {"content": {"text/event-stream": {}}},
-        **error_responses(401, 404, 503),
-    },
+    responses={**event_stream_response(), **error_responses(401, 404, 503)},
 )
 async def batch_events_stream(
     batch_id: str, request: Request, service: ServiceDep

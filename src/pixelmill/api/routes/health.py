@@ -17,7 +17,7 @@ router = APIRouter(tags=["operations"])
     "/healthz",
     summary="Store reachable and workers alive",
     response_model=Health,
-    responses={503: {"model": Health}},
+    responses={503: {"model": Health, "description": "A part is down: see reason"}},
 )
 async def healthz(service: ServiceDep) -> JSONResponse:
     report = await run_in_threadpool(service.healthy)
@@ -28,7 +28,7 @@ async def healthz(service: ServiceDep) -> JSONResponse:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )
 async def metrics(service: ServiceDep) -> Response:
     # In a thread: with the celery engine a scrape reads the shared store's counts.

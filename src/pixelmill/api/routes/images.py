@@ -17,7 +17,14 @@ from pixelmill.api.errors import error_response
 from pixelmill.api.routes._stored import StreamedRendition
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.routes.batches import batch_url
-from pixelmill.api.schemas import ImageAccepted, ImageWaited, error_responses
+from pixelmill.api.schemas import (
+    MANIFEST_RESPONSES,
+    RENDITION_RESPONSES,
+    ImageAccepted,
+    ImageWaited,
+    Manifest,
+    error_responses,
+)
 from pixelmill.api.service import new_id
 from pixelmill.errors import ErrorCode, InvalidRequest, NotFound
 from pixelmill.storage import SHA256_PATTERN, rendition_url
@@ -79,11 +86,8 @@ async def upload_image(
 @router.get(
     "/{sha256}",
     summary="An image's manifest: source facts, renditions (as URLs), timings",
-    responses={
-        200: {"content": {"application/json": {"schema": {"type": "object"}}}},
-        304: {"description": "Not modified (If-None-Match)"},
-        **error_responses(401, 404),
-    },
+    response_model=Manifest,
+    responses=MANIFEST_RESPONSES,
 )
 async def get_manifest(sha256: str, request: Request, service: ServiceDep) -> Response:
     manifest = await run_in_threadpool(service.storage.read_manifest, _checked_sha(sha256))
@@ -102,20 +106,21 @@ async def get_manifest(sha256: str, request: Request, service: ServiceDep) -> Re
     return Response(body, media_type="application/json", headers=headers)
 
 
-router.add_api_route("/{sha256}", get_manifest, methods=["HEAD"], include_in_schema=False)
+router.add_api_route(
+    "/{sha256}",
+    get_manifest,
+    methods=["HEAD"],
+    summary="An image's manifest headers (ETag), without the body",
+    response_class=Response,
+    responses=MANIFEST_RESPONSES,
+)
 
 
 @router.get(
     "/{sha256}/{filename}",
     summary="One rendition's bytes, e.g. large.webp (HEAD too)",
     response_class=FileResponse,
-    responses={
-        200: {"content": {t: {} for t in MEDIA_TYPES.values()}},
-        206: {"description": "The requested byte range (Range)"},
-        304: {"description": "Not modified (If-None-Match)"},
-        307: {"description": "Served elsewhere (PIXELMILL_STORAGE_PUBLIC_URL): see Location"},
-        **error_responses(400, 401, 404, 416, 503),
-    },
+    responses=RENDITION_RESPONSES,
 )
 async def get_rendition(
     sha256: str, filename: str, request: Request, service: ServiceDep
@@ -163,5 +168,10 @@ async def get_rendition(
 
 # HEAD answers what GET would (status and headers), without the body (uvicorn drops it).
 router.add_api_route(
-    "/{sha256}/{filename}", get_rendition, methods=["HEAD"], include_in_schema=False
+    "/{sha256}/{filename}",
+    get_rendition,
+    methods=["HEAD"],
+    summary="One rendition's headers (type, length, ETag), without the bytes",
+    response_class=Response,
+    responses=RENDITION_RESPONSES,
 )
