@@ -7,12 +7,10 @@ nothing stays behind in the spool.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -290,84 +288,6 @@ def test_an_upload_that_fills_the_disk_is_507_and_leaves_nothing(small_disk: Pat
         ok = client.post("/v1/images?wait=true", files={"file": ("s.jpg", small_jpeg(9))})
         assert ok.status_code == 200, ok.text
     assert spool_entries(data_dir) == []
-
-
-# -- schemathesis: the service against its own /openapi.json --------------------------------
-
-SCHEMA_EXAMPLES_PER_OPERATION = 25
-SCHEMA_BUDGET_S = 60.0
-
-
-def own_schema(base_url: str) -> dict[str, Any]:
-    """The service's /openapi.json, without ``callback_url``: generated callbacks could
-    point anywhere, and tests only ever talk to loopback (the policy is tested apart)."""
-    schema: dict[str, Any] = httpx.get(f"{base_url}/openapi.json", timeout=30).json()
-    body = schema["paths"]["/v1/batches"]["post"]["requestBody"]
-    form = body["content"]["multipart/form-data"]["schema"]
-    form["properties"].pop("callback_url")
-    return schema
-
-
-def test_the_service_matches_its_own_openapi_document(base_url: str, data_dir: Path) -> None:
-    """Positive and negative cases for every operation: no 5xx, every answer in the schema."""
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis.errors import Unsatisfiable
-    from schemathesis.generation import GenerationMode
-
-    schema = schemathesis.openapi.from_dict(own_schema(base_url))
-    deadline = time.monotonic() + SCHEMA_BUDGET_S
-    failures: list[str] = []
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 9
-    for operation in operations:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            if time.monotonic() > deadline:
-                break
-
-            @settings(
-                max_examples=SCHEMA_EXAMPLES_PER_OPERATION,
-                deadline=None,
-                database=None,
-                derandomize=True,
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def check(case: Any) -> None:
-                if time.monotonic() > deadline:
-                    return
-                case.call_and_validate(base_url=base_url, timeout=30)
-
-            try:
-                check()
-            except Unsatisfiable:
-                continue  # nothing in this operation can be made invalid (no inputs)
-            except Exception as exc:  # every failing operation is reported, not just the first
-                failures.append(f"{operation.label} [{mode.value}]: {exc}")
-    assert not failures, "\n\n".join(failures)
-    wait_for_empty_spool(data_dir)
-
-
-def test_the_openapi_document_is_exact_where_it_is_read_by_people(client: httpx.Client) -> None:
-    """400 not 422, short operation ids, bearer auth, enums for statuses and error codes."""
-    schema = client.get("/openapi.json").json()
-    ids = {
-        operation["operationId"]
-        for operations in schema["paths"].values()
-        for operation in operations.values()
-    }
-    assert {"create_batch", "get_batch", "cancel_batch", "batch_events", "create_image",
-            "get_manifest", "get_rendition"} <= ids  # fmt: skip
-    text = json.dumps(schema)
-    assert '"422"' not in text and "HTTPValidationError" not in text
-    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    components = schema["components"]["schemas"]
-    assert "insufficient_storage" in components["ErrorCode"]["enum"]
-    assert "cancelled" in components["BatchStatus"]["enum"]
-    create = schema["paths"]["/v1/batches"]["post"]
-    assert {"400", "401", "408", "413", "507"} <= set(create["responses"])
-    form = create["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert form["additionalProperties"] is False and form["properties"]["files"]["minItems"] == 1
 
 
 def test_ranges_of_a_rendition_answer_206_or_a_json_error(client: httpx.Client) -> None:
