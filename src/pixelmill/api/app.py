@@ -14,11 +14,10 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.cors import CORSMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pixelmill import __version__
-from pixelmill.api.cors import cors_options
+from pixelmill.api.cors import JsonErrorCorsMiddleware, cors_options
 from pixelmill.api.deps import require_api_key
 from pixelmill.api.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from pixelmill.api.routes import batches, health, images
@@ -78,7 +77,7 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
     app.state.settings = settings
     app.state.url_signer = url_signer(settings)
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origin_list))
+        app.add_middleware(JsonErrorCorsMiddleware, **cors_options(settings.cors_origin_list))
     install_error_handlers(app)
     needs_key = [Depends(require_api_key)]
     app.include_router(batches.router, dependencies=needs_key)
