@@ -3,6 +3,8 @@ value is one line and exit 2; good values, read from the environment, take effec
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +15,7 @@ import pytest
 from api_helpers import small_jpeg, upload
 from api_server import ServerProcess
 from pixelmill.api.signing import signature
+from pixelmill.config import Settings
 from test_config import assert_one_line_usage_error, run_cli
 
 BAD_SERVING_SETTINGS = [
@@ -35,6 +38,15 @@ def test_a_bad_serving_setting_is_one_line_and_exit_2(
     args = ["serve", "--port", "1"] if command == "serve" else ["run", ".", "-o", "out"]
     result = run_cli(args, tmp_path, **{variable: value})
     assert_one_line_usage_error(result, f"{variable}={value!r}", accepts)
+
+
+def test_empty_serving_settings_are_unset() -> None:
+    """An empty variable (``PIXELMILL_CORS_ORIGINS=``) means the default, as for the API key."""
+    settings = Settings(api_key="k", url_signing_key="", cors_origins=" , ")
+    assert settings.url_signing_key is None and settings.cors_origin_list == ()
+    derived = hmac.new(b"k", b"pixelmill url signing", hashlib.sha256).digest()
+    assert settings.url_signing_secret == derived
+    assert Settings(url_signing_key="0123456789abcdef").url_signing_secret is None
 
 
 def test_serving_settings_from_the_environment_take_effect(tmp_path: Path) -> None:

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         None, description="Renditions are redirected (307) to <this>/<key>."
     )
 
+    @field_validator("url_signing_key", mode="before")
+    @classmethod
+    def _empty_signing_key_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("cors_origins")
     @classmethod
     def _origins_are_origins(cls, value: str | None) -> str | None:
