@@ -112,8 +112,9 @@ class Settings(BaseSettings):
     def url_signing_secret(self) -> bytes | None:
         """The key URLs are signed with; None without an API key (nothing is signed then).
 
-        Without ``url_signing_key`` it is HMAC-SHA256("pixelmill url signing", api_key), so
-        every service of a deployment that shares the API key signs and checks alike.
+        Without ``url_signing_key`` it is the HMAC-SHA256 of "pixelmill url signing" keyed by
+        the API key, so every service of a deployment that shares the API key signs and
+        checks alike.
         """
         if not self.api_key:
             return None
