@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -35,6 +37,13 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("pixelmill:", description="Key prefix in Redis.")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     api_key: str | None = Field(None, description="When set, /v1 needs 'Bearer <key>'.")
+    # -- serving to browsers (docs/api.md, "Signed URLs, public renditions and CORS") -----
+    url_signing_key: str | None = Field(
+        None, min_length=16, description="Key of signed URLs; default: derived from api_key."
+    )
+    url_ttl_s: int = Field(86_400, gt=0, le=10 * 365 * 86_400, description="Signed URL life.")
+    public_renditions: bool = Field(False, description="Renditions, manifests need no auth.")
+    cors_origins: str | None = Field(None, description="Comma-separated CORS origins, or *.")
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for callbacks.")
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1, description="Per file.")
     max_batch_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1, description="Per request body.")
@@ -80,6 +89,38 @@ class Settings(BaseSettings):
     storage_public_url: str | None = Field(
         None, description="Renditions are redirected (307) to <this>/<key>."
     )
+
+    @field_validator("url_signing_key", mode="before")
+    @classmethod
+    def _empty_signing_key_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        origins = parse_origins(value)
+        return ",".join(origins) or None
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """The origins CORS answers for (``*``: any); empty when CORS is off."""
+        return parse_origins(self.cors_origins or "")
+
+    @property
+    def url_signing_secret(self) -> bytes | None:
+        """The key URLs are signed with; None without an API key (nothing is signed then).
+
+        Without ``url_signing_key`` it is the HMAC-SHA256 of "pixelmill url signing" keyed by
+        the API key, so every service of a deployment that shares the API key signs and
+        checks alike.
+        """
+        if not self.api_key:
+            return None
+        if self.url_signing_key:
+            return self.url_signing_key.encode()
+        return hmac.new(self.api_key.encode(), URL_SIGNING_LABEL, hashlib.sha256).digest()
 
     @field_validator("store")
     @classmethod
@@ -192,6 +233,28 @@ class Settings(BaseSettings):
             background=parse_colour(self.jpeg_background),
             keep_metadata=self.keep_metadata,
         )
+
+
+# An origin as browsers send it: scheme://host[:port], no path, no trailing slash.
+_HOST_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+_HOST = rf"(\[[0-9a-f:.]+\]|{_HOST_LABEL}(\.{_HOST_LABEL})*)"
+_ORIGIN = re.compile(rf"[a-z][a-z0-9+.-]*://{_HOST}(:(?P<port>[0-9]{{1,5}}))?")
+URL_SIGNING_LABEL = b"pixelmill url signing"
+
+
+def parse_origins(value: str) -> tuple[str, ...]:
+    """``"https://a.example, http://localhost:3000"`` -> the origins, lowercased; ``*`` alone
+    allows any. Raises ValueError naming the first one that is not scheme://host[:port]."""
+    origins: list[str] = []
+    for item in (part.strip().lower() for part in value.split(",")):
+        if not item or item in origins:
+            continue
+        match = _ORIGIN.fullmatch(item)
+        port = match.group("port") if match else None
+        if item != "*" and (match is None or (port is not None and not 0 < int(port) < 65536)):
+            raise ValueError(f"{item[:60]!r} is not '*' or an origin scheme://host[:port]")
+        origins.append(item)
+    return ("*",) if "*" in origins else tuple(origins)
 
 
 def parse_colour(value: str) -> tuple[int, int, int]:

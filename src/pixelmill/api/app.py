@@ -18,12 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pixelmill import __version__
+from pixelmill.api.cors import JsonErrorCorsMiddleware, cors_options
 from pixelmill.api.deps import require_api_key
 from pixelmill.api.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from pixelmill.api.query_params import refuse_unknown_query_parameters
 from pixelmill.api.routes import batches, health, images
 from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
+from pixelmill.api.signing import url_signer
 from pixelmill.config import Settings, load_settings
 from pixelmill.errors import ErrorCode, PixelmillError
 
@@ -81,6 +83,9 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
         dependencies=[Depends(refuse_unknown_query_parameters)],
     )
     app.state.settings = settings
+    app.state.url_signer = url_signer(settings)
+    if settings.cors_origin_list:
+        app.add_middleware(JsonErrorCorsMiddleware, **cors_options(settings.cors_origin_list))
     install_error_handlers(app)
     needs_key = [Depends(require_api_key)]
     app.include_router(batches.router, dependencies=needs_key)

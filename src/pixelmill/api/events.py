@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from pixelmill.api.signing import UrlSigner, signed_urls
 from pixelmill.store import BatchStore, StoreUnavailable
 
 # How long one wait on the store lasts: bounds how late a closed connection is noticed.
@@ -48,11 +49,12 @@ async def batch_events(
     batch_id: str,
     limiter: anyio.CapacityLimiter | None = None,
     last_event_id: int = 0,
+    signer: UrlSigner | None = None,
 ) -> AsyncIterator[str]:
     """Stream a batch's progress after ``last_event_id`` until it is finished (or disappears).
 
     Reads and waits run on ``limiter``'s threads, so many open streams cannot starve other
-    routes.
+    routes. With a ``signer``, the rendition paths of ``image`` events are signed URLs.
     """
     yield f"retry: {RETRY_MS}\n\n"
     sent = last_event_id
@@ -76,7 +78,7 @@ async def batch_events(
             sent = 0
             continue
         for image in finished_images:
-            yield sse_frame("image", image.as_api_dict(), image.version)
+            yield sse_frame("image", signed_urls(signer, image.as_api_dict()), image.version)
             sent = max(sent, image.version)
         if record.version > sent:
             yield sse_frame("progress", record.as_api_dict(include_images=False), record.version)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from pixelmill.api.deps import ServiceDep, checked_id
+from pixelmill.api.deps import ServiceDep, SignerDep, checked_id
 from pixelmill.api.events import batch_events, parse_last_event_id
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.schemas import (
@@ -16,6 +16,7 @@ from pixelmill.api.schemas import (
     event_stream_response,
 )
 from pixelmill.api.service import new_id
+from pixelmill.api.signing import signed_urls
 from pixelmill.api.webhooks import validate_callback_url
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -33,7 +34,7 @@ def batch_url(batch_id: str) -> str:
     responses=error_responses(400, 401, 408, 413, 503, 507),
     openapi_extra=multipart_openapi("files", many=True, text_fields=("callback_url",)),
 )
-async def create_batch(request: Request, service: ServiceDep) -> JSONResponse:
+async def create_batch(request: Request, service: ServiceDep, signer: SignerDep) -> JSONResponse:
     """Spool every ``files`` part and answer at once; rendering goes on in the background."""
     batch_id = new_id()
     form = await read_upload(
@@ -54,7 +55,7 @@ async def create_batch(request: Request, service: ServiceDep) -> JSONResponse:
         status_url=batch_url(batch_id),
         events_url=f"{batch_url(batch_id)}/events",
     )
-    return JSONResponse(body.model_dump(), status_code=202)
+    return JSONResponse(signed_urls(signer, body.model_dump()), status_code=202)
 
 
 @router.get(
@@ -63,9 +64,9 @@ async def create_batch(request: Request, service: ServiceDep) -> JSONResponse:
     response_model=BatchOut,
     responses=error_responses(401, 404, 503),
 )
-async def get_batch(batch_id: str, service: ServiceDep) -> JSONResponse:
+async def get_batch(batch_id: str, service: ServiceDep, signer: SignerDep) -> JSONResponse:
     record = await run_in_threadpool(service.get_batch, checked_id(batch_id, "batch"))
-    return JSONResponse(record.as_api_dict())
+    return JSONResponse(signed_urls(signer, record.as_api_dict()))
 
 
 @router.get(
@@ -75,14 +76,14 @@ async def get_batch(batch_id: str, service: ServiceDep) -> JSONResponse:
     responses={**event_stream_response(), **error_responses(401, 404, 503)},
 )
 async def batch_events_stream(
-    batch_id: str, request: Request, service: ServiceDep
+    batch_id: str, request: Request, service: ServiceDep, signer: SignerDep
 ) -> StreamingResponse:
     # Look the batch up first, so an unknown id is a plain 404, not an event stream.
     await run_in_threadpool(service.get_batch, checked_id(batch_id, "batch"), include_images=False)
     # Sent back by a reconnecting EventSource: resume after that event, replay nothing.
     last_event_id = parse_last_event_id(request.headers.get("last-event-id"))
     return StreamingResponse(
-        batch_events(service.store, batch_id, request.app.state.sse_limiter, last_event_id),
+        batch_events(service.store, batch_id, request.app.state.sse_limiter, last_event_id, signer),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -95,7 +96,7 @@ async def batch_events_stream(
     response_model=BatchOut,
     responses=error_responses(401, 404, 503),
 )
-async def cancel_batch(batch_id: str, service: ServiceDep) -> JSONResponse:
+async def cancel_batch(batch_id: str, service: ServiceDep, signer: SignerDep) -> JSONResponse:
     """No image of the batch starts after this answers; running ones stop soon after."""
     record = await run_in_threadpool(service.cancel_batch, checked_id(batch_id, "batch"))
-    return JSONResponse(record.as_api_dict(), status_code=202)
+    return JSONResponse(signed_urls(signer, record.as_api_dict()), status_code=202)

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from pixelmill.api.deps import ServiceDep
+from pixelmill.api.deps import ServiceDep, SignerDep
 from pixelmill.api.errors import error_response
 from pixelmill.api.routes._stored import StreamedRendition
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
@@ -26,6 +26,7 @@ from pixelmill.api.schemas import (
     error_responses,
 )
 from pixelmill.api.service import new_id
+from pixelmill.api.signing import signed_urls
 from pixelmill.errors import ErrorCode, InvalidRequest, NotFound
 from pixelmill.storage import SHA256_PATTERN, rendition_url
 from pixelmill.storage.base import IMMUTABLE, MEDIA_TYPES, listed_files
@@ -59,6 +60,7 @@ def _etag_matches(request: Request, etag: str) -> bool:
 async def upload_image(
     request: Request,
     service: ServiceDep,
+    signer: SignerDep,
     wait: bool = False,
     timeout: Annotated[float, Query(gt=0, le=MAX_WAIT_S, description="Seconds to wait.")] = 30.0,
 ) -> JSONResponse:
@@ -78,9 +80,9 @@ async def upload_image(
             limiter=request.app.state.wait_limiter,
         )
         if image.status.is_final:
-            return JSONResponse({"batch_id": batch_id, **image.as_api_dict()})
+            return JSONResponse(signed_urls(signer, {"batch_id": batch_id, **image.as_api_dict()}))
     accepted = ImageAccepted(batch_id=batch_id, image_id=image_id, status_url=batch_url(batch_id))
-    return JSONResponse(accepted.model_dump(), status_code=202)
+    return JSONResponse(signed_urls(signer, accepted.model_dump()), status_code=202)
 
 
 @router.get(
@@ -89,7 +91,9 @@ async def upload_image(
     response_model=Manifest,
     responses=MANIFEST_RESPONSES,
 )
-async def get_manifest(sha256: str, request: Request, service: ServiceDep) -> Response:
+async def get_manifest(
+    sha256: str, request: Request, service: ServiceDep, signer: SignerDep
+) -> Response:
     manifest = await run_in_threadpool(service.storage.read_manifest, _checked_sha(sha256))
     if manifest is None:
         raise NotFound(f"no renditions for {sha256}")
@@ -97,7 +101,7 @@ async def get_manifest(sha256: str, request: Request, service: ServiceDep) -> Re
     for rendition in renditions if isinstance(renditions, list) else ():
         if isinstance(rendition, dict) and isinstance(rendition.get("path"), str):
             rendition["path"] = rendition_url(sha256, rendition["path"])
-    body = json.dumps(manifest, separators=(",", ":")).encode()
+    body = json.dumps(signed_urls(signer, manifest), separators=(",", ":")).encode()
     # A manifest can grow (new presets add renditions): revalidate, but cheaply.
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
