@@ -101,17 +101,25 @@ class CuttingProxy:
             while data := upstream.recv(65536):
                 if cut_this.is_set():
                     seen += data
-                    cut_at = _nth(seen, _IMAGE_EVENT, self.cut_after_images + 1)
+                    cut_at = self._cut_point(seen)
                     if cut_at is not None:
-                        # Up to the middle of the next image event's lines, then nothing.
-                        keep = len(data) - (len(seen) - (cut_at + len(_IMAGE_EVENT) + 5))
-                        client.sendall(data[: max(keep, 0)])
+                        client.sendall(data[: max(cut_at - (len(seen) - len(data)), 0)])
                         break
                 client.sendall(data)
         except OSError:
             pass
         _close(client)
         _close(upstream)
+
+    def _cut_point(self, seen: bytes) -> int | None:
+        """Where to cut, once the next image event is in: cuts take turns between the
+        middle of its ``data:`` line and just before the blank line that ends it."""
+        start = _nth(seen, _IMAGE_EVENT, self.cut_after_images + 1)
+        end = None if start is None else seen.find(b"\n\n", start)
+        if start is None or end is None or end < 0:
+            return None
+        data_line = seen.find(b"\ndata: ", start)
+        return end + 1 if self.cuts % 2 == 0 else data_line + 12
 
 
 def _nth(data: bytes, needle: bytes, n: int) -> int | None:

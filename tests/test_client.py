@@ -29,6 +29,7 @@ from pixelmill.client import (
     ProgressEvent,
     WaitedImage,
 )
+from pixelmill.client._sse import ServerSentEvent, SSEDecoder
 from pixelmill.config import Settings
 
 CORPUS_IMAGES = (
@@ -388,3 +389,20 @@ def test_the_presets_catalogue(client: Client) -> None:
     assert {"jpeg", "webp", "avif", "png"} <= set(catalogue.formats)
     large = next(p for p in catalogue.presets if p.name == "large")
     assert (large.width, large.height, large.fit) == (1920, 1920, "inside")
+
+
+def test_an_event_cut_short_is_dropped_and_its_id_not_resumed_from() -> None:
+    """Per the SSE rules an id counts when its message is complete; a new connection drops a
+    message the old one left half-read (here one with two data lines, cut between them)."""
+    decoder = SSEDecoder()
+    for line in ("retry: 2500", "", "id: 4", "event: image", "data: {}", ""):
+        decoder.feed(line)
+    assert (decoder.last_event_id, decoder.retry_ms) == ("4", 2500)
+    for line in ("id: 5", "event: image", "data: first half"):
+        assert decoder.feed(line) is None
+    assert decoder.last_event_id == "4", "resume after the last whole event"
+    decoder.start_connection()
+    assert decoder.feed("") is None, "nothing of the cut message is dispatched"
+    for line in (": keep-alive", "id: 5", "event: progress", "data: a", "data: b"):
+        decoder.feed(line)
+    assert decoder.feed("") == ServerSentEvent("progress", "a\nb", "5")

@@ -33,6 +33,7 @@ class SSEDecoder:
     """Feed it lines (without their line ending); it returns an event at each blank line."""
 
     def __init__(self) -> None:
+        # The id of the last event dispatched: what a reconnection sends as Last-Event-ID.
         self.last_event_id: str | None = None
         self.retry_ms: int | None = None
         self._reset_message()
@@ -40,6 +41,9 @@ class SSEDecoder:
     def _reset_message(self) -> None:
         self._name = ""
         self._data: list[str] = []
+        # An id line counts once its message is complete: a stream cut after the line must
+        # not resume past the message it belongs to.
+        self._id = self.last_event_id
 
     def start_connection(self) -> None:
         """A new connection: a message the last one cut in half is dropped, not dispatched."""
@@ -47,12 +51,11 @@ class SSEDecoder:
 
     def feed(self, line: str) -> ServerSentEvent | None:
         if not line:
+            self.last_event_id = self._id
             if not self._data:
                 self._name = ""
                 return None
-            event = ServerSentEvent(
-                self._name or "message", "\n".join(self._data), self.last_event_id
-            )
+            event = ServerSentEvent(self._name or "message", "\n".join(self._data), self._id)
             self._reset_message()
             return event
         if line.startswith(":"):
@@ -64,7 +67,7 @@ class SSEDecoder:
         elif field == "data":
             self._data.append(value)
         elif field == "id" and "\0" not in value:
-            self.last_event_id = value
+            self._id = value
         elif field == "retry" and value.isascii() and value.isdigit():
             self.retry_ms = int(value)
         return None
@@ -77,6 +80,7 @@ class EventStreamState:
         self.batch_id = batch_id
         self.decoder = SSEDecoder()
         self.decoder.last_event_id = None if last_event_id is None else str(last_event_id)
+        self.decoder.start_connection()
         self.delivered = _as_int(self.decoder.last_event_id)
         self.finished = False
 
