@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import http.server
+import os
 import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +126,27 @@ def test_download_streams_into_a_file_or_a_folder(client: Client, tmp_path: Path
         client.download(image.sha256, "nosuchpreset", "png", dest=folder)
     assert (missing.value.code, missing.value.status) == ("not_found", 404)
     assert sorted(p.name for p in folder.iterdir()) == ["large.jpg", "thumbnail.webp"]
+
+
+def test_uploads_stream_from_disk_without_reading_files_whole(
+    client: Client, tmp_path: Path
+) -> None:
+    """A 48 MB upload costs the client far less memory than the file (the service here runs
+    in the same process and streams too, so the peak covers both)."""
+    big = tmp_path / "big.jpg"
+    with big.open("wb") as file:
+        file.write(small_jpeg(1100))
+        for _ in range(48):
+            file.write(os.urandom(1024 * 1024))
+    tracemalloc.start()
+    try:
+        accepted = client.create_batch([big])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert accepted.total == 1
+    assert peak < 12 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a 48 MiB file"
+    client.wait(accepted.batch_id, timeout=120)
 
 
 def test_unknown_ids_raise_not_found(client: Client) -> None:

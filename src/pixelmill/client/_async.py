@@ -24,6 +24,7 @@ from pixelmill.client._models import (
     WaitedImage,
 )
 from pixelmill.client._sse import EventStreamState
+from pixelmill.client._upload import MultipartUpload, PathLike
 from pixelmill.client._wire import (
     DEFAULT_TIMEOUT_S,
     DOWNLOAD_CHUNK_BYTES,
@@ -32,8 +33,6 @@ from pixelmill.client._wire import (
     WAIT_POLL_INTERVAL_S,
     WAIT_RECONNECTS,
     Deadline,
-    MultipartUpload,
-    PathLike,
     as_timeout,
     batch_path,
     checked,

@@ -1,20 +1,15 @@
-"""Request building and answer parsing shared by the sync and async clients (no I/O here
-but reading upload files)."""
+"""What the sync and async clients share: paths, parameters, answer parsing, timeouts."""
 
 from __future__ import annotations
 
-import mimetypes
-import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
-import anyio.to_thread
 import httpx
 from pydantic import BaseModel, ValidationError
 
@@ -26,14 +21,21 @@ from pixelmill.client._errors import (
     error_from_response,
 )
 from pixelmill.client._models import ImageAccepted, WaitedImage
+from pixelmill.client._upload import PathLike
 
-PathLike = str | os.PathLike[str]
 Model = TypeVar("Model", bound=BaseModel)
 
 # A rendition's file extension by format name (``jpg`` is accepted as a name too).
 EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "webp": "webp", "avif": "avif", "png": "png"}
-UPLOAD_CHUNK_BYTES = 256 * 1024
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
+DEFAULT_TIMEOUT_S = 30.0
+# An event stream is quiet while images render; the service sends a keep-alive every 15 s.
+EVENTS_READ_TIMEOUT_S = 60.0
+# How many times in a row a dropped event stream is reconnected before giving up.
+MAX_RECONNECTS = 5
+# wait() turns to polling sooner: its answer does not depend on the stream.
+WAIT_RECONNECTS = 2
+WAIT_POLL_INTERVAL_S = 1.0
 _HEX_64 = re.compile(r"[0-9a-f]{64}")
 _PRESET_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
@@ -113,115 +115,6 @@ def download_target(dest: PathLike, path: str) -> Path:
     """Where a download goes: ``dest`` itself, or ``dest/<preset>.<ext>`` for a folder."""
     target = Path(dest)
     return target / path.rsplit("/", 1)[1] if target.is_dir() else target
-
-
-@dataclass(frozen=True)
-class _FilePart:
-    path: Path
-    size: int
-    head: bytes
-
-
-class MultipartUpload:
-    """A multipart/form-data body streamed from files on disk, one file open at a time.
-
-    Sizes are taken up front, so the body has a Content-Length and a missing file fails
-    before anything is sent. A file that changes size while it is sent stops the upload.
-    """
-
-    def __init__(
-        self, file_field: str, paths: Sequence[PathLike], fields: Sequence[tuple[str, str]]
-    ) -> None:
-        if isinstance(paths, str | os.PathLike):
-            paths = [paths]
-        if not paths:
-            raise ValueError("give one or more image paths")
-        self.boundary = secrets.token_hex(16)
-        dash = f"--{self.boundary}\r\n".encode()
-        self.fields = b"".join(
-            dash
-            + f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-            + value.encode()
-            + b"\r\n"
-            for name, value in fields
-        )
-        self.files: list[_FilePart] = []
-        for given in paths:
-            path = Path(given)
-            size = path.stat().st_size
-            if not path.is_file():
-                raise IsADirectoryError(f"not a file: {path}")
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            head = (
-                dash
-                + f'Content-Disposition: form-data; name="{file_field}"; '
-                f'filename="{_quoted(path.name)}"\r\n'
-                f"Content-Type: {content_type}\r\n\r\n".encode()
-            )
-            self.files.append(_FilePart(path, size, head))
-        self.trailer = f"--{self.boundary}--\r\n".encode()
-
-    @property
-    def headers(self) -> dict[str, str]:
-        length = len(self.fields) + len(self.trailer)
-        length += sum(len(part.head) + part.size + 2 for part in self.files)
-        return {
-            "Content-Type": f"multipart/form-data; boundary={self.boundary}",
-            "Content-Length": str(length),
-        }
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self.fields
-        for part in self.files:
-            yield part.head
-            with part.path.open("rb") as file:
-                sent = 0
-                while chunk := file.read(UPLOAD_CHUNK_BYTES):
-                    sent += len(chunk)
-                    _check_size(part, sent)
-                    yield chunk
-                _check_size(part, sent, ended=True)
-            yield b"\r\n"
-        yield self.trailer
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self.fields
-        for part in self.files:
-            yield part.head
-            file = await anyio.to_thread.run_sync(part.path.open, "rb")
-            try:
-                sent = 0
-                while chunk := await anyio.to_thread.run_sync(file.read, UPLOAD_CHUNK_BYTES):
-                    sent += len(chunk)
-                    _check_size(part, sent)
-                    yield chunk
-                _check_size(part, sent, ended=True)
-            finally:
-                file.close()
-            yield b"\r\n"
-        yield self.trailer
-
-
-def _check_size(part: _FilePart, sent: int, ended: bool = False) -> None:
-    if sent > part.size or (ended and sent != part.size):
-        raise OSError(f"{part.path} changed size while it was uploaded ({part.size} -> {sent})")
-
-
-def _quoted(filename: str) -> str:
-    """A filename as a quoted header parameter (RFC 2616 quoted-string; line breaks, which
-    no header can hold, as browsers write them)."""
-    escaped = filename.replace("\\", "\\\\").replace('"', '\\"')
-    return escaped.replace("\r", "%0D").replace("\n", "%0A")
-
-
-DEFAULT_TIMEOUT_S = 30.0
-# An event stream is quiet while images render; the service sends a keep-alive every 15 s.
-EVENTS_READ_TIMEOUT_S = 60.0
-# How many times in a row a dropped event stream is reconnected before giving up.
-MAX_RECONNECTS = 5
-# wait() turns to polling sooner: its answer does not depend on the stream.
-WAIT_RECONNECTS = 2
-WAIT_POLL_INTERVAL_S = 1.0
 
 
 def client_headers(api_key: str | None) -> dict[str, str]:
