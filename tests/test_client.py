@@ -377,10 +377,10 @@ def test_presets_and_formats_choose_the_renditions(client: Client, tmp_path: Pat
 
 
 def test_batches_are_listed_newest_first_page_by_page(client: Client, tmp_path: Path) -> None:
-    created = [
-        client.create_batch(write_jpegs(tmp_path, range(900 + i, 901 + i))).batch_id
-        for i in range(3)
-    ]
+    created = []
+    for seed in range(900, 903):
+        created.append(client.create_batch(write_jpegs(tmp_path, range(seed, seed + 1))).batch_id)
+        time.sleep(0.01)  # distinct creation times, so "newest first" has one answer
     page = client.list_batches(limit=2)
     assert len(page.batches) == 2 and page.next_cursor is not None
     assert [b.batch_id for b in page.batches] == created[::-1][:2]
@@ -429,3 +429,17 @@ def test_an_event_cut_short_is_dropped_and_its_id_not_resumed_from() -> None:
     for line in (": keep-alive", "id: 5", "event: progress", "data: a", "data: b"):
         decoder.feed(line)
     assert decoder.feed("") == ServerSentEvent("progress", "a\nb", "5")
+
+
+def test_the_public_names_are_exactly_these() -> None:
+    """What ``from pixelmill.client import ...`` offers; everything else is private."""
+    import pixelmill.client
+
+    assert set(pixelmill.client.__all__) == {
+        "AsyncClient", "Batch", "BatchAccepted", "BatchPage", "Catalogue", "Client",
+        "DoneEvent", "ErrorInfo", "Event", "Image", "ImageAccepted", "ImageEvent",
+        "Manifest", "PixelmillError", "PresetInfo", "ProgressEvent", "Rendition",
+        "SourceInfo", "WaitedImage",
+    }  # fmt: skip
+    for name in pixelmill.client.__all__:
+        assert getattr(pixelmill.client, name) is not None
