@@ -169,8 +169,10 @@ def test_create_image_and_cancel(service: str, tmp_path: Path) -> None:
             assert (await client.cancel(batch_id)).status == "cancelled"
             final = await client.wait(batch_id, timeout=60)
             assert final.is_finished and final.status == "cancelled" and final.cancelled >= 1
+            running = (await client.create_batch(slower)).batch_id
             with pytest.raises(PixelmillError) as raised:
-                await client.wait((await client.create_batch(slower)).batch_id, timeout=0.3)
-            assert raised.value.code == "timeout"
+                await client.wait(running, timeout=0.3)
+            assert raised.value.code == "timeout" and raised.value.status is None
+            await client.cancel(running)
 
     asyncio.run(scenario())

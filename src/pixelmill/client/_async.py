@@ -40,6 +40,7 @@ from pixelmill.client._wire import (
     client_headers,
     download_target,
     image_path,
+    image_wait,
     list_params,
     parse,
     parse_image_answer,
@@ -108,22 +109,18 @@ class AsyncClient:
         presets: Sequence[str] | None = None,
         formats: Sequence[str] | None = None,
     ) -> ImageAccepted | WaitedImage:
-        """Upload one image. With ``wait`` the service holds the answer until the image is
-        finished (up to ``timeout`` s, its default 30): a ``WaitedImage`` then, else an
+        """Upload one image. With ``wait`` the service holds its answer until the image is
+        finished (up to ``timeout`` s; its default is 30): a ``WaitedImage`` then, else an
         ``ImageAccepted``."""
         body = MultipartUpload("file", [path], choice_fields(presets, formats))
-        params = {"wait": "true"} if wait else {}
-        if wait and timeout is not None:
-            params["timeout"] = str(timeout)
-        # The service answers after its wait: read for that long and then some.
-        read_s = (timeout or DEFAULT_TIMEOUT_S) + (self._timeout.read or DEFAULT_TIMEOUT_S)
+        params, request_timeout = image_wait(wait, timeout, self._timeout)
         response = await self._request(
             "POST",
             "/v1/images",
             params=params,
             content=aiter(body),
             headers=body.headers,
-            timeout=self._timeout if not wait else with_read(self._timeout, read_s),
+            timeout=request_timeout,
         )
         return parse_image_answer(response)
 

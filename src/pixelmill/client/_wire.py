@@ -36,6 +36,8 @@ MAX_RECONNECTS = 5
 # wait() turns to polling sooner: its answer does not depend on the stream.
 WAIT_RECONNECTS = 2
 WAIT_POLL_INTERVAL_S = 1.0
+# How long POST /v1/images?wait=true waits when no timeout is given (the service's default).
+SERVICE_IMAGE_WAIT_S = 30.0
 _HEX_64 = re.compile(r"[0-9a-f]{64}")
 _PRESET_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
@@ -133,6 +135,22 @@ def with_read(timeout: httpx.Timeout, read_s: float) -> httpx.Timeout:
     return httpx.Timeout(
         connect=timeout.connect, read=read_s, write=timeout.write, pool=timeout.pool
     )
+
+
+def image_wait(
+    wait: bool, timeout_s: float | None, client_timeout: httpx.Timeout
+) -> tuple[dict[str, str], httpx.Timeout]:
+    """Query parameters and request timeouts of ``POST /v1/images`` with or without a wait."""
+    if not wait:
+        return {}, client_timeout
+    params = {"wait": "true"}
+    if timeout_s is not None:
+        params["timeout"] = str(timeout_s)
+    if client_timeout.read is None:
+        return params, client_timeout
+    # The service answers after its wait: read for that long, plus the usual.
+    read_s = client_timeout.read + (timeout_s or SERVICE_IMAGE_WAIT_S)
+    return params, with_read(client_timeout, read_s)
 
 
 class Deadline:
