@@ -150,6 +150,7 @@ def test_uploads_stream_from_disk_without_reading_files_whole(
 
 
 def test_unknown_ids_raise_not_found(client: Client) -> None:
+    """Each call on an id the service does not know raises not_found with status 404."""
     for call in (
         lambda: client.get_batch(UNKNOWN_BATCH),
         lambda: client.get_batch("no-such-batch"),
@@ -165,6 +166,7 @@ def test_unknown_ids_raise_not_found(client: Client) -> None:
 
 
 def test_bad_arguments_are_refused_before_sending(client: Client, tmp_path: Path) -> None:
+    """A bad format, hash or path is a local error: nothing reaches the service."""
     with pytest.raises(ValueError, match="format"):
         client.download("a" * 64, "large", "gif")
     with pytest.raises(ValueError, match="SHA-256"):
@@ -176,6 +178,7 @@ def test_bad_arguments_are_refused_before_sending(client: Client, tmp_path: Path
 
 
 def test_no_service_is_a_network_error() -> None:
+    """Nothing listening: code network_error, no status, worth retrying."""
     with (
         Client(f"http://127.0.0.1:{free_port()}") as client,
         pytest.raises(PixelmillError) as raised,
@@ -202,6 +205,7 @@ class _PlainErrors(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_non_json_error_page_gets_a_code_from_its_status() -> None:
+    """An HTML 502 from a proxy is unavailable (transient); a plain 500 is internal."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PlainErrors)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -304,6 +308,7 @@ def test_wait_falls_back_to_polling_without_an_event_stream(
 
 
 def test_wait_gives_up_after_its_timeout(client: Client, tmp_path: Path) -> None:
+    """wait(timeout=) raises code timeout on time, while the batch still renders."""
     batch_id = client.create_batch(write_slow_jpegs(tmp_path, range(8))).batch_id
     started = time.monotonic()
     with pytest.raises(PixelmillError) as raised:
@@ -314,6 +319,7 @@ def test_wait_gives_up_after_its_timeout(client: Client, tmp_path: Path) -> None
 
 
 def test_cancel_stops_a_batch(client: Client, tmp_path: Path) -> None:
+    """cancel answers the cancelled status (twice alike); wait then sees the batch settle."""
     batch_id = client.create_batch(write_slow_jpegs(tmp_path, range(100, 112))).batch_id
     cancelled = client.cancel(batch_id)
     assert isinstance(cancelled, Batch) and cancelled.status == "cancelled"
@@ -326,6 +332,7 @@ def test_cancel_stops_a_batch(client: Client, tmp_path: Path) -> None:
 
 
 def test_create_image_without_and_with_waiting(client: Client, tmp_path: Path) -> None:
+    """Without wait: an acceptance; with wait: the finished record, a failure included."""
     [good] = write_jpegs(tmp_path, range(600, 601))
     accepted = client.create_image(good)
     assert isinstance(accepted, ImageAccepted)
@@ -369,6 +376,7 @@ def test_the_client_imports_without_the_server_libraries() -> None:
 
 
 def test_presets_and_formats_choose_the_renditions(client: Client, tmp_path: Path) -> None:
+    """presets/formats travel as comma-separated fields: only thumbnail.webp is made."""
     [path] = write_jpegs(tmp_path, range(800, 801))
     accepted = client.create_batch([path], presets=["thumbnail"], formats=["webp"])
     [image] = client.wait(accepted.batch_id, timeout=60).images
@@ -377,6 +385,7 @@ def test_presets_and_formats_choose_the_renditions(client: Client, tmp_path: Pat
 
 
 def test_batches_are_listed_newest_first_page_by_page(client: Client, tmp_path: Path) -> None:
+    """list_batches pages with a cursor, newest first; iter_batches walks every page."""
     created = []
     for seed in range(900, 903):
         created.append(client.create_batch(write_jpegs(tmp_path, range(seed, seed + 1))).batch_id)
@@ -390,6 +399,7 @@ def test_batches_are_listed_newest_first_page_by_page(client: Client, tmp_path: 
 
 
 def test_deleted_batches_and_images_are_gone(client: Client, tmp_path: Path) -> None:
+    """After delete_batch and delete_image both are not_found, and so is a second delete."""
     [path] = write_jpegs(tmp_path, range(1000, 1001))
     batch = client.wait(client.create_batch([path]).batch_id, timeout=60)
     [image] = batch.images
@@ -407,6 +417,7 @@ def test_deleted_batches_and_images_are_gone(client: Client, tmp_path: Path) -> 
 
 
 def test_the_presets_catalogue(client: Client) -> None:
+    """presets() reads the catalogue: the default presets and every output format."""
     catalogue = client.presets()
     assert {p.name for p in catalogue.presets} == {"thumbnail", "medium", "large"}
     assert {"jpeg", "webp", "avif", "png"} <= set(catalogue.formats)

@@ -56,6 +56,7 @@ def image_events(events: list[Event]) -> list[tuple[int | None, str]]:
 def test_a_batch_renders_and_its_renditions_download(
     service: str, corpus: Path, tmp_path: Path
 ) -> None:
+    """create_batch, wait, download (bytes and to a folder) and manifest, awaited."""
     paths = [corpus / "photos/concert.jpg", *write_images(tmp_path, range(10, 12))]
 
     async def scenario() -> None:
@@ -82,6 +83,8 @@ def test_a_batch_renders_and_its_renditions_download(
 
 
 def test_errors_carry_the_code_and_status(service: str) -> None:
+    """not_found from get_batch and from the event stream; network_error with no service."""
+
     async def scenario() -> None:
         async with AsyncClient(service) as client:
             with pytest.raises(PixelmillError) as missing:
@@ -100,6 +103,7 @@ def test_errors_carry_the_code_and_status(service: str) -> None:
 
 
 def test_the_api_key_is_sent(tmp_path: Path) -> None:
+    """Without the key: unauthorized; with it the batch renders."""
     [path] = write_images(tmp_path, range(20, 21))
     settings = Settings(data_dir=tmp_path / "data", workers=1, api_key=API_KEY)
 
@@ -117,6 +121,7 @@ def test_the_api_key_is_sent(tmp_path: Path) -> None:
 
 
 def test_events_resume_after_the_connection_is_cut(service: str, tmp_path: Path) -> None:
+    """A stream cut mid-event resumes with Last-Event-ID: the same events, none twice."""
     paths = write_images(tmp_path, range(30, 38))
 
     async def scenario() -> None:
@@ -150,6 +155,7 @@ def test_events_resume_after_the_connection_is_cut(service: str, tmp_path: Path)
 
 
 def test_create_image_and_cancel(service: str, tmp_path: Path) -> None:
+    """create_image with and without wait, cancel, and wait's timeout, all awaited."""
     [good] = write_images(tmp_path, range(40, 41))
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(truncated_jpeg())
