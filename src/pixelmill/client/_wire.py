@@ -1,0 +1,181 @@
+"""What the sync and async clients share: paths, parameters, answer parsing, timeouts."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from pixelmill import __version__
+from pixelmill.client._errors import (
+    INVALID_RESPONSE,
+    TIMEOUT,
+    PixelmillError,
+    error_from_response,
+)
+from pixelmill.client._models import ImageAccepted, WaitedImage
+from pixelmill.client._upload import PathLike
+
+Model = TypeVar("Model", bound=BaseModel)
+
+# A rendition's file extension by format name (``jpg`` is accepted as a name too).
+EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "webp": "webp", "avif": "avif", "png": "png"}
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
+DEFAULT_TIMEOUT_S = 30.0
+# An event stream is quiet while images render; the service sends a keep-alive every 15 s.
+EVENTS_READ_TIMEOUT_S = 60.0
+# How many times in a row a dropped event stream is reconnected before giving up.
+MAX_RECONNECTS = 5
+# wait() turns to polling sooner: its answer does not depend on the stream.
+WAIT_RECONNECTS = 2
+WAIT_POLL_INTERVAL_S = 1.0
+# How long POST /v1/images?wait=true waits when no timeout is given (the service's default).
+SERVICE_IMAGE_WAIT_S = 30.0
+_HEX_64 = re.compile(r"[0-9a-f]{64}")
+_PRESET_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def rendition_path(sha256: str, preset: str, fmt: str) -> str:
+    """``/v1/images/<sha256>/<preset>.<ext>``; refuses names that could change the path."""
+    extension = EXTENSIONS.get(fmt.lower())
+    if extension is None:
+        raise ValueError(f"unknown format {fmt!r}: choose one of jpeg, webp, avif, png")
+    if not _PRESET_NAME.fullmatch(preset):
+        raise ValueError(f"bad preset name {preset!r}: letters, digits and _ only")
+    return f"{image_path(sha256)}/{preset}.{extension}"
+
+
+def image_path(sha256: str) -> str:
+    if not _HEX_64.fullmatch(sha256):
+        raise ValueError(f"{sha256!r} is not a SHA-256 hex digest (64 lowercase hex digits)")
+    return f"/v1/images/{sha256}"
+
+
+def batch_path(batch_id: str) -> str:
+    # Quoted whole, so an odd string names no batch rather than another route.
+    return f"/v1/batches/{quote(batch_id, safe='')}"
+
+
+def choice_fields(
+    presets: Sequence[str] | None, formats: Sequence[str] | None
+) -> list[tuple[str, str]]:
+    """The optional ``presets``/``formats`` form fields, comma-separated."""
+    fields: list[tuple[str, str]] = []
+    for name, chosen in (("presets", presets), ("formats", formats)):
+        if chosen is None:
+            continue
+        if isinstance(chosen, str):  # "a,b" given as one string: fine, send it as it is
+            chosen = [chosen]
+        fields.append((name, ",".join(item.strip() for item in chosen)))
+    return fields
+
+
+def list_params(limit: int | None, cursor: str | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if limit is not None:
+        params["limit"] = str(limit)
+    if cursor is not None:
+        params["cursor"] = cursor
+    return params
+
+
+def checked(response: httpx.Response) -> httpx.Response:
+    """``response`` if it succeeded; else the PixelmillError it stands for (body read)."""
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    return response
+
+
+def parse(model: type[Model], response: httpx.Response) -> Model:
+    """The JSON body of a successful answer as ``model``."""
+    try:
+        return model.model_validate_json(checked(response).content)
+    except ValidationError as exc:
+        raise PixelmillError(
+            INVALID_RESPONSE,
+            f"{response.request.method} {response.request.url.path} answered a body this "
+            f"client cannot read: {exc.errors()[0]['msg'] if exc.errors() else exc}",
+            response.status_code,
+        ) from None
+
+
+def parse_image_answer(response: httpx.Response) -> ImageAccepted | WaitedImage:
+    """``POST /v1/images``: 200 is the finished image's record, 202 an acceptance."""
+    if checked(response).status_code == 200:
+        return parse(WaitedImage, response)
+    return parse(ImageAccepted, response)
+
+
+def download_target(dest: PathLike, path: str) -> Path:
+    """Where a download goes: ``dest`` itself, or ``dest/<preset>.<ext>`` for a folder."""
+    target = Path(dest)
+    return target / path.rsplit("/", 1)[1] if target.is_dir() else target
+
+
+def client_headers(api_key: str | None) -> dict[str, str]:
+    headers = {"User-Agent": f"pixelmill-client/{__version__}"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def as_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    return timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+
+
+def with_read(timeout: httpx.Timeout, read_s: float) -> httpx.Timeout:
+    """``timeout`` with another read timeout (for answers that come late by design)."""
+    return httpx.Timeout(
+        connect=timeout.connect, read=read_s, write=timeout.write, pool=timeout.pool
+    )
+
+
+def image_wait(
+    wait: bool, timeout_s: float | None, client_timeout: httpx.Timeout
+) -> tuple[dict[str, str], httpx.Timeout]:
+    """Query parameters and request timeouts of ``POST /v1/images`` with or without a wait."""
+    if not wait:
+        return {}, client_timeout
+    params = {"wait": "true"}
+    if timeout_s is not None:
+        params["timeout"] = str(timeout_s)
+    if client_timeout.read is None:
+        return params, client_timeout
+    # The service answers after its wait: read for that long, plus the usual.
+    read_s = client_timeout.read + (timeout_s or SERVICE_IMAGE_WAIT_S)
+    return params, with_read(client_timeout, read_s)
+
+
+class Deadline:
+    """The end of a ``wait(batch_id, timeout)``; no end when ``timeout`` is None."""
+
+    def __init__(self, batch_id: str, timeout_s: float | None) -> None:
+        self.batch_id = batch_id
+        self.timeout_s = timeout_s
+        self.at = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def remaining(self) -> float | None:
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+    def capped(self, seconds: float) -> float:
+        remaining = self.remaining()
+        return seconds if remaining is None else min(seconds, remaining)
+
+    def check(self) -> None:
+        """Raise the ``timeout`` error once the deadline has passed."""
+        if self.at is not None and time.monotonic() >= self.at:
+            raise PixelmillError(
+                TIMEOUT, f"batch {self.batch_id} did not finish within {self.timeout_s} s"
+            )
+
+
+def partial_path(target: Path) -> Path:
+    """Where a download is written before it is renamed to ``target`` (same folder)."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
