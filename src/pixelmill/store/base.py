@@ -6,6 +6,8 @@ Two implementations pass one contract suite: ``SqliteBatchStore`` (embedded defa
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,6 +17,10 @@ from pixelmill.states import BatchStatus, ImageStatus
 
 class StoreUnavailable(Unavailable):
     """The store cannot be reached or refuses writes (down, full disk): try again later."""
+
+
+class InvalidCursor(ValueError):
+    """A listing cursor this store did not hand out (the API answers 400)."""
 
 
 # The error of an image cancelled before it started (the engine's own say the same code).
@@ -178,6 +184,33 @@ class BatchStore(Protocol):
         """Block until the batch's version exceeds ``since_version`` or the timeout; return it."""
 
     def close(self) -> None: ...
+
+    def list_batches(
+        self, limit: int, cursor: str | None = None
+    ) -> tuple[list[BatchRecord], str | None]:
+        """Up to ``limit`` batches (without images), newest first, after ``cursor``.
+
+        Keyset pagination: the cursor names the last batch of the previous page, so a batch
+        created while a client pages never repeats or skips an older one. The second value
+        is the cursor of the next page, None after the last. ``InvalidCursor`` for a cursor
+        this store did not hand out.
+        """
+
+    def delete_batch(self, batch_id: str) -> bool:
+        """Forget the batch: its record, images and change feed. False when it is unknown."""
+
+
+def encode_cursor(position: str) -> str:
+    """An opaque listing cursor for a store's own ``position`` text (URL-safe, no padding)."""
+    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The position ``encode_cursor`` wrapped; ``InvalidCursor`` for anything else."""
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor(f"not a listing cursor: {cursor[:80]!r}") from None
 
 
 class WorkCoordination(Protocol):
