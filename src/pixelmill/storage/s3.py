@@ -47,6 +47,7 @@ from pixelmill.storage.scratch import is_stale, remove_tree, scratch_name, write
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
+    from types_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +336,9 @@ class S3Storage:
             self.client.delete_object(Bucket=self.bucket, Key=manifest)
         rest = [key for key in keys if key != manifest]
         for start in range(0, len(rest), S3_DELETE_BATCH):
-            chunk = [{"Key": key} for key in rest[start : start + S3_DELETE_BATCH]]
+            chunk: list[ObjectIdentifierTypeDef] = [
+                {"Key": key} for key in rest[start : start + S3_DELETE_BATCH]
+            ]
             with self.reaching(f"remove the renditions under {folder}"):
                 answer = self.client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
