@@ -888,7 +888,16 @@ def test_list_batches_reports_counters_and_status(store: BatchStore) -> None:
     assert (listed.completed, listed.failed, listed.pending) == (1, 1, 1)
 
 
-@pytest.mark.parametrize("cursor", ["junk!", "", "bm90IGEgY3Vyc29y", "c2VxOng", "\u00e9t\u00e9"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "junk!",
+        "",
+        "2026-01-01T00:00:00.000Z",
+        "2026-01-01T00:00:00Z_b",
+        "2026-01-01T00:00:00.000Z_",
+    ],
+)
 def test_a_cursor_the_store_did_not_hand_out_is_refused(store: BatchStore, cursor: str) -> None:
     from pixelmill.store.base import InvalidCursor
 

@@ -6,8 +6,7 @@ Two implementations pass one contract suite: ``SqliteBatchStore`` (embedded defa
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -200,17 +199,22 @@ class BatchStore(Protocol):
         """Forget the batch: its record, images and change feed. False when it is unknown."""
 
 
-def encode_cursor(position: str) -> str:
-    """An opaque listing cursor for a store's own ``position`` text (URL-safe, no padding)."""
-    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+# A listing cursor: the creation time and id of the last batch of a page. Clients pass it
+# back as they got it; any pair of that shape is a position, before which the next page lies.
+CURSOR_PATTERN = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)_(\S+)$")
 
 
-def decode_cursor(cursor: str) -> str:
-    """The position ``encode_cursor`` wrapped; ``InvalidCursor`` for anything else."""
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidCursor(f"not a listing cursor: {cursor[:80]!r}") from None
+def listing_cursor(batch: BatchRecord) -> str:
+    """The cursor of the page after ``batch``: ``<created_at>_<batch_id>``."""
+    return f"{batch.created_at}_{batch.batch_id}"
+
+
+def cursor_position(cursor: str) -> tuple[str, str]:
+    """``(created_at, batch_id)`` of a cursor; ``InvalidCursor`` for anything else."""
+    match = CURSOR_PATTERN.match(cursor)
+    if match is None:
+        raise InvalidCursor(f"not a listing cursor: {cursor[:80]!r}")
+    return match.group(1), match.group(2)
 
 
 class WorkCoordination(Protocol):

@@ -40,6 +40,7 @@ from pixelmill.store.base import (
     ImageRecord,
     NewImage,
     Transition,
+    listing_cursor,
 )
 from pixelmill.store.redis_changes import ChangeListener
 from pixelmill.store.redis_coordination import RedisCoordination
@@ -309,10 +310,11 @@ class RedisBatchStore(RedisCoordination):
         self, limit: int, cursor: str | None = None
     ) -> tuple[list[BatchRecord], str | None]:
         """Up to ``limit`` batches (without images), newest first, after ``cursor``."""
-        page, next_cursor = list_batch_fields(
+        page, more = list_batch_fields(
             self._client, self._listing_key, f"{self.prefix}batch:", limit, cursor
         )
-        return [_batch_record(fields, []) for fields in page], next_cursor
+        batches = [_batch_record(fields, []) for fields in page]
+        return batches, listing_cursor(batches[-1]) if more else None
 
     def delete_batch(self, batch_id: str) -> bool:
         """Forget the batch: its hash, images, change feed and its place in every index."""

@@ -11,14 +11,11 @@ meets them, finds the batch gone and removes them.
 
 from __future__ import annotations
 
-import re
 from typing import cast
 
 import redis
 
-from pixelmill.store.base import InvalidCursor, decode_cursor, encode_cursor
-
-_POSITION = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z \S+$")
+from pixelmill.store.base import cursor_position
 
 # KEYS: batch, images list, unfinished, callbacks owed, listing index. ARGV: image key
 # prefix, batch_id. Returns 1 when the batch existed.
@@ -42,11 +39,11 @@ def index_member(created_at: str, batch_id: str) -> str:
 
 def list_batch_fields(
     client: redis.Redis, index_key: str, batch_key_prefix: str, limit: int, cursor: str | None
-) -> tuple[list[dict[str, str]], str | None]:
-    """The fields of up to ``limit`` live batches, newest first, after ``cursor``, and the
-    next page's cursor. Members whose batch expired are removed on the way."""
-    upper = "+" if cursor is None else "(" + _position(cursor)
-    live: list[tuple[str, dict[str, str]]] = []
+) -> tuple[list[dict[str, str]], bool]:
+    """The fields of up to ``limit`` live batches, newest first, after ``cursor``, and
+    whether more follow. Members whose batch expired are removed on the way."""
+    upper = "+" if cursor is None else "(" + index_member(*cursor_position(cursor))
+    live: list[dict[str, str]] = []
     while len(live) <= limit:
         wanted = limit + 1 - len(live)
         members = cast(list[str], client.zrevrangebylex(index_key, upper, "-", 0, wanted))
@@ -59,17 +56,8 @@ def list_batch_fields(
         gone = [member for member, fields in zip(members, replies, strict=True) if not fields]
         if gone:
             client.zrem(index_key, *gone)
-        live += [(m, fields) for m, fields in zip(members, replies, strict=True) if fields]
+        live += [fields for fields in replies if fields]
         if len(members) < wanted:
             break
         upper = "(" + members[-1]
-    page = live[:limit]
-    next_cursor = encode_cursor(page[-1][0]) if len(live) > limit else None
-    return [fields for _, fields in page], next_cursor
-
-
-def _position(cursor: str) -> str:
-    position = decode_cursor(cursor)
-    if not _POSITION.match(position):
-        raise InvalidCursor(f"not a listing cursor: {cursor[:80]!r}")
-    return position
+    return live[:limit], len(live) > limit

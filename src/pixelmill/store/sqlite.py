@@ -33,7 +33,7 @@ from pixelmill.store.base import (
     NewImage,
     Transition,
 )
-from pixelmill.store.sqlite_listing import delete_batch_rows, list_batch_page
+from pixelmill.store.sqlite_listing import LISTING_INDEX, delete_batch_rows, list_batch_page
 from pixelmill.store.sqlite_schema import (
     BATCH_COLUMNS,
     CHANGES_INDEX,
@@ -79,6 +79,7 @@ class SqliteBatchStore:
                     "ALTER TABLE images ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
                 )
             self._conn.execute(CHANGES_INDEX)
+            self._conn.execute(LISTING_INDEX)
         self.prune_expired()
 
     # -- plumbing -------------------------------------------------------------------------

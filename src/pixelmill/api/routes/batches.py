@@ -23,6 +23,8 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 LISTING_PARAMETERS = frozenset({"limit", "cursor"})
+# What next_cursor looks like (``<created_at>_<batch_id>``); clients pass it back unchanged.
+CURSOR_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z_[0-9a-f]{32}$"
 
 
 def batch_url(batch_id: str) -> str:
@@ -121,7 +123,7 @@ async def list_batches(
         int, Query(ge=1, le=MAX_PAGE_SIZE, description="Batches per page.")
     ] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[
-        str | None, Query(max_length=512, description="next_cursor of the previous page.")
+        str | None, Query(pattern=CURSOR_PATTERN, description="The previous page's next_cursor.")
     ] = None,
 ) -> JSONResponse:
     """A batch created while a client pages never makes a later page repeat or skip one."""
