@@ -27,6 +27,8 @@ from api_helpers import (
     wait_for_empty_spool,
 )
 from api_server import ServerProcess, app_client, one_worker_settings
+from celery_helpers import celery_env, celery_workers, cleanup_celery
+from celery_helpers import service as celery_service
 from s3_server import S3Server
 from webhook_receiver import webhook_receiver
 
@@ -245,3 +247,61 @@ def test_a_batch_deleted_before_it_started_sends_no_callback(
         time.sleep(1.0)
         assert receiver.calls == [], "a deleted batch sends no callback"
     assert list((data_dir / "callbacks").glob("*")) == [], "no callback left owed"
+
+
+# -- with the distributed engine: real `pixelmill worker` processes ------------------------
+
+
+@pytest.fixture
+def celery_env_redis(tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = celery_env("redis", tmp_path)
+    yield env
+    cleanup_celery(env)
+
+
+@pytest.mark.slow
+def test_with_workers_an_erase_takes_the_content_claim(celery_env_redis: dict[str, str]) -> None:
+    """A worker renders under the content's claim: an erase meanwhile is 409; after, it
+    erases, and the next upload of the bytes is rendered again by a worker."""
+    env = celery_env_redis
+    storage = Path(env["PIXELMILL_STORAGE"].removeprefix("file://"))
+    data = slow_jpeg(75, (3000, 2000))
+    sha = hashlib.sha256(data).hexdigest()
+    folder = storage / "renditions" / sha[:2] / sha
+    with celery_workers(env), celery_service(env) as client:
+        created = client.post("/v1/images", files={"file": ("slow.jpg", data, "image/jpeg")})
+        batch_id = created.json()["batch_id"]
+        deadline = time.monotonic() + 60
+        while client.get(f"/v1/batches/{batch_id}").json()["images"][0]["status"] == "pending":
+            assert time.monotonic() < deadline, "no worker started the image"
+            time.sleep(0.01)
+        assert_error(client.delete(f"/v1/images/{sha}"), 409, "invalid_request")
+        assert wait_for_batch(client, batch_id, timeout_s=120)["images"][0]["status"] == "done"
+        assert (folder / "manifest.json").is_file(), "the render was not disturbed"
+        assert client.delete(f"/v1/images/{sha}").status_code == 204
+        assert not folder.exists()
+        assert_error(client.get(f"/v1/images/{sha}"), 404, "not_found")
+        again = upload_and_wait(client, data, "again.jpg")
+        assert again["status"] == "done", "rendered anew by a worker"
+        assert (folder / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_with_workers_a_deleted_batch_renders_no_more(celery_env_redis: dict[str, str]) -> None:
+    env = celery_env_redis
+    storage = Path(env["PIXELMILL_STORAGE"].removeprefix("file://"))
+    with celery_workers(env), celery_service(env) as client:
+        files = [upload(f"{i}.jpg", slow_jpeg(520 + i)) for i in range(6)]
+        batch_id = client.post("/v1/batches", files=files).json()["batch_id"]
+        deadline = time.monotonic() + 60
+        while all(
+            i["status"] == "pending" for i in client.get(f"/v1/batches/{batch_id}").json()["images"]
+        ):
+            assert time.monotonic() < deadline, "no worker started an image"
+            time.sleep(0.01)
+        assert client.delete(f"/v1/batches/{batch_id}").status_code == 204
+        assert_error(client.get(f"/v1/batches/{batch_id}"), 404, "not_found")
+        time.sleep(3.0)  # what the worker would render of the batch meanwhile
+        rendered = list((storage / "renditions").glob("*/*/manifest.json"))
+        assert len(rendered) <= 2, "images of the deleted batch kept rendering"
+        assert_error(client.delete(f"/v1/batches/{batch_id}"), 404, "not_found")
