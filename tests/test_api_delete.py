@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pytest
 
 from api_helpers import (
     assert_error,
+    read_events,
     slow_jpeg,
     small_jpeg,
     spool_files,
@@ -163,6 +165,30 @@ def one_worker(
         yield client, data_dir
 
 
+class EventWatcher:
+    """A batch's event stream read to its end in a thread of its own."""
+
+    def __init__(self, base_url: str, batch_id: str) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.opened = threading.Event()
+
+        def watch() -> None:
+            with httpx.Client(base_url=base_url, timeout=60) as client:
+                self.opened.set()
+                self.events = read_events(client, batch_id)
+
+        self.thread = threading.Thread(target=watch, daemon=True)
+        self.thread.start()
+        assert self.opened.wait(10)
+        time.sleep(0.3)  # the stream is open and has sent what there was
+
+    def last_event(self) -> tuple[str, str | None]:
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the stream did not end"
+        name, data = self.events[-1]
+        return name, data.get("code")
+
+
 def engine_load(client: httpx.Client) -> tuple[int, int]:
     health = client.get("/healthz").json()
     return health["queued"], health["in_flight"]
@@ -184,11 +210,13 @@ def test_deleting_a_running_batch_cancels_it_and_forgets_it(
             assert time.monotonic() < deadline, "no image started"
             time.sleep(0.01)
         assert spool_files(data_dir), "images still spooled while the batch runs"
+        watcher = EventWatcher(str(client.base_url), batch_id)
         before = client.get(f"/v1/batches/{batch_id}").json()["images"]
         started = sum(1 for image in before if image["status"] != "pending")
 
         assert client.delete(f"/v1/batches/{batch_id}").status_code == 204
         assert_error(client.get(f"/v1/batches/{batch_id}"), 404, "not_found")
+        assert watcher.last_event() == ("error", "not_found"), "an open stream ends"
         assert_error(client.get(f"/v1/batches/{batch_id}/events"), 404, "not_found")
         assert_error(client.post(f"/v1/batches/{batch_id}/cancel"), 404, "not_found")
         assert batch_id not in [b["batch_id"] for b in client.get("/v1/batches").json()["batches"]]
@@ -304,4 +332,5 @@ def test_with_workers_a_deleted_batch_renders_no_more(celery_env_redis: dict[str
         time.sleep(3.0)  # what the worker would render of the batch meanwhile
         rendered = list((storage / "renditions").glob("*/*/manifest.json"))
         assert len(rendered) <= 2, "images of the deleted batch kept rendering"
+        wait_for_empty_spool(Path(env["PIXELMILL_DATA_DIR"]))
         assert_error(client.delete(f"/v1/batches/{batch_id}"), 404, "not_found")

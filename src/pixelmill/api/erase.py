@@ -63,7 +63,8 @@ def delete_batch(service: BatchService, batch_id: str) -> None:
 
     Its owed callback is dropped: the batch is gone, so nothing is sent after this (one
     whose sending had begun may still arrive). Spool files of its images go now, or, for
-    an image still rendering, when its outcome comes back (as after a cancel).
+    an image still rendering (or still being sent to the workers), when the engine is done
+    with it, as after a cancel.
     """
     record = service.store.get_batch(batch_id)
     if record is None:
@@ -79,7 +80,14 @@ def delete_batch(service: BatchService, batch_id: str) -> None:
 
 
 def _remove_spool_files(service: BatchService, record: BatchRecord) -> None:
-    """The spool files of the batch's images that no engine reads any more."""
+    """The spool files of the batch's images that no engine reads any more.
+
+    The local engine only: the celery engine may still be storing a cancelled image's
+    original from its spool file (it drops the file once sent, and a worker drops the
+    original when it finds the image gone).
+    """
+    if service.celery is not None:
+        return
     for image in record.images:
         if image.spool_path and image.status is not ImageStatus.PROCESSING:
             with contextlib.suppress(OSError):
