@@ -9,8 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
+import test_faults_redis
 from api_helpers import assert_error, check_invariant, small_jpeg, upload, wait_for_batch
 from api_server import app_client, one_worker_settings
+from pixelmill.config import Settings
+from test_faults_redis import ThrowawayRedis
+
+throwaway_redis = test_faults_redis.throwaway_redis  # the fixture, shared
 
 BATCH_STATUS_FIELDS = {
     "batch_id", "status", "total", "completed", "duplicates", "failed", "cancelled",
@@ -124,3 +129,25 @@ def test_the_openapi_document_names_the_listing_and_deleting_routes(
     erase = paths["/v1/images/{sha256}"]["delete"]
     assert erase["operationId"] == "delete_image"
     assert {"204", "404", "409"} <= set(erase["responses"])
+
+
+def test_the_new_routes_need_the_key_and_answer_503_while_the_store_is_down(
+    throwaway_redis: ThrowawayRedis, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", workers=1, store=throwaway_redis.url, api_key="k"
+    )
+    routes = [
+        ("GET", "/v1/batches", "/v1/batches", "get"),
+        ("DELETE", f"/v1/batches/{'0' * 32}", "/v1/batches/{batch_id}", "delete"),
+    ]
+    with app_client(settings) as client:
+        schema = client.get("/openapi.json").json()
+        for method, url, _, _ in [*routes, ("DELETE", f"/v1/images/{'0' * 64}", "", "")]:
+            assert_error(client.request(method, url), 401, "unauthorized")
+        client.headers["Authorization"] = "Bearer k"
+        assert client.get("/v1/batches").status_code == 200
+        throwaway_redis.shut_down()
+        for method, url, path, operation in routes:
+            assert_error(client.request(method, url), 503, "unavailable")
+            assert "503" in schema["paths"][path][operation]["responses"]
