@@ -19,7 +19,7 @@ class StoreUnavailable(Unavailable):
 
 
 class InvalidCursor(ValueError):
-    """A listing cursor this store did not hand out (the API answers 400)."""
+    """A listing cursor not of the shape ``list_batches`` hands out (the API answers 400)."""
 
 
 # The error of an image cancelled before it started (the engine's own say the same code).
@@ -192,7 +192,7 @@ class BatchStore(Protocol):
         Keyset pagination: the cursor names the last batch of the previous page, so a batch
         created while a client pages never repeats or skips an older one. The second value
         is the cursor of the next page, None after the last. ``InvalidCursor`` for a cursor
-        this store did not hand out.
+        not of that shape.
         """
 
     def delete_batch(self, batch_id: str) -> bool:
