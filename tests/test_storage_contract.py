@@ -309,3 +309,31 @@ def test_open_storage_reads_the_settings(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "boto3", None)  # as if the s3 extra were not installed
     with pytest.raises(ConfigError, match=r"needs the s3 extra: pip install 'pixelmill\[s3\]'"):
         open_storage(Settings(data_dir=data, storage="s3://my-bucket"))
+
+
+def test_delete_image_erases_renditions_and_manifest_of_that_image_only(
+    sibling: Sibling, tmp_path: Path
+) -> None:
+    storage = sibling.storage
+    source, sha = photo(tmp_path, seed=1)
+    other_source, other_sha = photo(tmp_path, seed=2)
+    assert render(storage, source, sha).error_code is None
+    assert render(storage, other_source, other_sha).error_code is None
+    storage.put_original(sha, source)
+    assert storage.delete_image(sha) is True
+    assert sibling.stored(sha) == set(), "files or objects left behind"
+    assert storage.read_manifest(sha) is None
+    assert storage.open_rendition(sha, "small.jpg") is None
+    assert storage.missing_renditions(sha, SPEC) == set(SPEC.rendition_names())
+    assert storage.delete_image(sha) is False, "nothing left to erase"
+    assert sibling.stored(other_sha) == set(SPEC.rendition_names()) | {"manifest.json"}
+    assert storage.fetch_original(sha, tmp_path / "kept"), "the distributed spool is not ours"
+    # The same bytes render anew, every rendition of them.
+    result = render(storage, source, sha)
+    assert result.error_code is None and result.result is not None
+    assert {r.filename for r in result.result.renditions} == set(SPEC.rendition_names())
+    assert sibling.stored(sha) == set(SPEC.rendition_names()) | {"manifest.json"}
+
+
+def test_delete_image_of_content_never_stored_is_false(sibling: Sibling) -> None:
+    assert sibling.storage.delete_image("ab" * 32) is False

@@ -836,3 +836,126 @@ def test_a_finished_batch_with_a_callback_url_owes_its_callback_until_settled(
     redis_store.settle_callback(batch_id)
     assert redis_store.owed_callbacks() == []
     assert redis_store.lease_callback(batch_id, "service-b", 30), "the lease went with it"
+
+
+# -- listing and deleting -------------------------------------------------------------------
+
+
+def page_through(store: BatchStore, limit: int) -> list[list[str]]:
+    """Every page of the listing, as batch ids."""
+    pages: list[list[str]] = []
+    cursor: str | None = None
+    while True:
+        batches, cursor = store.list_batches(limit, cursor)
+        assert all(batch.images == [] for batch in batches)
+        pages.append([batch.batch_id for batch in batches])
+        if cursor is None:
+            return pages
+        assert len(pages) < 50, "the listing never ends"
+
+
+def test_list_batches_pages_newest_first_with_a_cursor(store: BatchStore) -> None:
+    created = []
+    for _ in range(7):
+        created.append(new_batch_id())
+        store.create_batch(created[-1], new_images(1))
+        time.sleep(0.002)  # distinct creation times, as batches of real requests have
+    assert page_through(store, 3) == [created[6:3:-1], created[3:0:-1], created[:1]]
+    assert page_through(store, 7) == [created[::-1]]
+    assert page_through(store, 200) == [created[::-1]]
+
+
+def test_a_batch_created_while_paging_shifts_no_later_page(store: BatchStore) -> None:
+    created = [new_batch_id() for _ in range(5)]
+    for batch_id in created:
+        store.create_batch(batch_id, new_images(1))
+        time.sleep(0.002)
+    first, cursor = store.list_batches(2)
+    assert [b.batch_id for b in first] == created[:2:-1]
+    store.create_batch(new_batch_id(), new_images(1))
+    second, cursor = store.list_batches(2, cursor)
+    assert [b.batch_id for b in second] == created[2:0:-1]
+    third, cursor = store.list_batches(2, cursor)
+    assert ([b.batch_id for b in third], cursor) == (created[:1], None)
+
+
+def test_list_batches_reports_counters_and_status(store: BatchStore) -> None:
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(3, failed=1))
+    store.finish_image(batch_id, "img-000", ImageStatus.DONE, sha256="0" * 64)
+    [listed], _ = store.list_batches(1)
+    assert listed == store.get_batch(batch_id, include_images=False)
+    assert (listed.completed, listed.failed, listed.pending) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "junk!",
+        "",
+        "2026-01-01T00:00:00.000Z",
+        "2026-01-01T00:00:00Z_b",
+        "2026-01-01T00:00:00.000Z_",
+    ],
+)
+def test_a_cursor_the_store_did_not_hand_out_is_refused(store: BatchStore, cursor: str) -> None:
+    from pixelmill.store.base import InvalidCursor
+
+    with pytest.raises(InvalidCursor):
+        store.list_batches(5, cursor)
+
+
+def test_delete_batch_forgets_it_and_its_images(store: BatchStore) -> None:
+    kept, doomed = new_batch_id(), new_batch_id()
+    store.create_batch(kept, new_images(2))
+    store.create_batch(doomed, new_images(3, failed=1))
+    store.finish_image(doomed, "img-000", ImageStatus.DONE, sha256="0" * 64)
+    assert store.delete_batch(doomed)
+    assert store.get_batch(doomed) is None
+    assert store.get_image(doomed, "img-001") is None
+    assert store.batch_changes(doomed, 0) == (None, [])
+    assert store.wait_for_change(doomed, 0, timeout_s=5) == 0
+    assert [i.batch_id for i in store.unfinished_images()] == [kept, kept]
+    assert [b.batch_id for b in store.list_batches(10)[0]] == [kept]
+    assert not store.delete_batch(doomed), "a second delete finds nothing"
+    assert not store.delete_batch(new_batch_id())
+    assert store.finish_image(doomed, "img-001", ImageStatus.DONE) == NOT_APPLIED
+    assert checked(store, kept).pending == 2
+
+
+def test_a_deleted_batch_leaves_no_redis_key(
+    redis_store: RedisBatchStore, redis_server_url: str, redis_prefix: str
+) -> None:
+    batch_id = new_batch_id()
+    redis_store.create_batch(batch_id, new_images(2), "http://127.0.0.1:9/hook")
+    redis_store.finish_image(batch_id, "img-000", ImageStatus.DONE, sha256="0" * 64)
+    redis_store.cancel_batch(batch_id)
+    assert redis_store.owed_callbacks() == [batch_id], "owed until deleted"
+    assert redis_store.delete_batch(batch_id)
+    client = redis.Redis.from_url(redis_server_url, decode_responses=True)
+    try:
+        assert [k for k in client.scan_iter(match=f"{redis_prefix}*{batch_id}*")] == []
+        for index in ("unfinished", "callbacks_owed", "batches"):
+            members = client.zrange(f"{redis_prefix}{index}", 0, -1)
+            assert not [m for m in members if batch_id in m], index
+    finally:
+        client.close()
+    assert redis_store.owed_callbacks() == []
+
+
+def test_the_listing_drops_batches_that_expired(
+    redis_store: RedisBatchStore, redis_server_url: str, redis_prefix: str
+) -> None:
+    created = [new_batch_id() for _ in range(4)]
+    for batch_id in created:
+        redis_store.create_batch(batch_id, new_images(1))
+        time.sleep(0.002)
+    client = redis.Redis.from_url(redis_server_url, decode_responses=True)
+    try:
+        # What the batch TTL does to a finished batch: its hash goes, its index entry stays.
+        client.delete(f"{redis_prefix}batch:{created[2]}", f"{redis_prefix}batch:{created[1]}")
+        assert [b.batch_id for b in redis_store.list_batches(2)[0]] == [created[3], created[0]]
+        assert client.zcard(f"{redis_prefix}batches") == 2, "expired ids left the index"
+    finally:
+        client.close()
+    assert page_through(redis_store, 1) == [[created[3]], [created[0]]]

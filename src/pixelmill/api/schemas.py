@@ -51,7 +51,9 @@ class ImageWaited(ImageOut):
     batch_id: str
 
 
-class BatchOut(BaseModel):
+class BatchSummary(BaseModel):
+    """A batch's status without its images (what the listing shows of each)."""
+
     batch_id: str
     status: BatchStatus
     total: int
@@ -63,7 +65,17 @@ class BatchOut(BaseModel):
     progress: float
     created_at: str
     finished_at: str | None
+
+
+class BatchOut(BatchSummary):
     images: list[ImageOut] = []
+
+
+class BatchList(BaseModel):
+    """``GET /v1/batches``: a page, newest first; ``next_cursor`` is null on the last."""
+
+    batches: list[BatchSummary]
+    next_cursor: str | None
 
 
 class BatchAccepted(BaseModel):
@@ -133,6 +145,7 @@ ERROR_MEANINGS: dict[int, str] = {
     401: "Missing or wrong API key, when one is set (code unauthorized)",
     404: "No such batch or image (code not_found)",
     408: "The client stopped sending the body (code invalid_request)",
+    409: "The image is being rendered: erase it once it is finished (code invalid_request)",
     416: "Range outside the file (code invalid_request)",
     413: "Body over PIXELMILL_MAX_BATCH_BYTES (file_too_large) or more files than "
     "PIXELMILL_MAX_FILES_PER_BATCH (invalid_request)",
@@ -177,6 +190,9 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("get", "/v1/batches/{batch_id}"): "get_batch",
     ("get", "/v1/batches/{batch_id}/events"): "batch_events",
     ("post", "/v1/batches/{batch_id}/cancel"): "cancel_batch",
+    ("get", "/v1/batches"): "list_batches",
+    ("delete", "/v1/batches/{batch_id}"): "delete_batch",
+    ("delete", "/v1/images/{sha256}"): "delete_image",
     ("post", "/v1/images"): "create_image",
     ("get", "/v1/images/{sha256}"): "get_manifest",
     ("head", "/v1/images/{sha256}"): "head_manifest",

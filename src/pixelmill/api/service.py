@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelmill.api.celery_mode import celery_parts
+from pixelmill.api.erase import RenderTracker
 from pixelmill.api.health_report import health_report
 from pixelmill.api.metrics import Metrics
 from pixelmill.api.storage_probe import StorageProbe
@@ -93,6 +94,7 @@ class BatchService:
                 on_outcome=self._on_outcome,
                 on_start=self._on_start,
             )
+        self.renders = RenderTracker()  # what the local engine renders now (for erases)
         self.metrics.watch_engine(lambda: self.engine.queued, lambda: self.engine.in_flight)
         # engine.submit blocks while the engine's queue is full; a feeder thread absorbs that,
         # so a request with hundreds of files is answered as soon as its body is read.
@@ -246,7 +248,7 @@ class BatchService:
             raise NotFound(f"no batch {batch_id!r}")
         return record
 
-    def cancel_batch(self, batch_id: str) -> BatchRecord:
+    def cancel_batch(self, batch_id: str, *, send_callback: bool = True) -> BatchRecord:
         """Cancel (idempotent): no image of the batch starts after this returns.
 
         The engine first: once its cancel returns, every image it started is ``processing``
@@ -261,7 +263,7 @@ class BatchService:
             self.metrics.images.labels(status=ImageStatus.CANCELLED.value).inc(
                 transition.cancelled_images
             )
-        if transition.batch_finished:
+        if transition.batch_finished and send_callback:
             self._schedule_webhook(batch_id)
         record = self.get_batch(batch_id)
         if self.celery is not None:
@@ -300,6 +302,7 @@ class BatchService:
                 return
 
     def _on_start(self, job: ImageJob) -> None:
+        self.renders.started(job)
         try:
             self.store.mark_processing(job.batch_id, job.job_id)
         except Exception as exc:  # cosmetic: finish_image takes a pending image as well
@@ -307,6 +310,7 @@ class BatchService:
 
     def _on_outcome(self, outcome: ImageOutcome) -> None:
         """Write the outcome now, or keep it and retry until the store takes it."""
+        self.renders.ended(outcome.job)
         self.writes.submit(
             f"image {outcome.job.job_id} {outcome.status.value}",
             lambda: self._write_outcome(outcome),

@@ -123,6 +123,10 @@ class LocalEngine(Outcomes):
             self._cancels.cancel(batch_id)
             self._changed()
 
+    def admission_lock(self) -> threading.RLock:
+        """While held, no job starts (stored content is erased meanwhile)."""
+        return self._admission
+
     def cancel_all(self) -> None:
         """Cancel every queued and running job (Ctrl-C)."""
         with self._cond:

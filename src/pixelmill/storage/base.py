@@ -165,3 +165,8 @@ class Storage(Protocol):
 
     def delete_original(self, sha256: str) -> None:
         """Remove ``originals/<sha256>`` (no error when it is gone already)."""
+
+    def delete_image(self, sha256: str) -> bool:
+        """Erase the image's renditions and manifest (its folder or prefix), the manifest
+        first, so a reader never meets a manifest listing a file already gone. False when
+        nothing was stored. Renders of the image must not run meanwhile (the caller's rule)."""

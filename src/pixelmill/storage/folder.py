@@ -139,6 +139,18 @@ class FolderStorage:
         removed += remove_temp_files(self.root / "originals")
         return removed
 
+    def delete_image(self, sha256: str) -> bool:
+        """Remove the image's folder, its manifest first; False when there was none."""
+        folder = self.image_dir(sha256)
+        if not folder.is_dir():
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / MANIFEST_NAME)
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # the shard, once its last image is gone
+        return True
+
     # -- originals (the distributed engine's spool) --------------------------------------
 
     def put_original(self, sha256: str, source: Path) -> None:

@@ -47,11 +47,13 @@ from pixelmill.storage.scratch import is_stale, remove_tree, scratch_name, write
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
+    from types_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 MAX_MANIFEST_BYTES = 1024 * 1024
+S3_DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 WRITER_META = "pixelmill-writer"  # x-amz-meta-pixelmill-writer: who uploaded an object
 
 
@@ -317,6 +319,36 @@ class S3Storage:
             return None
         # A prefix may hold spaces or non-ASCII letters: a header carries only a URL's form.
         return f"{self.public_base}/{quote(self.key(rendition_key(sha256, filename)))}"
+
+    def delete_image(self, sha256: str) -> bool:
+        """Delete every object under the image's prefix, its manifest first (one LIST, then
+        batched DELETEs); False when there was none."""
+        folder = self.key(rendition_key(sha256, ""))
+        with self.reaching("list an image's renditions"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=folder
+            )
+            keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        if not keys:
+            return False
+        manifest = self.key(manifest_key(sha256))
+        with self.reaching(f"remove {manifest}"):
+            self.client.delete_object(Bucket=self.bucket, Key=manifest)
+        rest = [key for key in keys if key != manifest]
+        for start in range(0, len(rest), S3_DELETE_BATCH):
+            chunk: list[ObjectIdentifierTypeDef] = [
+                {"Key": key} for key in rest[start : start + S3_DELETE_BATCH]
+            ]
+            with self.reaching(f"remove the renditions under {folder}"):
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
+                )
+            refused = answer.get("Errors", [])
+            if refused:
+                first = refused[0]
+                raise StorageUnavailable(f"{self.describe()}: cannot remove {first.get('Key')}:"
+                                         f" {first.get('Code')}")  # fmt: skip
+        return True
 
     # -- originals (the distributed engine's spool) ----------------------------------------
 

@@ -6,6 +6,7 @@ Two implementations pass one contract suite: ``SqliteBatchStore`` (embedded defa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,6 +16,10 @@ from pixelmill.states import BatchStatus, ImageStatus
 
 class StoreUnavailable(Unavailable):
     """The store cannot be reached or refuses writes (down, full disk): try again later."""
+
+
+class InvalidCursor(ValueError):
+    """A listing cursor not of the shape ``list_batches`` hands out (the API answers 400)."""
 
 
 # The error of an image cancelled before it started (the engine's own say the same code).
@@ -178,6 +183,38 @@ class BatchStore(Protocol):
         """Block until the batch's version exceeds ``since_version`` or the timeout; return it."""
 
     def close(self) -> None: ...
+
+    def list_batches(
+        self, limit: int, cursor: str | None = None
+    ) -> tuple[list[BatchRecord], str | None]:
+        """Up to ``limit`` batches (without images), newest first, after ``cursor``.
+
+        Keyset pagination: the cursor names the last batch of the previous page, so a batch
+        created while a client pages never repeats or skips an older one. The second value
+        is the cursor of the next page, None after the last. ``InvalidCursor`` for a cursor
+        not of that shape.
+        """
+
+    def delete_batch(self, batch_id: str) -> bool:
+        """Forget the batch: its record, images and change feed. False when it is unknown."""
+
+
+# A listing cursor: the creation time and id of the last batch of a page. Clients pass it
+# back as they got it; any pair of that shape is a position, before which the next page lies.
+CURSOR_PATTERN = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)_(\S+)$")
+
+
+def listing_cursor(batch: BatchRecord) -> str:
+    """The cursor of the page after ``batch``: ``<created_at>_<batch_id>``."""
+    return f"{batch.created_at}_{batch.batch_id}"
+
+
+def cursor_position(cursor: str) -> tuple[str, str]:
+    """``(created_at, batch_id)`` of a cursor; ``InvalidCursor`` for anything else."""
+    match = CURSOR_PATTERN.match(cursor)
+    if match is None:
+        raise InvalidCursor(f"not a listing cursor: {cursor[:80]!r}")
+    return match.group(1), match.group(2)
 
 
 class WorkCoordination(Protocol):

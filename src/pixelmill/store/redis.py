@@ -10,6 +10,7 @@ Keys, all under the prefix (``pixelmill:`` by default):
     {prefix}batch_seq                        counter giving that creation order
     {prefix}stats                            hash: images_<status> counts (all time)
     {prefix}callbacks_owed                   sorted set: finished batches owing a callback
+    {prefix}batches                          sorted set: "<created_at> <batch_id>" (listing)
 
 plus the distributed engine's keys (``redis_coordination``), and the pub/sub channel
 ``{prefix}events:{batch_id}`` carrying each new version.
@@ -39,9 +40,11 @@ from pixelmill.store.base import (
     ImageRecord,
     NewImage,
     Transition,
+    listing_cursor,
 )
 from pixelmill.store.redis_changes import ChangeListener
 from pixelmill.store.redis_coordination import RedisCoordination
+from pixelmill.store.redis_listing import DELETE_BATCH, index_member, list_batch_fields
 from pixelmill.store.redis_scripts import (
     CANCEL,
     CREATE,
@@ -90,6 +93,7 @@ class RedisBatchStore(RedisCoordination):
         self._cancel = self._client.register_script(CANCEL)
         self._read_batch = self._client.register_script(READ_BATCH)
         self._read_changes = self._client.register_script(READ_CHANGES)
+        self._delete_batch = self._client.register_script(DELETE_BATCH)
         self._changes = ChangeListener(self._client, f"{prefix}events:")
 
     # -- key names ------------------------------------------------------------------------
@@ -172,6 +176,7 @@ class RedisBatchStore(RedisCoordination):
         args += [len(fields) // 2, *fields]
         if not self._create(keys=keys, args=args):
             raise ValueError(f"batch {batch_id!r} already exists")
+        self._client.zadd(self._listing_key, {index_member(args[0], batch_id): 0})
         record = self.get_batch(batch_id)
         assert record is not None
         return record
@@ -296,6 +301,26 @@ class RedisBatchStore(RedisCoordination):
     def _version(self, batch_id: str) -> int | None:
         version = self._client.hget(self._batch_key(batch_id), "version")
         return None if version is None else int(cast(str, version))
+
+    @property
+    def _listing_key(self) -> str:
+        return f"{self.prefix}batches"
+
+    def list_batches(
+        self, limit: int, cursor: str | None = None
+    ) -> tuple[list[BatchRecord], str | None]:
+        """Up to ``limit`` batches (without images), newest first, after ``cursor``."""
+        page, more = list_batch_fields(
+            self._client, self._listing_key, f"{self.prefix}batch:", limit, cursor
+        )
+        batches = [_batch_record(fields, []) for fields in page]
+        return batches, listing_cursor(batches[-1]) if more else None
+
+    def delete_batch(self, batch_id: str) -> bool:
+        """Forget the batch: its hash, images, change feed and its place in every index."""
+        keys = [self._batch_key(batch_id), self._images_key(batch_id), self._unfinished_key]
+        keys += [self._owed_key, self._listing_key]
+        return bool(self._delete_batch(keys=keys, args=[self._image_prefix(batch_id), batch_id]))
 
 
 def _present(**fields: Any) -> list[Any]:

@@ -33,6 +33,7 @@ from pixelmill.store.base import (
     NewImage,
     Transition,
 )
+from pixelmill.store.sqlite_listing import LISTING_INDEX, delete_batch_rows, list_batch_page
 from pixelmill.store.sqlite_schema import (
     BATCH_COLUMNS,
     CHANGES_INDEX,
@@ -78,6 +79,7 @@ class SqliteBatchStore:
                     "ALTER TABLE images ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
                 )
             self._conn.execute(CHANGES_INDEX)
+            self._conn.execute(LISTING_INDEX)
         self.prune_expired()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -384,3 +386,17 @@ class SqliteBatchStore:
                 "SELECT version FROM batches WHERE batch_id = ?", (batch_id,)
             ).fetchone()
         return None if row is None else int(row[0])
+
+    def list_batches(
+        self, limit: int, cursor: str | None = None
+    ) -> tuple[list[BatchRecord], str | None]:
+        """Up to ``limit`` batches (without images), newest first, after ``cursor``."""
+        return list_batch_page(self._conn, self._lock, limit, cursor)
+
+    def delete_batch(self, batch_id: str) -> bool:
+        """Forget the batch and its images; False when it is unknown."""
+        with self._write() as conn:
+            deleted = delete_batch_rows(conn, batch_id)
+        if deleted:
+            self._notify()  # a waiter on its version learns it is gone
+        return deleted

@@ -1,16 +1,20 @@
-"""``/v1/batches``: create (multipart upload), status, progress events, cancel."""
+"""``/v1/batches``: create (multipart upload), list, status, progress events, cancel, delete."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from pixelmill.api import erase
 from pixelmill.api.deps import ServiceDep, SignerDep, checked_id
 from pixelmill.api.events import batch_events, parse_last_event_id
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.schemas import (
     BatchAccepted,
+    BatchList,
     BatchOut,
     error_responses,
     event_stream_response,
@@ -18,8 +22,15 @@ from pixelmill.api.schemas import (
 from pixelmill.api.service import new_id
 from pixelmill.api.signing import signed_urls
 from pixelmill.api.webhooks import validate_callback_url
+from pixelmill.errors import InvalidRequest
+from pixelmill.store.base import InvalidCursor
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+# What next_cursor looks like (``<created_at>_<batch_id>``); clients pass it back unchanged.
+CURSOR_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z_[0-9a-f]{32}$"
 
 
 def batch_url(batch_id: str) -> str:
@@ -100,3 +111,43 @@ async def cancel_batch(batch_id: str, service: ServiceDep, signer: SignerDep) ->
     """No image of the batch starts after this answers; running ones stop soon after."""
     record = await run_in_threadpool(service.cancel_batch, checked_id(batch_id, "batch"))
     return JSONResponse(signed_urls(signer, record.as_api_dict()), status_code=202)
+
+
+@router.get(
+    "",
+    summary="Batches, newest first, a page at a time (keyset cursor)",
+    response_model=BatchList,
+    responses=error_responses(400, 401, 503),
+)
+async def list_batches(
+    service: ServiceDep,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="Batches per page.")
+    ] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[
+        str | None, Query(pattern=CURSOR_PATTERN, description="The previous page's next_cursor.")
+    ] = None,
+) -> JSONResponse:
+    """A batch created while a client pages never makes a later page repeat or skip one."""
+    try:
+        batches, next_cursor = await run_in_threadpool(service.store.list_batches, limit, cursor)
+    except InvalidCursor:
+        raise InvalidRequest("cursor: not a cursor this service handed out") from None
+    body = {
+        "batches": [batch.as_api_dict(include_images=False) for batch in batches],
+        "next_cursor": next_cursor,
+    }
+    return JSONResponse(body)
+
+
+@router.delete(
+    "/{batch_id}",
+    status_code=204,
+    summary="Forget a batch (cancelled first if running); its renditions stay",
+    response_class=Response,
+    responses=error_responses(401, 404, 503),
+)
+async def delete_batch(batch_id: str, service: ServiceDep) -> Response:
+    """Its status, images and events go; no image of it starts after this answers."""
+    await run_in_threadpool(erase.delete_batch, service, checked_id(batch_id, "batch"))
+    return Response(status_code=204)

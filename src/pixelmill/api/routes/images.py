@@ -1,4 +1,4 @@
-"""``/v1/images``: upload one image (optionally waiting), manifests and rendition files."""
+"""``/v1/images``: upload one image (optionally waiting), manifests, rendition files, erase."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
+from pixelmill.api import erase
 from pixelmill.api.deps import ServiceDep, SignerDep
 from pixelmill.api.errors import error_response
 from pixelmill.api.routes._stored import StreamedRendition
@@ -179,3 +180,16 @@ router.add_api_route(
     response_class=Response,
     responses=RENDITION_RESPONSES,
 )
+
+
+@router.delete(
+    "/{sha256}",
+    status_code=204,
+    summary="Erase an image's renditions and manifest; the same bytes uploaded later render anew",
+    response_class=Response,
+    responses=error_responses(401, 404, 409, 503),
+)
+async def delete_image(sha256: str, service: ServiceDep) -> Response:
+    """409 while the same content is being rendered (retry once it is finished)."""
+    await run_in_threadpool(erase.delete_image, service, _checked_sha(sha256))
+    return Response(status_code=204)
