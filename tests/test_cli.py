@@ -26,7 +26,7 @@ from pixelmill.core.encode import TEMP_PREFIX
 
 REPORT_KEYS = {"summary", "images"}
 SUMMARY_KEYS = {"total", "done", "duplicate", "failed", "cancelled", "skipped", "elapsed_s"}
-IMAGE_KEYS = {"source", "status", "sha256", "error", "renditions"}
+IMAGE_KEYS = {"source", "status", "sha256", "error", "renditions", "placeholder"}
 RENDITION_KEYS = {"name", "format", "width", "height", "bytes", "path"}
 DEFAULT_BOXES = {"thumbnail": (150, 150), "medium": (800, 800), "large": (1920, 1920)}
 EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png"}

@@ -251,8 +251,16 @@ def test_manifest_has_the_shape_of_the_design(tmp_path: Path) -> None:
     path = write_manifest(out, manifest_dict(result))
     assert path == out / "manifest.json"
     manifest = json.loads(path.read_text())
-    assert list(manifest) == ["sha256", "source", "renditions", "timings_ms", "manifest_version"]
+    assert list(manifest) == [
+        "sha256",
+        "source",
+        "placeholder",
+        "renditions",
+        "timings_ms",
+        "manifest_version",
+    ]
     assert manifest["manifest_version"] == 2
+    assert isinstance(manifest["placeholder"], str) and manifest["placeholder"]
     assert manifest["sha256"] == SHA
     assert manifest["source"] == {
         "format": "jpeg",

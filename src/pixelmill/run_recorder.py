@@ -59,6 +59,7 @@ class RunRecorder:
                     "sha256": None,
                     "error": None,
                     "renditions": [],
+                    "placeholder": None,
                 }
                 self.entries.append((index, entry))
 
@@ -81,6 +82,7 @@ class RunRecorder:
             "sha256": sha,
             "error": outcome.error.as_dict() if outcome.error else None,
             "renditions": renditions,
+            "placeholder": outcome.result.placeholder if outcome.result is not None else None,
         }
 
     @property

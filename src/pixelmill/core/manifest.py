@@ -24,6 +24,7 @@ def manifest_dict(
     return {
         "sha256": result.sha256,
         "source": result.source.as_dict(),
+        "placeholder": result.placeholder,
         "renditions": [r.as_dict() for r in listed],
         "timings_ms": result.timings.as_dict(),
         "manifest_version": MANIFEST_VERSION,
@@ -59,6 +60,10 @@ def upgrade_manifest(data: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def _placeholder(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def render_result_from_manifest(data: dict[str, Any]) -> RenderResult | None:
     """The RenderResult a manifest describes, or None if it is not a manifest we wrote."""
     try:
@@ -90,6 +95,8 @@ def render_result_from_manifest(data: dict[str, Any]) -> RenderResult | None:
             timings=Timings(
                 **{k: float(v) for k, v in timings.items() if k in Timings.__annotations__}
             ),
+            # Manifests written before placeholders existed have none.
+            placeholder=_placeholder(data.get("placeholder")),
         )
     except (KeyError, TypeError, ValueError):
         return None

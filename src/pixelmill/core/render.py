@@ -10,11 +10,13 @@ from pathlib import Path
 from PIL import Image
 
 from pixelmill.core import imaging
+from pixelmill.core.crop import ANALYSIS_SIDE, Framing, analysis_copy, crop_box, framing
 from pixelmill.core.encode import save_rendition
 from pixelmill.core.header import DECODER_ERRORS, describe, raised_by_library
+from pixelmill.core.placeholder import PLACEHOLDER_SIDE, thumbhash_of
 from pixelmill.core.sniff import SourceFormat
 from pixelmill.core.source import Probe, jpeg_draft_scale, open_source, source_info
-from pixelmill.core.specs import RenderResult, RenderSpec, Rendition, Timings
+from pixelmill.core.specs import Gravity, Preset, RenderResult, RenderSpec, Rendition, Timings
 from pixelmill.errors import Cancelled, CorruptImage
 
 
@@ -30,11 +32,11 @@ def render_renditions(
     """Decode ``source_path`` once and write each rendition of ``spec`` into ``out_dir``.
 
     ``only`` limits the work to those file names (e.g. ``{"large.avif"}``); the result then
-    lists just those. ``should_cancel`` is asked between renditions. Raises an ImageError
-    subclass for a bad image (``Cancelled`` when asked to stop); never leaves a partial file
-    behind. An ``OSError`` from creating or writing files in ``out_dir`` (read-only folder,
-    full disk) propagates unchanged: it is no fault of the image, so callers must not report
-    it as one.
+    lists just those (the placeholder is computed all the same). ``should_cancel`` is asked
+    between renditions. Raises an ImageError subclass for a bad image (``Cancelled`` when
+    asked to stop); never leaves a partial file behind. An ``OSError`` from creating or
+    writing files in ``out_dir`` (read-only folder, full disk) propagates unchanged: it is
+    no fault of the image, so callers must not report it as one.
     """
     started = time.perf_counter()
     largest = max(max(p.width, p.height) for p in spec.presets)
@@ -47,20 +49,24 @@ def render_renditions(
             info = source_info(image, probe, orientation)
             exif = _kept_exif(image) if spec.keep_metadata else None
             icc = image.info.get("icc_profile") or None
-            sizes = _target_sizes(probe, orientation, spec)
+            upright = _upright_size(probe, orientation)
+            framings = {p.name: framing(*upright, p) for p in spec.presets}
+            frames = {name: framed.frame for name, framed in framings.items()}
+            # A cover crop shows part of the source at a larger scale than the box suggests.
+            decode_side = max(largest, *(max(frame) for frame in frames.values()))
             try:
-                _decode(image, probe, largest)
+                _decode(image, probe, decode_side)
             except DECODER_ERRORS as exc:
                 raise CorruptImage(
                     f"cannot decode the {probe.format.value} data: {describe(exc)}"
                 ) from None
             decode_done = time.perf_counter()
-            base = _prepare_decoded(image, icc, orientation, sizes, probe)
+            base = _prepare_decoded(image, icc, orientation, frames, probe)
             if base is not image:
                 image.close()  # free the full-size pixels before encoding
             prepare_done = time.perf_counter()
-        renditions, resize_s, encode_s = _write_renditions(
-            base, sizes, spec, Path(out_dir), only, should_cancel, exif
+        renditions, placeholder, resize_s, encode_s = _write_renditions(
+            base, upright, framings, spec, Path(out_dir), only, should_cancel, exif
         )
     timings = Timings(
         read=(read_done - started) * 1000,
@@ -69,42 +75,95 @@ def render_renditions(
         encode=encode_s * 1000,
         total=(time.perf_counter() - started) * 1000,
     )
-    return RenderResult(sha256, info, tuple(renditions), timings)
+    return RenderResult(sha256, info, tuple(renditions), timings, placeholder)
 
 
 def _write_renditions(
     base: Image.Image,
-    sizes: dict[str, tuple[int, int]],
+    upright: tuple[int, int],
+    framings: dict[str, Framing],
     spec: RenderSpec,
     out: Path,
     only: frozenset[str] | None,
     should_cancel: Callable[[], bool] | None,
     exif: bytes | None,
-) -> tuple[list[Rendition], float, float]:
-    """Resize in a cascade (largest output first, each from a big enough earlier one), encode."""
+) -> tuple[list[Rendition], str, float, float]:
+    """Resize in a cascade (largest output first, each from a big enough earlier one), encode.
+
+    Whole-image renditions come first, so a cover crop (and the placeholder) can be taken
+    from the smallest of them that still has the detail, never from a crop.
+    """
     resize_s = encode_s = 0.0
     written: list[Rendition] = []
-    made: list[Image.Image] = []  # renditions resized so far, largest first
-    for preset in sorted(spec.presets, key=lambda p: _area(sizes[p.name]), reverse=True):
+    made: list[Image.Image] = []  # whole-image renditions resized so far, largest first
+    analysis: Image.Image | None = None
+    for preset in _rendering_order(spec.presets, framings):
         if should_cancel is not None and should_cancel():
             raise Cancelled("cancelled between renditions")
         t0 = time.perf_counter()
-        size = sizes[preset.name]
-        current = _resized(_cascade_source(base, made, size), size)
-        made.append(current)
+        framed = framings[preset.name]
+        if framed.crops:
+            if analysis is None and preset.gravity is not Gravity.CENTER:
+                analysis = analysis_copy(_smallest_at_least(base, made, ANALYSIS_SIDE))
+            box = crop_box(*upright, framed, preset.gravity, analysis)
+            current = _cropped(_cascade_source(base, made, framed.frame), upright, box, framed.size)
+        else:
+            current = _resized(_cascade_source(base, made, framed.size), framed.size)
+            made.append(current)
         t1 = time.perf_counter()
         resize_s += t1 - t0
-        for fmt in spec.formats:
+        for fmt in spec.formats_of(preset):
             filename = f"{preset.name}.{fmt.extension}"
             if only is not None and filename not in only:
                 continue
             encoded = current if fmt.keeps_alpha else imaging.flatten(current, spec.background)
-            nbytes = save_rendition(encoded, out / filename, fmt, spec.quality_of(fmt), exif)
-            written.append(Rendition(preset.name, fmt, size[0], size[1], nbytes, filename))
+            quality = spec.quality_of(fmt, preset)
+            nbytes = save_rendition(encoded, out / filename, fmt, quality, exif)
+            written.append(Rendition(preset.name, fmt, *framed.size, nbytes, filename))
         encode_s += time.perf_counter() - t1
+    t0 = time.perf_counter()
+    placeholder = thumbhash_of(_smallest_at_least(base, made, PLACEHOLDER_SIDE))
+    resize_s += time.perf_counter() - t0
     order = {name: i for i, name in enumerate(spec.rendition_names())}
     written.sort(key=lambda r: order[r.filename])
-    return written, resize_s, encode_s
+    return written, placeholder, resize_s, encode_s
+
+
+def _rendering_order(presets: tuple[Preset, ...], framings: dict[str, Framing]) -> list[Preset]:
+    """Whole-image renditions largest first, then crops largest first."""
+    return sorted(
+        presets,
+        key=lambda p: (framings[p.name].crops, -_area(framings[p.name].size)),
+    )
+
+
+def _smallest_at_least(base: Image.Image, made: list[Image.Image], side: int) -> Image.Image:
+    """The smallest whole-image rendition whose longer side is at least ``side`` (else the
+    base image): what a small copy of the picture is best shrunk from."""
+    for earlier in reversed(made):  # smallest first
+        if max(earlier.size) >= side:
+            return earlier
+    return base
+
+
+def _cropped(
+    image: Image.Image,
+    upright: tuple[int, int],
+    box: tuple[float, float, float, float],
+    size: tuple[int, int],
+) -> Image.Image:
+    """The ``box`` of the upright source (in source pixels) from ``image``, a whole-image
+    copy of it at any scale, resized to ``size``."""
+    scale_x, scale_y = image.width / upright[0], image.height / upright[1]
+    left, top, right, bottom = box
+    scaled = (left * scale_x, top * scale_y, right * scale_x, bottom * scale_y)
+    whole = (round(scaled[0]), round(scaled[1]), round(scaled[2]), round(scaled[3]))
+    exact = all(abs(a - b) < 1e-6 for a, b in zip(scaled, whole, strict=True))
+    if exact and (whole[2] - whole[0], whole[3] - whole[1]) == size:
+        return image.crop(whole)  # a plain crop at the source's scale: no resampling
+    return image.resize(
+        size, Image.Resampling.LANCZOS, box=scaled, reducing_gap=imaging.REDUCING_GAP
+    )
 
 
 def _area(size: tuple[int, int]) -> int:
@@ -161,24 +220,24 @@ def _decode(image: Image.Image, probe: Probe, largest_box: int) -> None:
     image.load()
 
 
-def _target_sizes(probe: Probe, orientation: int, spec: RenderSpec) -> dict[str, tuple[int, int]]:
-    return {
-        p.name: imaging.rendition_size(probe.width, probe.height, orientation, p.width, p.height)
-        for p in spec.presets
-    }
+def _upright_size(probe: Probe, orientation: int) -> tuple[int, int]:
+    """The source's size as displayed (after EXIF orientation)."""
+    if imaging.swaps_axes(orientation):
+        return probe.height, probe.width
+    return probe.width, probe.height
 
 
 def _prepare_decoded(
     decoded: Image.Image,
     icc: bytes | None,
     orientation: int,
-    sizes: dict[str, tuple[int, int]],
+    frames: dict[str, tuple[int, int]],
     probe: Probe,
 ) -> Image.Image:
     """``_prepare``, where Pillow refusing the decoded image (a palette image without a
     palette, say) is damaged data: corrupt_image. An error raised in our code stays a bug."""
     try:
-        return _prepare(decoded, icc, orientation, sizes)
+        return _prepare(decoded, icc, orientation, frames)
     except DECODER_ERRORS as exc:
         if not raised_by_library(exc):
             raise
@@ -188,13 +247,14 @@ def _prepare_decoded(
 
 
 def _prepare(
-    decoded: Image.Image, icc: bytes | None, orientation: int, sizes: dict[str, tuple[int, int]]
+    decoded: Image.Image, icc: bytes | None, orientation: int, frames: dict[str, tuple[int, int]]
 ) -> Image.Image:
-    """Shrink the decoded pixels towards the largest rendition, upright and in sRGB."""
+    """Shrink the decoded pixels towards the largest rendition's whole frame (a cover crop
+    shows only part of it), upright and in sRGB."""
     target = imaging.working_mode(
         decoded.mode, decoded.has_transparency_data, imaging.has_grey_palette(decoded)
     )
-    largest = max(sizes.values(), key=lambda s: s[0] * s[1])
+    largest = max(frames.values(), key=lambda s: s[0] * s[1])
     width, height = decoded.size
     if imaging.swaps_axes(orientation):
         largest = (largest[1], largest[0])

@@ -67,17 +67,55 @@ def parse_quality(value: str) -> dict[OutputFormat, int]:
     return qualities
 
 
+class Fit(StrEnum):
+    """How a rendition fills its preset's box (never upscaled either way)."""
+
+    INSIDE = "inside"  # the whole image within the box
+    COVER = "cover"  # the box filled exactly, the overflow cropped
+
+
+class Gravity(StrEnum):
+    """Which part of the image a cover crop keeps."""
+
+    CENTER = "center"
+    ATTENTION = "attention"  # the most salient region (skin, saturation, edges)
+    ENTROPY = "entropy"  # the busiest region (highest Shannon entropy)
+
+
 @dataclass(frozen=True)
 class Preset:
-    """A named box the rendition must fit inside (never upscaled)."""
+    """A named box, how the image fills it, and optionally its own formats and qualities.
+
+    ``formats`` None means the spec's formats; ``quality`` overrides the spec's encoder
+    quality for this preset only (pairs, so the preset stays hashable).
+    """
 
     name: str
     width: int
     height: int
+    fit: Fit = Fit.INSIDE
+    gravity: Gravity = Gravity.CENTER
+    formats: tuple[OutputFormat, ...] | None = None
+    quality: tuple[tuple[OutputFormat, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or self.width < 1 or self.height < 1:
             raise ValueError(f"invalid preset {self.name!r} {self.width}x{self.height}")
+        object.__setattr__(self, "fit", Fit(self.fit))
+        object.__setattr__(self, "gravity", Gravity(self.gravity))
+        if self.fit is Fit.INSIDE and self.gravity is not Gravity.CENTER:
+            raise ValueError("gravity applies to fit cover only")
+        if self.formats is not None:
+            formats = tuple(OutputFormat(f) for f in self.formats)
+            if not formats or len(set(formats)) != len(formats):
+                raise ValueError("a preset's formats must be one or more distinct formats")
+            object.__setattr__(self, "formats", formats)
+        quality = tuple((OutputFormat(f), int(q)) for f, q in self.quality)
+        if len({f for f, _ in quality}) != len(quality) or not all(
+            MIN_QUALITY <= q <= MAX_QUALITY for _, q in quality
+        ):
+            raise ValueError(f"a preset's quality is one {MIN_QUALITY}-{MAX_QUALITY} per format")
+        object.__setattr__(self, "quality", quality)
 
 
 DEFAULT_PRESETS: tuple[Preset, ...] = (
@@ -119,7 +157,14 @@ class RenderSpec:
         merged = dict(self.quality) | overrides
         return replace(self, quality=tuple(merged.items()))
 
-    def quality_of(self, fmt: OutputFormat) -> int:
+    def formats_of(self, preset: Preset) -> tuple[OutputFormat, ...]:
+        """The formats ``preset`` renders in: its own when it has them, else the spec's."""
+        return self.formats if preset.formats is None else preset.formats
+
+    def quality_of(self, fmt: OutputFormat, preset: Preset | None = None) -> int:
+        """Encoder quality: the preset's own, else the spec's, else the format's default."""
+        if preset is not None and fmt in dict(preset.quality):
+            return dict(preset.quality)[fmt]
         return dict(self.quality).get(fmt, DEFAULT_QUALITY[fmt])
 
     def select(
@@ -127,8 +172,10 @@ class RenderSpec:
     ) -> RenderSpec:
         """This spec narrowed to a request's choice from the catalogue (None: all of it).
 
-        Presets keep the catalogue's order. A name outside the catalogue, or a choice that
-        leaves no rendition, raises ValueError with one line for the user.
+        Presets keep the catalogue's order. ``formats`` replaces the spec's formats and
+        narrows a preset's own formats to those it shares with them; a preset left with
+        none is dropped. A name outside the catalogue, or a choice that leaves no
+        rendition, raises ValueError with one line for the user.
         """
         chosen = self.presets
         if presets is not None:
@@ -140,13 +187,25 @@ class RenderSpec:
             wanted = set(presets)
             chosen = tuple(p for p in self.presets if p.name in wanted)
         kept_formats = self.formats if formats is None else tuple(dict.fromkeys(formats))
+        if formats is not None:
+            chosen = tuple(
+                narrowed for p in chosen if (narrowed := _narrowed(p, kept_formats)) is not None
+            )
         if not chosen or not kept_formats:
             raise ValueError("the choice of presets and formats leaves no rendition")
         return replace(self, presets=chosen, formats=kept_formats)
 
     def rendition_names(self) -> list[str]:
         """File names of every rendition this spec asks for, e.g. ``large.webp``."""
-        return [f"{p.name}.{f.extension}" for p in self.presets for f in self.formats]
+        return [f"{p.name}.{f.extension}" for p in self.presets for f in self.formats_of(p)]
+
+
+def _narrowed(preset: Preset, formats: tuple[OutputFormat, ...]) -> Preset | None:
+    """``preset`` with its own formats cut to ``formats`` (None when none are left)."""
+    if preset.formats is None:
+        return preset
+    shared = tuple(f for f in preset.formats if f in formats)
+    return replace(preset, formats=shared) if shared else None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery
 
 from pixelmill.config import Settings
-from pixelmill.core.specs import Limits, OutputFormat, Preset, RenderSpec
+from pixelmill.core.specs import Fit, Gravity, Limits, OutputFormat, Preset, RenderSpec
 from pixelmill.preflight import redact_url as redact_url
 from pixelmill.storage import Storage
 from pixelmill.store.base import WorkCoordination
@@ -94,7 +94,7 @@ def drop_original(store: WorkCoordination, storage: Storage, sha256: str, image_
 def spec_to_dict(spec: RenderSpec) -> dict[str, Any]:
     """``spec`` as the JSON a task message carries (the service's spec rules the render)."""
     return {
-        "presets": [[p.name, p.width, p.height] for p in spec.presets],
+        "presets": [_preset_to_dict(p) for p in spec.presets],
         "formats": [f.value for f in spec.formats],
         "quality": [[f.value, q] for f, q in spec.quality],
         "background": list(spec.background),
@@ -114,7 +114,7 @@ def spec_from_dict(data: dict[str, Any]) -> RenderSpec:
         raise ValueError("background needs three channels")
     limits = data["limits"]
     return RenderSpec(
-        presets=tuple(Preset(str(n), int(w), int(h)) for n, w, h in data["presets"]),
+        presets=tuple(_preset_from_message(p) for p in data["presets"]),
         formats=tuple(OutputFormat(f) for f in data["formats"]),
         quality=tuple((OutputFormat(f), int(q)) for f, q in data["quality"]),
         background=(background[0], background[1], background[2]),
@@ -124,4 +124,33 @@ def spec_from_dict(data: dict[str, Any]) -> RenderSpec:
             max_pixels=int(limits["max_pixels"]),
             timeout_s=float(limits["timeout_s"]),
         ),
+    )
+
+
+def _preset_to_dict(preset: Preset) -> dict[str, Any]:
+    return {
+        "name": preset.name,
+        "width": preset.width,
+        "height": preset.height,
+        "fit": preset.fit.value,
+        "gravity": preset.gravity.value,
+        "formats": None if preset.formats is None else [f.value for f in preset.formats],
+        "quality": [[f.value, q] for f, q in preset.quality],
+    }
+
+
+def _preset_from_message(item: Any) -> Preset:
+    """A preset as ``_preset_to_dict`` wrote it, or ``[name, width, height]`` (older messages)."""
+    if isinstance(item, list):
+        name, width, height = item
+        return Preset(str(name), int(width), int(height))
+    formats = item.get("formats")
+    return Preset(
+        str(item["name"]),
+        int(item["width"]),
+        int(item["height"]),
+        Fit(item.get("fit", Fit.INSIDE.value)),
+        Gravity(item.get("gravity", Gravity.CENTER.value)),
+        None if formats is None else tuple(OutputFormat(f) for f in formats),
+        tuple((OutputFormat(f), int(q)) for f, q in item.get("quality", [])),
     )

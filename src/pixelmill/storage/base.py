@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pixelmill.core.imaging import fit_size
+from pixelmill.core.crop import preset_size
 from pixelmill.core.manifest import MANIFEST_NAME, render_result_from_manifest
 from pixelmill.core.specs import OutputFormat, RenderSpec
 from pixelmill.errors import Unavailable
@@ -87,9 +87,9 @@ def renditions_to_render(manifest: dict[str, Any] | None, spec: RenderSpec) -> f
     # read), so it fits the box as it is: no orientation swap here.
     source = previous.source
     expected = {
-        f"{p.name}.{f.extension}": fit_size(source.width, source.height, p.width, p.height)
+        f"{p.name}.{f.extension}": preset_size(source.width, source.height, p)
         for p in spec.presets
-        for f in spec.formats
+        for f in spec.formats_of(p)
     }
     have = {r.filename: (r.width, r.height) for r in previous.renditions}
     return frozenset(name for name in wanted if have.get(name) != expected[name])
