@@ -19,7 +19,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from pixelmill import __version__
 from pixelmill.api.deps import require_api_key
 from pixelmill.api.errors import RETRY_AFTER_S, error_response, install_error_handlers
-from pixelmill.api.routes import batches, health, images
+from pixelmill.api.routes import batches, health, images, presets
 from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
 from pixelmill.config import Settings, load_settings
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
     needs_key = [Depends(require_api_key)]
     app.include_router(batches.router, dependencies=needs_key)
     app.include_router(images.router, dependencies=needs_key)
+    app.include_router(presets.router, dependencies=needs_key)
     app.include_router(health.router)
 
     def openapi() -> dict[str, Any]:

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
 from pixelmill.api.webhooks import MAX_IMAGES_IN_CALLBACK, WebhookSender, callback_body
 from pixelmill.config import Settings
-from pixelmill.engine.base import Engine, ImageJob, ImageOutcome
+from pixelmill.engine.base import Choice, ChosenSpecs, Engine, ImageJob, ImageOutcome
 from pixelmill.engine.local import LocalEngine
 from pixelmill.engine.records import finish_fields
 from pixelmill.errors import ErrorCode, NotFound
@@ -60,6 +61,7 @@ class BatchService:
         self.storage = open_storage(settings)
         self.storage_probe = StorageProbe(self.storage)
         self.spec = settings.render_spec()
+        self.chosen = ChosenSpecs(self.spec)  # each request's choice of the catalogue
         self.store: BatchStore = open_store(
             settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
         )
@@ -99,6 +101,8 @@ class BatchService:
         self._feed: queue.Queue[ImageJob | None] = queue.Queue()
         self._feeder = threading.Thread(target=self._feed_engine, name="pixelmill-feeder")
         self._feeder.daemon = True
+        # Each resumed batch's choice of renditions, read once per batch at start.
+        self._resumed_choices: dict[str, Choice] = {}
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -120,7 +124,7 @@ class BatchService:
         if self.celery is None:
             self.resume()
         else:
-            self._sweep_spool(self.celery.start(self.store, self.spool_root, self._feed.put))
+            self._sweep_spool(self.celery.start(self.store, self.spool_root, self._resume_job))
 
     def stop(self) -> None:
         """Drain: running images finish, unstarted ones stay pending for the next start."""
@@ -159,11 +163,11 @@ class BatchService:
         # whose spool file is lost, a resumed image) records and sends its own, only once.
         owed = sorted(self.outbox.iterdir()) if self.outbox.is_dir() else []
         keep: set[Path] = set()
-        status_of: dict[str, BatchStatus | None] = {}
+        seen: set[str] = set()
         for image in self.store.unfinished_images():
-            if image.batch_id not in status_of:
+            if image.batch_id not in seen:
+                seen.add(image.batch_id)
                 batch = self.store.get_batch(image.batch_id, include_images=False)
-                status_of[image.batch_id] = None if batch is None else batch.status
                 if batch is not None and batch.status is BatchStatus.CANCELLED:
                     self.engine.cancel_batch(image.batch_id)
             path = Path(image.spool_path) if image.spool_path else None
@@ -171,25 +175,46 @@ class BatchService:
                 # Spooled by another service sharing this store (Redis): its owner resumes it.
                 continue
             if image.sha256 is None or path is None or not path.is_file():
-                self._finish_lost(image)
+                self._finish_lost(image.batch_id, image.image_id)
                 continue
-            keep.add(path)
-            self._feed.put(ImageJob(image.image_id, str(path), image.sha256, image.batch_id))
+            job = ImageJob(image.image_id, str(path), image.sha256, image.batch_id)
+            if self._resume_job(job):
+                keep.add(path)
         self._sweep_spool(keep)
         for marker in owed:
             self._send_callback(marker.name)
 
-    def _finish_lost(self, image: ImageRecord) -> None:
-        transition = self.store.finish_image(
-            image.batch_id,
-            image.image_id,
-            ImageStatus.FAILED,
-            error={"code": ErrorCode.INTERNAL.value, "message": SPOOL_LOST_MESSAGE},
-        )
+    def _resume_job(self, job: ImageJob) -> bool:
+        """Queue an unfinished image again with its batch's choice of renditions; False when
+        the catalogue no longer has that choice (the image fails, saying so)."""
+        if job.batch_id not in self._resumed_choices:
+            batch = self.store.get_batch(job.batch_id, include_images=False)
+            choice = (None, None) if batch is None else (batch.presets, batch.formats)
+            self._resumed_choices[job.batch_id] = choice
+        presets, formats = self._resumed_choices[job.batch_id]
+        job = replace(job, presets=presets, formats=formats)
+        try:
+            self.chosen.of(job)
+        except ValueError as exc:
+            message = f"its presets and formats are no longer in the catalogue: {exc}"
+            self._finish_lost(job.batch_id, job.job_id, ErrorCode.INVALID_REQUEST, message)
+            return False
+        self._feed.put(job)
+        return True
+
+    def _finish_lost(
+        self,
+        batch_id: str,
+        image_id: str,
+        code: ErrorCode = ErrorCode.INTERNAL,
+        message: str = SPOOL_LOST_MESSAGE,
+    ) -> None:
+        error = {"code": code.value, "message": message}
+        transition = self.store.finish_image(batch_id, image_id, ImageStatus.FAILED, error=error)
         if transition.applied:
             self.metrics.images.labels(status=ImageStatus.FAILED.value).inc()
         if transition.batch_finished:
-            self._schedule_webhook(image.batch_id)
+            self._schedule_webhook(batch_id)
 
     def _sweep_spool(self, keep: set[Path]) -> None:
         """Remove spool files no unfinished image needs (uploads cut short by a crash)."""
@@ -207,9 +232,17 @@ class BatchService:
         return self.spool_root / batch_id
 
     def create_batch(
-        self, batch_id: str, form: UploadForm, callback_url: str | None
+        self,
+        batch_id: str,
+        form: UploadForm,
+        callback_url: str | None,
+        choice: Choice = (None, None),
     ) -> BatchRecord:
-        """Record the batch (failed uploads count as failed images) and queue its images."""
+        """Record the batch (failed uploads count as failed images) and queue its images.
+
+        ``choice``: the request's presets and formats (checked against the catalogue).
+        """
+        presets, formats = choice
         images = [
             NewImage(
                 image_id=f.image_id,
@@ -223,7 +256,9 @@ class BatchService:
             for f in form.files
         ]
         try:
-            record = self.store.create_batch(batch_id, images, callback_url)
+            record = self.store.create_batch(
+                batch_id, images, callback_url, presets=presets, formats=formats
+            )
         except BaseException:
             form.discard()
             raise
@@ -233,7 +268,8 @@ class BatchService:
         for f in form.files:
             self.metrics.bytes_in.inc(f.size if f.error is None else 0)
             if f.error is None and f.path is not None and f.sha256 is not None:
-                self._feed.put(ImageJob(f.image_id, str(f.path), f.sha256, batch_id))
+                job = ImageJob(f.image_id, str(f.path), f.sha256, batch_id, presets, formats)
+                self._feed.put(job)
             elif f.error is not None:
                 self.metrics.images.labels(status=ImageStatus.FAILED.value).inc()
         if record.is_finished:  # every upload failed: the batch is over already
@@ -314,7 +350,12 @@ class BatchService:
 
     def _write_outcome(self, outcome: ImageOutcome) -> None:
         job, result = outcome.job, outcome.result
-        transition = self.store.finish_image(job.batch_id, job.job_id, **finish_fields(outcome))
+        try:
+            requested: list[str] | None = self.chosen.of(job).rendition_names()
+        except ValueError:
+            requested = None
+        fields = finish_fields(outcome, requested)
+        transition = self.store.finish_image(job.batch_id, job.job_id, **fields)
         # The store has it: what follows must not raise, or the retry would skip it.
         if transition.applied:
             self.metrics.observe_outcome(outcome.status, result, outcome.elapsed_s)

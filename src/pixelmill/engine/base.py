@@ -6,23 +6,64 @@ later). Callers see only these types and the ``Engine`` protocol.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pixelmill.core.specs import RenderResult
+from pixelmill.core.specs import OutputFormat, RenderResult, RenderSpec
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
+
+# A request's choice from the catalogue: preset names and format values (None: all of it).
+Choice = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
 
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One source file to render. ``sha256`` is of its bytes (the caller hashed them)."""
+    """One source file to render. ``sha256`` is of its bytes (the caller hashed them).
+
+    ``presets`` and ``formats`` are the request's choice from the catalogue (names, and
+    format values such as ``webp``); None means all of it.
+    """
 
     job_id: str
     source: str
     sha256: str
     batch_id: str = ""
+    presets: tuple[str, ...] | None = None
+    formats: tuple[str, ...] | None = None
+
+
+class ChosenSpecs:
+    """The catalogue narrowed to each job's choice (``RenderSpec.select``), once per choice."""
+
+    def __init__(self, catalogue: RenderSpec) -> None:
+        self.catalogue = catalogue
+        self._chosen: dict[Choice, RenderSpec] = {}
+        self._lock = threading.Lock()
+
+    def of(self, job: ImageJob) -> RenderSpec:
+        """The spec ``job`` asked for; ValueError (one line) when the catalogue cannot give it."""
+        return self.choice((job.presets, job.formats))
+
+    def choice(self, choice: Choice) -> RenderSpec:
+        """The spec of ``(presets, formats)``; ValueError (one line) as ``RenderSpec.select``."""
+        presets, formats = choice
+        if presets is None and formats is None:
+            return self.catalogue
+        with self._lock:
+            spec = self._chosen.get(choice)
+        if spec is None:
+            try:
+                chosen_formats = None if formats is None else [OutputFormat(f) for f in formats]
+            except ValueError:
+                known = ", ".join(f.value for f in OutputFormat)
+                raise ValueError(f"unknown format in {formats} (one of {known})") from None
+            spec = self.catalogue.select(presets, chosen_formats)
+            with self._lock:
+                self._chosen[choice] = spec
+        return spec
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any
 from pixelmill.states import BatchStatus, ImageStatus
 from pixelmill.store._common import (
     COUNTERS_BY_FINAL_STATUS,
+    dump_choice,
     dump_json,
     require_final,
     unavailable_on,
@@ -34,6 +35,7 @@ from pixelmill.store.base import (
     Transition,
 )
 from pixelmill.store.sqlite_schema import (
+    ADDED_COLUMNS,
     BATCH_COLUMNS,
     CHANGES_INDEX,
     IMAGE_COLUMNS,
@@ -78,9 +80,17 @@ class SqliteBatchStore:
                     "ALTER TABLE images ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
                 )
             self._conn.execute(CHANGES_INDEX)
+            self._add_missing_columns()
         self.prune_expired()
 
     # -- plumbing -------------------------------------------------------------------------
+
+    def _add_missing_columns(self) -> None:
+        """Bring a file from an older release (or a new one) up to ``ADDED_COLUMNS``."""
+        for table, column, declaration in ADDED_COLUMNS:
+            present = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -146,7 +156,13 @@ class SqliteBatchStore:
         return True
 
     def create_batch(
-        self, batch_id: str, images: list[NewImage], callback_url: str | None = None
+        self,
+        batch_id: str,
+        images: list[NewImage],
+        callback_url: str | None = None,
+        *,
+        presets: tuple[str, ...] | None = None,
+        formats: tuple[str, ...] | None = None,
     ) -> BatchRecord:
         """A new batch; images with ``error`` set start (and count) as failed."""
         failed = sum(1 for image in images if image.error is not None)
@@ -162,19 +178,22 @@ class SqliteBatchStore:
             try:
                 conn.execute(
                     "INSERT INTO batches (batch_id, status, total, failed, pending, created_at,"
-                    " finished_at, callback_url, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " finished_at, callback_url, version, presets, formats)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (batch_id, status, len(images), failed, pending, now,
-                     None if pending else now, callback_url, failed + 1),
+                     None if pending else now, callback_url, failed + 1,
+                     dump_choice(presets), dump_choice(formats)),
                 )  # fmt: skip
             except sqlite3.IntegrityError:
                 raise ValueError(f"batch {batch_id!r} already exists") from None
             conn.executemany(
-                f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (image.image_id, batch_id, image.filename,
                      ImageStatus.FAILED if image.error is not None else ImageStatus.PENDING,
                      image.sha256, image.spool_path, image.declared_type, image.detected_type,
-                     dump_json(image.error), "[]", None, seq, failed_rank.get(image.image_id, 0))
+                     dump_json(image.error), "[]", None, seq, failed_rank.get(image.image_id, 0),
+                     None)
                     for seq, image in enumerate(images)
                 ],
             )  # fmt: skip
@@ -242,6 +261,7 @@ class SqliteBatchStore:
         error: dict[str, str] | None = None,
         renditions: list[dict[str, Any]] | None = None,
         timings_ms: dict[str, float] | None = None,
+        placeholder: str | None = None,
     ) -> Transition:
         """pending|processing -> a final status, counters updated in the same transaction."""
         status = require_final(status)
@@ -251,10 +271,10 @@ class SqliteBatchStore:
             changed = conn.execute(
                 "UPDATE images SET status = ?, sha256 = COALESCE(?, sha256),"
                 " error = COALESCE(?, error), renditions = COALESCE(?, renditions),"
-                " timings_ms = COALESCE(?, timings_ms)"
+                " timings_ms = COALESCE(?, timings_ms), placeholder = COALESCE(?, placeholder)"
                 " WHERE batch_id = ? AND image_id = ? AND status IN ('pending', 'processing')",
                 (status, sha256, dump_json(error), dump_json(renditions), dump_json(timings_ms),
-                 batch_id, image_id),
+                 placeholder, batch_id, image_id),
             ).rowcount  # fmt: skip
             if changed:
                 increments = "".join(f", {name} = {name} + 1" for name in bumps)
