@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,7 +108,7 @@ def test_one_image_waited_for_with_jpg_as_a_format_name(client: httpx.Client) ->
     response = client.post(
         "/v1/images?wait=true",
         files=[("file", ("b.jpg", small_jpeg(2), "image/jpeg"))],
-        data={"presets": "medium, thumbnail", "formats": "JPG"},
+        data={"presets": "medium, thumbnail", "formats": "jpg"},
     )
     assert response.status_code == 200, response.text
     image = response.json()
@@ -134,6 +135,7 @@ BAD_FIELDS = [
     ({"presets": "thumbnail,huge"}, "huge"),
     ({"formats": "gif"}, "gif"),
     ({"formats": "webp,tiff"}, "tiff"),
+    ({"formats": "WEBP"}, "WEBP"),
     ({"presets": ""}, "presets"),
     ({"formats": ""}, "formats"),
     ({"presets": "thumbnail,,large"}, "presets"),
@@ -258,9 +260,16 @@ def test_the_catalogue_follows_a_presets_file_and_needs_the_key(tmp_path: Path) 
         assert "card, hero" in old_name.json()["error"]["message"]
         image = post_batch(client, small_jpeg(8), presets="card", formats="png")["images"][0]
         assert rendition_names(image) == ["card.png"]
-        operation = client.get("/openapi.json").json()["paths"]["/v1/presets"]["get"]
+        paths = client.get("/openapi.json").json()["paths"]
+        operation = paths["/v1/presets"]["get"]
         assert operation["operationId"] == "list_presets"
         assert "401" in operation["responses"]
+        # The upload forms' fields name what this catalogue takes.
+        for path in ("/v1/batches", "/v1/images"):
+            body = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]
+            field = body["schema"]["properties"]["presets"]
+            assert re.fullmatch(field["pattern"], "hero, card")
+            assert not re.search(field["pattern"], "thumbnail")
 
 
 # -- a restart resumes with the batch's choice ---------------------------------------------

@@ -20,6 +20,7 @@ from pixelmill import __version__
 from pixelmill.api.deps import require_api_key
 from pixelmill.api.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from pixelmill.api.routes import batches, health, images, presets
+from pixelmill.api.routes._upload import describe_choice_fields
 from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
 from pixelmill.config import Settings, load_settings
@@ -82,7 +83,8 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = finish_openapi(get_openapi_document(app))
+            document = finish_openapi(get_openapi_document(app))
+            app.openapi_schema = describe_choice_fields(document, settings.render_spec())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -55,11 +55,11 @@ class ChosenSpecs:
         with self._lock:
             spec = self._chosen.get(choice)
         if spec is None:
-            try:
-                chosen_formats = None if formats is None else [OutputFormat(f) for f in formats]
-            except ValueError:
-                known = ", ".join(f.value for f in OutputFormat)
-                raise ValueError(f"unknown format in {formats} (one of {known})") from None
+            known = [f.value for f in OutputFormat]
+            unknown = [f for f in formats or () if f not in known]
+            if unknown:
+                raise ValueError(f"unknown format {unknown[0]!r} (one of {', '.join(known)})")
+            chosen_formats = None if formats is None else [OutputFormat(f) for f in formats]
             spec = self.catalogue.select(presets, chosen_formats)
             with self._lock:
                 self._chosen[choice] = spec

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 from fastapi import Request
@@ -19,6 +21,7 @@ from pixelmill.api.uploads import (
     receive_upload,
 )
 from pixelmill.api.webhooks import AddressPolicy, validate_callback_url
+from pixelmill.core.specs import OutputFormat, RenderSpec
 from pixelmill.engine.base import Choice
 from pixelmill.errors import FileTooLarge, InvalidRequest, PixelmillError
 
@@ -31,6 +34,7 @@ RESOLVE_TIMEOUT_S = 10.0
 CHOICE_FIELDS = ("presets", "formats")
 # Another name a format is known by: a file extension.
 FORMAT_ALIASES = {"jpg": "jpeg"}
+UPLOAD_PATHS = ("/v1/batches", "/v1/images")
 
 
 def multipart_openapi(
@@ -47,14 +51,12 @@ def multipart_openapi(
         "type": "string",
         "description": "Comma-separated presets of the catalogue (GET /v1/presets); "
         "default: all of them.",
-        "examples": ["thumbnail,large"],
         "maxLength": MAX_TEXT_FIELD_BYTES,
     }
     properties["formats"] = {
         "type": "string",
         "description": "Comma-separated formats among jpeg (or jpg), webp, avif, png; "
         "default: the catalogue's.",
-        "examples": ["webp"],
         "maxLength": MAX_TEXT_FIELD_BYTES,
     }
     return {
@@ -136,6 +138,28 @@ async def read_upload(
     return form
 
 
+def _list_pattern(names: list[str]) -> str:
+    """A regular expression for a comma-separated list of ``names`` (spaces around items)."""
+    one = "(" + "|".join(re.escape(name) for name in names) + ")"
+    return rf"^\s*{one}(\s*,\s*{one})*\s*$"
+
+
+def describe_choice_fields(schema: dict[str, Any], catalogue: RenderSpec) -> dict[str, Any]:
+    """The OpenAPI document with the upload routes' ``presets`` and ``formats`` narrowed to
+    what this service's catalogue takes (a presets file changes the names)."""
+    presets = [preset.name for preset in catalogue.presets]
+    formats = [fmt.value for fmt in OutputFormat] + list(FORMAT_ALIASES)
+    for path in UPLOAD_PATHS:
+        operation = schema.get("paths", {}).get(path, {}).get("post", {})
+        content = operation.get("requestBody", {}).get("content", {})
+        properties = content.get("multipart/form-data", {}).get("schema", {}).get("properties")
+        if not properties:
+            continue
+        properties["presets"] |= {"pattern": _list_pattern(presets), "examples": [presets[0]]}
+        properties["formats"] |= {"pattern": _list_pattern(formats), "examples": ["webp"]}
+    return schema
+
+
 def parse_choice(fields: dict[str, str]) -> Choice:
     """The ``presets`` and ``formats`` form fields as names (None: not given), or
     InvalidRequest for an empty item. Whether the catalogue has them is checked after."""
@@ -149,7 +173,7 @@ def parse_choice(fields: dict[str, str]) -> Choice:
         if not all(items):
             raise InvalidRequest(f"{name} is a comma-separated list without empty items")
         if name == "formats":
-            items = [FORMAT_ALIASES.get(item.lower(), item.lower()) for item in items]
+            items = [FORMAT_ALIASES.get(item, item) for item in items]
         chosen.append(tuple(dict.fromkeys(items)))
     return chosen[0], chosen[1]
 
