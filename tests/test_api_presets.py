@@ -28,7 +28,7 @@ from api_helpers import (
 )
 from api_server import ServerProcess, app_client, one_worker_settings
 from pixelmill.config import Settings
-from pixelmill.store import RedisBatchStore, SqliteBatchStore
+from pixelmill.store import NewImage, RedisBatchStore, SqliteBatchStore
 
 FIRST_CHOICE = {"presets": "thumbnail", "formats": "webp"}
 
@@ -343,3 +343,37 @@ def test_a_restart_resumes_unfinished_images_with_the_batch_s_choice(
         assert rendition_names(image) == ["medium.webp"]
         assert files_on_disk(data_dir, hashlib.sha256(data).hexdigest()) == {"medium.webp"}
     assert spool_files(data_dir) == []
+
+
+# -- the celery engine ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_celery_engine_renders_the_choice_posted_and_resumed(tmp_path: Path) -> None:
+    """With workers elsewhere: a posted batch with presets=thumbnail&formats=webp gets exactly
+    thumbnail.webp; so does an image a previous run spooled for a batch with that choice."""
+    from celery_helpers import celery_env, celery_workers, cleanup_celery, service
+
+    env = celery_env("redis", tmp_path)
+    storage = Path(env["PIXELMILL_STORAGE"].removeprefix("file://"))
+    store = RedisBatchStore(env["PIXELMILL_STORE"], prefix=env["PIXELMILL_REDIS_PREFIX"])
+    try:
+        resumed_id = "c" * 32
+        spooled = Path(env["PIXELMILL_DATA_DIR"]).resolve() / "spool" / resumed_id / "one"
+        spooled.parent.mkdir(parents=True)
+        resumed_data = small_jpeg(78)
+        spooled.write_bytes(resumed_data)
+        resumed_sha = hashlib.sha256(resumed_data).hexdigest()
+        image = NewImage("1" * 32, "spooled.jpg", resumed_sha, str(spooled))
+        store.create_batch(resumed_id, [image], presets=("medium",), formats=("png",))
+        posted_data = small_jpeg(79)
+        with celery_workers(env), service(env) as client:
+            posted = post_batch(client, posted_data, **FIRST_CHOICE)["images"][0]
+            resumed = wait_for_batch(client, resumed_id)["images"][0]
+        assert (posted["status"], rendition_names(posted)) == ("done", ["thumbnail.webp"])
+        assert (resumed["status"], rendition_names(resumed)) == ("done", ["medium.png"])
+        for data, expected in [(posted_data, "thumbnail.webp"), (resumed_data, "medium.png")]:
+            assert files_on_disk(storage, hashlib.sha256(data).hexdigest()) == {expected}
+    finally:
+        store.close()
+        cleanup_celery(env)
