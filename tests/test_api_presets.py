@@ -377,3 +377,26 @@ def test_the_celery_engine_renders_the_choice_posted_and_resumed(tmp_path: Path)
     finally:
         store.close()
         cleanup_celery(env)
+
+
+def test_a_resumed_choice_the_catalogue_lost_fails_saying_so(tmp_path: Path) -> None:
+    """An image spooled for a batch that chose a preset the catalogue no longer has fails
+    ``invalid_request`` at the next start (and its spool file goes), not ``internal``."""
+    data_dir = tmp_path / "data"
+    batch_id = "d" * 32
+    spooled = data_dir.resolve() / "spool" / batch_id / "one"
+    spooled.parent.mkdir(parents=True)
+    data = small_jpeg(80)
+    spooled.write_bytes(data)
+    store = SqliteBatchStore(data_dir / "pixelmill.db")
+    try:
+        image = NewImage("1" * 32, "old.jpg", hashlib.sha256(data).hexdigest(), str(spooled))
+        store.create_batch(batch_id, [image], presets=("poster",))
+    finally:
+        store.close()
+    with app_client(Settings(data_dir=data_dir, workers=1)) as client:
+        status = wait_for_batch(client, batch_id)
+    error = status["images"][0]["error"]
+    assert status["failed"] == 1 and error["code"] == "invalid_request", status
+    assert "poster" in error["message"]
+    assert spool_files(data_dir) == []
