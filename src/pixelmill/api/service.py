@@ -14,13 +14,13 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pixelmill.api.celery_mode import celery_parts
 from pixelmill.api.health_report import health_report
 from pixelmill.api.metrics import Metrics
+from pixelmill.api.resume import Resumer, sweep_spool
 from pixelmill.api.storage_probe import StorageProbe
 from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
@@ -29,14 +29,13 @@ from pixelmill.config import Settings
 from pixelmill.engine.base import Choice, ChosenSpecs, Engine, ImageJob, ImageOutcome
 from pixelmill.engine.local import LocalEngine
 from pixelmill.engine.records import finish_fields
-from pixelmill.errors import ErrorCode, NotFound
-from pixelmill.states import BatchStatus, ImageStatus
+from pixelmill.errors import NotFound
+from pixelmill.states import ImageStatus
 from pixelmill.storage import open_storage
 from pixelmill.store import BatchRecord, BatchStore, ImageRecord, NewImage, open_store
 
 log = logging.getLogger(__name__)
 
-SPOOL_LOST_MESSAGE = "the uploaded file was lost before it was rendered (spool file missing)"
 # How long a callback waits for an unreachable store before leaving it to the next start.
 CALLBACK_STORE_WAIT_S = 30.0
 # At a graceful stop: how long outcomes still waiting for the store get to be written.
@@ -101,8 +100,7 @@ class BatchService:
         self._feed: queue.Queue[ImageJob | None] = queue.Queue()
         self._feeder = threading.Thread(target=self._feed_engine, name="pixelmill-feeder")
         self._feeder.daemon = True
-        # Each resumed batch's choice of renditions, read once per batch at start.
-        self._resumed_choices: dict[str, Choice] = {}
+        self.resumer = Resumer(self)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -124,7 +122,8 @@ class BatchService:
         if self.celery is None:
             self.resume()
         else:
-            self._sweep_spool(self.celery.start(self.store, self.spool_root, self._resume_job))
+            kept = self.celery.start(self.store, self.spool_root, self.resumer.resume_job)
+            sweep_spool(self.spool_root, kept)
 
     def stop(self) -> None:
         """Drain: running images finish, unstarted ones stay pending for the next start."""
@@ -158,73 +157,12 @@ class BatchService:
         return self._feed.qsize()
 
     def resume(self) -> None:
-        """Queue again what a previous run left unfinished; forget spool files of no image."""
-        # Callbacks a previous run owed, listed first: a batch that finishes below (an image
-        # whose spool file is lost, a resumed image) records and sends its own, only once.
-        owed = sorted(self.outbox.iterdir()) if self.outbox.is_dir() else []
-        keep: set[Path] = set()
-        seen: set[str] = set()
-        for image in self.store.unfinished_images():
-            if image.batch_id not in seen:
-                seen.add(image.batch_id)
-                batch = self.store.get_batch(image.batch_id, include_images=False)
-                if batch is not None and batch.status is BatchStatus.CANCELLED:
-                    self.engine.cancel_batch(image.batch_id)
-            path = Path(image.spool_path) if image.spool_path else None
-            if path is not None and not path.is_relative_to(self.spool_root):
-                # Spooled by another service sharing this store (Redis): its owner resumes it.
-                continue
-            if image.sha256 is None or path is None or not path.is_file():
-                self._finish_lost(image.batch_id, image.image_id)
-                continue
-            job = ImageJob(image.image_id, str(path), image.sha256, image.batch_id)
-            if self._resume_job(job):
-                keep.add(path)
-        self._sweep_spool(keep)
-        for marker in owed:
-            self._send_callback(marker.name)
+        """Queue again what a previous run left unfinished (see ``Resumer``)."""
+        self.resumer.resume()
 
-    def _resume_job(self, job: ImageJob) -> bool:
-        """Queue an unfinished image again with its batch's choice of renditions; False when
-        the catalogue no longer has that choice (the image fails, saying so)."""
-        if job.batch_id not in self._resumed_choices:
-            batch = self.store.get_batch(job.batch_id, include_images=False)
-            choice = (None, None) if batch is None else (batch.presets, batch.formats)
-            self._resumed_choices[job.batch_id] = choice
-        presets, formats = self._resumed_choices[job.batch_id]
-        job = replace(job, presets=presets, formats=formats)
-        try:
-            self.chosen.of(job)
-        except ValueError as exc:
-            message = f"its presets and formats are no longer in the catalogue: {exc}"
-            self._finish_lost(job.batch_id, job.job_id, ErrorCode.INVALID_REQUEST, message)
-            return False
+    def feed(self, job: ImageJob) -> None:
+        """Hand ``job`` to the engine (through the feeder: the caller never blocks)."""
         self._feed.put(job)
-        return True
-
-    def _finish_lost(
-        self,
-        batch_id: str,
-        image_id: str,
-        code: ErrorCode = ErrorCode.INTERNAL,
-        message: str = SPOOL_LOST_MESSAGE,
-    ) -> None:
-        error = {"code": code.value, "message": message}
-        transition = self.store.finish_image(batch_id, image_id, ImageStatus.FAILED, error=error)
-        if transition.applied:
-            self.metrics.images.labels(status=ImageStatus.FAILED.value).inc()
-        if transition.batch_finished:
-            self._schedule_webhook(batch_id)
-
-    def _sweep_spool(self, keep: set[Path]) -> None:
-        """Remove spool files no unfinished image needs (uploads cut short by a crash)."""
-        for batch_dir in self.spool_root.iterdir():
-            for path in batch_dir.iterdir() if batch_dir.is_dir() else (batch_dir,):
-                if path not in keep:
-                    with contextlib.suppress(OSError):
-                        path.unlink()
-            with contextlib.suppress(OSError):
-                batch_dir.rmdir()
 
     # -- requests -------------------------------------------------------------------------
 
