@@ -26,7 +26,8 @@ from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
 from pixelmill.api.webhooks import MAX_IMAGES_IN_CALLBACK, WebhookSender, callback_body
 from pixelmill.config import Settings
-from pixelmill.engine.base import Choice, ChosenSpecs, Engine, ImageJob, ImageOutcome
+from pixelmill.engine.base import Choice, Engine, ImageJob, ImageOutcome
+from pixelmill.engine.choices import ChosenSpecs
 from pixelmill.engine.local import LocalEngine
 from pixelmill.engine.records import finish_fields
 from pixelmill.errors import NotFound

@@ -6,12 +6,11 @@ later). Callers see only these types and the ``Engine`` protocol.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pixelmill.core.specs import OutputFormat, RenderResult, RenderSpec
+from pixelmill.core.specs import RenderResult
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
 
@@ -33,37 +32,6 @@ class ImageJob:
     batch_id: str = ""
     presets: tuple[str, ...] | None = None
     formats: tuple[str, ...] | None = None
-
-
-class ChosenSpecs:
-    """The catalogue narrowed to each job's choice (``RenderSpec.select``), once per choice."""
-
-    def __init__(self, catalogue: RenderSpec) -> None:
-        self.catalogue = catalogue
-        self._chosen: dict[Choice, RenderSpec] = {}
-        self._lock = threading.Lock()
-
-    def of(self, job: ImageJob) -> RenderSpec:
-        """The spec ``job`` asked for; ValueError (one line) when the catalogue cannot give it."""
-        return self.choice((job.presets, job.formats))
-
-    def choice(self, choice: Choice) -> RenderSpec:
-        """The spec of ``(presets, formats)``; ValueError (one line) as ``RenderSpec.select``."""
-        presets, formats = choice
-        if presets is None and formats is None:
-            return self.catalogue
-        with self._lock:
-            spec = self._chosen.get(choice)
-        if spec is None:
-            known = [f.value for f in OutputFormat]
-            unknown = [f for f in formats or () if f not in known]
-            if unknown:
-                raise ValueError(f"unknown format {unknown[0]!r} (one of {', '.join(known)})")
-            chosen_formats = None if formats is None else [OutputFormat(f) for f in formats]
-            spec = self.catalogue.select(presets, chosen_formats)
-            with self._lock:
-                self._chosen[choice] = spec
-        return spec
 
 
 @dataclass(frozen=True)

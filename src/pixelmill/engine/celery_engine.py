@@ -18,7 +18,7 @@ from celery import Celery
 
 from pixelmill.config import Settings
 from pixelmill.core.specs import RenderSpec
-from pixelmill.engine.base import Choice, ChosenSpecs, ImageJob
+from pixelmill.engine.base import Choice, ImageJob
 from pixelmill.engine.celery_app import (
     TASK_NAME,
     drop_original,
@@ -26,6 +26,7 @@ from pixelmill.engine.celery_app import (
     redact_url,
     spec_to_dict,
 )
+from pixelmill.engine.choices import ChosenSpecs
 from pixelmill.storage import Storage
 from pixelmill.store.base import WorkCoordination
 

@@ -19,15 +19,9 @@ from pathlib import Path
 from pixelmill.core.source import probe
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.admission import AdmissionQueue, Entry
-from pixelmill.engine.base import (
-    ChosenSpecs,
-    ErrorInfo,
-    ImageJob,
-    ImageOutcome,
-    OutcomeCallback,
-    StartCallback,
-)
+from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
 from pixelmill.engine.cancel import CancelRegistry, remove_orphaned_flag_folders
+from pixelmill.engine.choices import ChosenSpecs
 from pixelmill.engine.dedupe import InFlight
 from pixelmill.engine.outcomes import CANCELLED, Outcomes, WorkerEvent
 from pixelmill.engine.pool import Worker, WorkerPool

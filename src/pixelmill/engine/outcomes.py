@@ -17,15 +17,9 @@ from collections import deque
 from pixelmill.core.manifest import render_result_from_manifest
 from pixelmill.core.specs import RenderResult, RenderSpec
 from pixelmill.engine.admission import AdmissionQueue, Entry
-from pixelmill.engine.base import (
-    ChosenSpecs,
-    ErrorInfo,
-    ImageJob,
-    ImageOutcome,
-    OutcomeCallback,
-    StartCallback,
-)
+from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
 from pixelmill.engine.cancel import CancelRegistry
+from pixelmill.engine.choices import ChosenSpecs
 from pixelmill.engine.dedupe import InFlight
 from pixelmill.engine.pool import Worker, WorkerPool
 from pixelmill.engine.recovery import Running, judge_death

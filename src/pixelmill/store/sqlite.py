@@ -35,11 +35,11 @@ from pixelmill.store.base import (
     Transition,
 )
 from pixelmill.store.sqlite_schema import (
-    ADDED_COLUMNS,
     BATCH_COLUMNS,
     CHANGES_INDEX,
     IMAGE_COLUMNS,
     SCHEMA,
+    add_missing_columns,
     batch_record,
     image_record,
 )
@@ -80,17 +80,10 @@ class SqliteBatchStore:
                     "ALTER TABLE images ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
                 )
             self._conn.execute(CHANGES_INDEX)
-            self._add_missing_columns()
+            add_missing_columns(self._conn)
         self.prune_expired()
 
     # -- plumbing -------------------------------------------------------------------------
-
-    def _add_missing_columns(self) -> None:
-        """Bring a file from an older release (or a new one) up to ``ADDED_COLUMNS``."""
-        for table, column, declaration in ADDED_COLUMNS:
-            present = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
-                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

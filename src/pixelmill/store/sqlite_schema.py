@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from pixelmill.states import BatchStatus, ImageStatus
@@ -63,6 +64,14 @@ BATCH_COLUMNS = (
     "batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,"
     " finished_at, callback_url, version, presets, formats"
 )
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a file from an older release (or a new one) up to ``ADDED_COLUMNS``."""
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def image_record(row: tuple[Any, ...]) -> ImageRecord:
