@@ -959,3 +959,83 @@ def test_the_listing_drops_batches_that_expired(
     finally:
         client.close()
     assert page_through(redis_store, 1) == [[created[3]], [created[0]]]
+
+
+# -- a request's choice of renditions, and the placeholder ------------------------------------
+
+
+def test_a_batch_keeps_its_choice_of_presets_and_formats_across_a_restart(
+    make_store: StoreFactory,
+) -> None:
+    """The choice given at creation is read back, by a new store object too; none is None."""
+    store = make_store()
+    chosen, whole = new_batch_id(), new_batch_id()
+    created = store.create_batch(
+        chosen, new_images(2), presets=("thumbnail", "large"), formats=("webp",)
+    )
+    assert (created.presets, created.formats) == (("thumbnail", "large"), ("webp",))
+    store.create_batch(whole, new_images(1))
+    again = make_store()
+    for batch_id, expected in [
+        (chosen, (("thumbnail", "large"), ("webp",))),
+        (whole, (None, None)),
+    ]:
+        batch = again.get_batch(batch_id, include_images=False)
+        assert batch is not None
+        assert (batch.presets, batch.formats) == expected
+        assert "presets" not in batch.as_api_dict()  # the status body is unchanged
+
+
+def test_only_presets_or_only_formats_is_kept_as_given(store: BatchStore) -> None:
+    """A choice of formats alone keeps presets None (the whole catalogue), and the reverse."""
+    formats_only, presets_only = new_batch_id(), new_batch_id()
+    store.create_batch(formats_only, new_images(1), formats=("avif", "png"))
+    store.create_batch(presets_only, new_images(1), presets=("medium",))
+    first = store.get_batch(formats_only)
+    second = store.get_batch(presets_only)
+    assert first is not None and (first.presets, first.formats) == (None, ("avif", "png"))
+    assert second is not None and (second.presets, second.formats) == (("medium",), None)
+
+
+def test_finish_records_the_placeholder_once(store: BatchStore) -> None:
+    """The placeholder given with the final status is in the record and its API dict; a
+    second finish changes nothing; an image finished without one has None."""
+    batch_id = new_batch_id()
+    store.create_batch(batch_id, new_images(2))
+    store.finish_image(batch_id, "img-000", ImageStatus.DONE, placeholder="1QcSHQRnh493V4dI")
+    store.finish_image(batch_id, "img-000", ImageStatus.DUPLICATE, placeholder="other")
+    store.finish_image(batch_id, "img-001", ImageStatus.FAILED, error=UPLOAD_ERROR)
+    with_one = store.get_image(batch_id, "img-000")
+    without = store.get_image(batch_id, "img-001")
+    assert with_one is not None and with_one.placeholder == "1QcSHQRnh493V4dI"
+    assert with_one.as_api_dict()["placeholder"] == "1QcSHQRnh493V4dI"
+    assert without is not None and without.placeholder is None
+    assert without.as_api_dict()["placeholder"] is None
+    _, changed = store.batch_changes(batch_id, 0)
+    assert [image.placeholder for image in changed] == ["1QcSHQRnh493V4dI", None]
+
+
+def test_sqlite_file_of_an_older_release_gains_the_new_columns(tmp_path: Path) -> None:
+    """A database without the placeholder and choice columns opens, reads its rows with
+    None for them, and takes new values."""
+    path = tmp_path / "pixelmill.db"
+    old = SqliteBatchStore(path)
+    old.create_batch("old-batch", new_images(1))
+    old.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE images DROP COLUMN placeholder")
+        conn.execute("ALTER TABLE batches DROP COLUMN presets")
+        conn.execute("ALTER TABLE batches DROP COLUMN formats")
+    store = SqliteBatchStore(path)
+    try:
+        batch = store.get_batch("old-batch")
+        assert batch is not None and (batch.presets, batch.formats) == (None, None)
+        assert batch.images[0].placeholder is None
+        store.finish_image("old-batch", "img-000", ImageStatus.DONE, placeholder="abc")
+        store.create_batch("new-batch", new_images(1), presets=("large",))
+        image = store.get_image("old-batch", "img-000")
+        assert image is not None and image.placeholder == "abc"
+        new = store.get_batch("new-batch")
+        assert new is not None and new.presets == ("large",)
+    finally:
+        store.close()

@@ -22,7 +22,8 @@ from pixelmill.api.cors import JsonErrorCorsMiddleware, cors_options
 from pixelmill.api.deps import require_api_key
 from pixelmill.api.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from pixelmill.api.query_params import refuse_unknown_query_parameters
-from pixelmill.api.routes import batches, health, images
+from pixelmill.api.routes import batches, health, images, presets
+from pixelmill.api.routes._upload import describe_choice_fields
 from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
 from pixelmill.api.signing import url_signer
@@ -90,11 +91,13 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
     needs_key = [Depends(require_api_key)]
     app.include_router(batches.router, dependencies=needs_key)
     app.include_router(images.router, dependencies=needs_key)
+    app.include_router(presets.router, dependencies=needs_key)
     app.include_router(health.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = finish_openapi(get_openapi_document(app))
+            document = finish_openapi(get_openapi_document(app))
+            app.openapi_schema = describe_choice_fields(document, settings.render_spec())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

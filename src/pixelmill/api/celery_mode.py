@@ -103,12 +103,13 @@ class OwedCallbacks:
 
 
 def resume_enqueued(
-    store: BatchStore, spool_root: Path, feed: Callable[[ImageJob], None]
+    store: BatchStore, spool_root: Path, feed: Callable[[ImageJob], bool]
 ) -> set[Path]:
     """Send again the images a previous run spooled but never enqueued; returns their files.
 
     An unfinished image whose spool file is gone was handed to the broker (the file is
     deleted only after the message is sent): its worker finishes it, so it is left alone.
+    ``feed`` queues a job with its batch's choice of renditions (False: it failed instead).
     """
     keep: set[Path] = set()
     for image in store.unfinished_images():
@@ -116,9 +117,10 @@ def resume_enqueued(
         if path is None or image.sha256 is None or not path.is_relative_to(spool_root):
             continue  # in the broker, or spooled by another service sharing this store
         with contextlib.suppress(OSError):
-            if path.is_file():
+            if path.is_file() and feed(
+                ImageJob(image.image_id, str(path), image.sha256, image.batch_id)
+            ):
                 keep.add(path)
-                feed(ImageJob(image.image_id, str(path), image.sha256, image.batch_id))
     return keep
 
 
@@ -134,7 +136,7 @@ class CeleryParts:
         return self.engine.live_workers()
 
     def start(
-        self, store: BatchStore, spool_root: Path, feed: Callable[[ImageJob], None]
+        self, store: BatchStore, spool_root: Path, feed: Callable[[ImageJob], bool]
     ) -> set[Path]:
         """Start sending owed callbacks and resume; returns the spool files still needed."""
         self.owed.start()

@@ -43,6 +43,7 @@ class ImageOut(BaseModel):
     timings_ms: dict[str, float] | None
     declared_type: str | None
     detected_type: str | None
+    placeholder: str | None = None  # ThumbHash (base64) of done and duplicate images
 
 
 class ImageWaited(ImageOut):
@@ -125,6 +126,24 @@ class Manifest(BaseModel):
     timings_ms: TimingsOut
 
 
+class PresetOut(BaseModel):
+    name: str
+    width: int
+    height: int
+    fit: str  # inside or cover
+    gravity: str | None  # cover only: center, attention or entropy
+    formats: list[str] | None  # None: default_formats
+    quality: dict[str, int]  # per format, where the preset sets one
+
+
+class PresetsOut(BaseModel):
+    """``GET /v1/presets``: what an upload's ``presets`` and ``formats`` choose from."""
+
+    presets: list[PresetOut]
+    formats: list[str]  # every format a request may ask for
+    default_formats: list[str]  # a preset's formats when it sets none
+
+
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     store: Literal["ok", "unreachable", "failing"]
@@ -198,6 +217,7 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("head", "/v1/images/{sha256}"): "head_manifest",
     ("get", "/v1/images/{sha256}/{filename}"): "get_rendition",
     ("head", "/v1/images/{sha256}/{filename}"): "head_rendition",
+    ("get", "/v1/presets"): "list_presets",
     ("get", "/healthz"): "healthz",
     ("get", "/metrics"): "metrics",
 }

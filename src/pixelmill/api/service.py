@@ -21,22 +21,23 @@ from pixelmill.api.celery_mode import celery_parts
 from pixelmill.api.erase import RenderTracker
 from pixelmill.api.health_report import health_report
 from pixelmill.api.metrics import Metrics
+from pixelmill.api.resume import Resumer, sweep_spool
 from pixelmill.api.storage_probe import StorageProbe
 from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
 from pixelmill.api.webhooks import MAX_IMAGES_IN_CALLBACK, WebhookSender, callback_body
 from pixelmill.config import Settings
-from pixelmill.engine.base import Engine, ImageJob, ImageOutcome
+from pixelmill.engine.base import Choice, Engine, ImageJob, ImageOutcome
+from pixelmill.engine.choices import ChosenSpecs
 from pixelmill.engine.local import LocalEngine
 from pixelmill.engine.records import finish_fields
-from pixelmill.errors import ErrorCode, NotFound
-from pixelmill.states import BatchStatus, ImageStatus
+from pixelmill.errors import NotFound
+from pixelmill.states import ImageStatus
 from pixelmill.storage import open_storage
 from pixelmill.store import BatchRecord, BatchStore, ImageRecord, NewImage, open_store
 
 log = logging.getLogger(__name__)
 
-SPOOL_LOST_MESSAGE = "the uploaded file was lost before it was rendered (spool file missing)"
 # How long a callback waits for an unreachable store before leaving it to the next start.
 CALLBACK_STORE_WAIT_S = 30.0
 # At a graceful stop: how long outcomes still waiting for the store get to be written.
@@ -61,6 +62,7 @@ class BatchService:
         self.storage = open_storage(settings)
         self.storage_probe = StorageProbe(self.storage)
         self.spec = settings.render_spec()
+        self.chosen = ChosenSpecs(self.spec)  # each request's choice of the catalogue
         self.store: BatchStore = open_store(
             settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
         )
@@ -101,6 +103,7 @@ class BatchService:
         self._feed: queue.Queue[ImageJob | None] = queue.Queue()
         self._feeder = threading.Thread(target=self._feed_engine, name="pixelmill-feeder")
         self._feeder.daemon = True
+        self.resumer = Resumer(self)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -122,7 +125,8 @@ class BatchService:
         if self.celery is None:
             self.resume()
         else:
-            self._sweep_spool(self.celery.start(self.store, self.spool_root, self._feed.put))
+            kept = self.celery.start(self.store, self.spool_root, self.resumer.resume_job)
+            sweep_spool(self.spool_root, kept)
 
     def stop(self) -> None:
         """Drain: running images finish, unstarted ones stay pending for the next start."""
@@ -156,52 +160,12 @@ class BatchService:
         return self._feed.qsize()
 
     def resume(self) -> None:
-        """Queue again what a previous run left unfinished; forget spool files of no image."""
-        # Callbacks a previous run owed, listed first: a batch that finishes below (an image
-        # whose spool file is lost, a resumed image) records and sends its own, only once.
-        owed = sorted(self.outbox.iterdir()) if self.outbox.is_dir() else []
-        keep: set[Path] = set()
-        status_of: dict[str, BatchStatus | None] = {}
-        for image in self.store.unfinished_images():
-            if image.batch_id not in status_of:
-                batch = self.store.get_batch(image.batch_id, include_images=False)
-                status_of[image.batch_id] = None if batch is None else batch.status
-                if batch is not None and batch.status is BatchStatus.CANCELLED:
-                    self.engine.cancel_batch(image.batch_id)
-            path = Path(image.spool_path) if image.spool_path else None
-            if path is not None and not path.is_relative_to(self.spool_root):
-                # Spooled by another service sharing this store (Redis): its owner resumes it.
-                continue
-            if image.sha256 is None or path is None or not path.is_file():
-                self._finish_lost(image)
-                continue
-            keep.add(path)
-            self._feed.put(ImageJob(image.image_id, str(path), image.sha256, image.batch_id))
-        self._sweep_spool(keep)
-        for marker in owed:
-            self._send_callback(marker.name)
+        """Queue again what a previous run left unfinished (see ``Resumer``)."""
+        self.resumer.resume()
 
-    def _finish_lost(self, image: ImageRecord) -> None:
-        transition = self.store.finish_image(
-            image.batch_id,
-            image.image_id,
-            ImageStatus.FAILED,
-            error={"code": ErrorCode.INTERNAL.value, "message": SPOOL_LOST_MESSAGE},
-        )
-        if transition.applied:
-            self.metrics.images.labels(status=ImageStatus.FAILED.value).inc()
-        if transition.batch_finished:
-            self._schedule_webhook(image.batch_id)
-
-    def _sweep_spool(self, keep: set[Path]) -> None:
-        """Remove spool files no unfinished image needs (uploads cut short by a crash)."""
-        for batch_dir in self.spool_root.iterdir():
-            for path in batch_dir.iterdir() if batch_dir.is_dir() else (batch_dir,):
-                if path not in keep:
-                    with contextlib.suppress(OSError):
-                        path.unlink()
-            with contextlib.suppress(OSError):
-                batch_dir.rmdir()
+    def feed(self, job: ImageJob) -> None:
+        """Hand ``job`` to the engine (through the feeder: the caller never blocks)."""
+        self._feed.put(job)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -209,9 +173,17 @@ class BatchService:
         return self.spool_root / batch_id
 
     def create_batch(
-        self, batch_id: str, form: UploadForm, callback_url: str | None
+        self,
+        batch_id: str,
+        form: UploadForm,
+        callback_url: str | None,
+        choice: Choice = (None, None),
     ) -> BatchRecord:
-        """Record the batch (failed uploads count as failed images) and queue its images."""
+        """Record the batch (failed uploads count as failed images) and queue its images.
+
+        ``choice``: the request's presets and formats (checked against the catalogue).
+        """
+        presets, formats = choice
         images = [
             NewImage(
                 image_id=f.image_id,
@@ -225,7 +197,9 @@ class BatchService:
             for f in form.files
         ]
         try:
-            record = self.store.create_batch(batch_id, images, callback_url)
+            record = self.store.create_batch(
+                batch_id, images, callback_url, presets=presets, formats=formats
+            )
         except BaseException:
             form.discard()
             raise
@@ -235,7 +209,8 @@ class BatchService:
         for f in form.files:
             self.metrics.bytes_in.inc(f.size if f.error is None else 0)
             if f.error is None and f.path is not None and f.sha256 is not None:
-                self._feed.put(ImageJob(f.image_id, str(f.path), f.sha256, batch_id))
+                job = ImageJob(f.image_id, str(f.path), f.sha256, batch_id, presets, formats)
+                self._feed.put(job)
             elif f.error is not None:
                 self.metrics.images.labels(status=ImageStatus.FAILED.value).inc()
         if record.is_finished:  # every upload failed: the batch is over already
@@ -318,7 +293,12 @@ class BatchService:
 
     def _write_outcome(self, outcome: ImageOutcome) -> None:
         job, result = outcome.job, outcome.result
-        transition = self.store.finish_image(job.batch_id, job.job_id, **finish_fields(outcome))
+        try:
+            requested: list[str] | None = self.chosen.of(job).rendition_names()
+        except ValueError:
+            requested = None
+        fields = finish_fields(outcome, requested)
+        transition = self.store.finish_image(job.batch_id, job.job_id, **fields)
         # The store has it: what follows must not raise, or the retry would skip it.
         if transition.applied:
             self.metrics.observe_outcome(outcome.status, result, outcome.elapsed_s)

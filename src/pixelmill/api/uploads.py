@@ -23,6 +23,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from pixelmill.core.sniff import HEADER_BYTES, SourceFormat, sniff
+from pixelmill.engine.base import Choice
 from pixelmill.errors import ErrorCode, FileTooLarge, InsufficientStorage, InvalidRequest
 
 MAX_TEXT_FIELD_BYTES = 8 * 1024
@@ -105,6 +106,8 @@ class UploadForm:
     files: list[SpooledFile] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)
     spool_dir: Path | None = None
+    # The request's choice of presets and formats (None: the whole catalogue).
+    choice: Choice = (None, None)
 
     def discard(self) -> None:
         """Remove every spool file of this upload (the request failed as a whole)."""

@@ -14,15 +14,24 @@ from pixelmill.core.specs import RenderResult
 from pixelmill.errors import ErrorCode
 from pixelmill.states import ImageStatus
 
+# A request's choice from the catalogue: preset names and format values (None: all of it).
+Choice = tuple[tuple[str, ...] | None, tuple[str, ...] | None]
+
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One source file to render. ``sha256`` is of its bytes (the caller hashed them)."""
+    """One source file to render. ``sha256`` is of its bytes (the caller hashed them).
+
+    ``presets`` and ``formats`` are the request's choice from the catalogue (names, and
+    format values such as ``webp``); None means all of it.
+    """
 
     job_id: str
     source: str
     sha256: str
     batch_id: str = ""
+    presets: tuple[str, ...] | None = None
+    formats: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from celery import Celery
 
 from pixelmill.config import Settings
 from pixelmill.core.specs import RenderSpec
-from pixelmill.engine.base import ImageJob
+from pixelmill.engine.base import Choice, ImageJob
 from pixelmill.engine.celery_app import (
     TASK_NAME,
     drop_original,
@@ -26,6 +26,7 @@ from pixelmill.engine.celery_app import (
     redact_url,
     spec_to_dict,
 )
+from pixelmill.engine.choices import ChosenSpecs
 from pixelmill.storage import Storage
 from pixelmill.store.base import WorkCoordination
 
@@ -55,7 +56,9 @@ class CeleryEngine:
         storage: Storage,
     ) -> None:
         self.settings = settings
-        self.spec_message = spec_to_dict(spec)
+        self._chosen = ChosenSpecs(spec)
+        # The spec each message carries, per choice of the catalogue (few distinct ones).
+        self._messages: dict[Choice, dict[str, Any]] = {}
         self.store = store
         self.storage = storage
         self.app: Celery = make_app(settings)
@@ -110,6 +113,15 @@ class CeleryEngine:
         with contextlib.suppress(OSError):
             spool.parent.rmdir()  # the batch's spool folder, once its last file is gone
 
+    def spec_message(self, job: ImageJob) -> dict[str, Any]:
+        """The spec of ``job``'s choice as a message carries it (ValueError: not in the
+        catalogue)."""
+        key = (job.presets, job.formats)
+        message = self._messages.get(key)
+        if message is None:
+            message = self._messages[key] = spec_to_dict(self._chosen.of(job))
+        return message
+
     def _enqueue(self, job: ImageJob) -> None:
         deadline = time.monotonic() + ORIGINAL_DELETE_WAIT_S
         while not self.store.hold_original(job.sha256, job.job_id):
@@ -124,7 +136,7 @@ class CeleryEngine:
             return
         self.app.send_task(
             TASK_NAME,
-            args=[job.batch_id, job.job_id, job.sha256, self.spec_message],
+            args=[job.batch_id, job.job_id, job.sha256, self.spec_message(job)],
             task_id=job.job_id,
             queue=self.settings.celery_queue,
         )

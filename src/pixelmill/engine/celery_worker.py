@@ -107,12 +107,16 @@ def with_store_retry(what: str, call: Callable[[], T]) -> T:
             delay = min(2.0, delay * 2)
 
 
-def finish(ctx: WorkerContext, outcome: ImageOutcome) -> None:
-    """Write the outcome (applied once), then drop this image's hold on its original."""
+def finish(ctx: WorkerContext, outcome: ImageOutcome, requested: list[str] | None = None) -> None:
+    """Write the outcome (applied once), then drop this image's hold on its original.
+
+    ``requested``: the renditions the image's request chose (its record lists those).
+    """
     job = outcome.job
+    fields = finish_fields(outcome, requested)
     with_store_retry(
         f"image {job.job_id}",
-        lambda: ctx.store.finish_image(job.batch_id, job.job_id, **finish_fields(outcome)),
+        lambda: ctx.store.finish_image(job.batch_id, job.job_id, **fields),
     )
     release_original(ctx, job.sha256, job.job_id)
 
@@ -172,7 +176,7 @@ def render_image(
                         image_id, exc)  # fmt: skip
             time.sleep(STORAGE_DOWN_BACKOFF_S)
             raise Reject(f"storage unavailable: {exc}", requeue=True) from exc
-    finish(ctx, outcome)
+    finish(ctx, outcome, spec_obj.rendition_names())
 
 
 def _render_claimed(

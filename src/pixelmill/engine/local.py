@@ -21,6 +21,7 @@ from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.admission import AdmissionQueue, Entry
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
 from pixelmill.engine.cancel import CancelRegistry, remove_orphaned_flag_folders
+from pixelmill.engine.choices import ChosenSpecs
 from pixelmill.engine.dedupe import InFlight
 from pixelmill.engine.outcomes import CANCELLED, Outcomes, WorkerEvent
 from pixelmill.engine.pool import Worker, WorkerPool
@@ -55,7 +56,8 @@ class LocalEngine(Outcomes):
         """``task_function`` is what workers run (tests inject faults). The engine writes no
         files of its own (cancels and timeouts travel on each worker's pipe); in
         ``work_dir`` it removes the cancel-flag folders earlier versions left there."""
-        self.spec = spec
+        self.spec = spec  # the catalogue; each job renders its own choice of it
+        self._chosen = ChosenSpecs(spec)
         self.storage = storage
         self.workers = max(1, workers)
         self.memory_budget_bytes = memory_budget_bytes
@@ -63,7 +65,6 @@ class LocalEngine(Outcomes):
         self._on_outcome = on_outcome
         self._on_start = on_start
         self._queue_size = max(1, queue_size)
-        self._largest_box = max(max(p.width, p.height) for p in spec.presets)
         self._work_dir = Path(work_dir) if work_dir is not None else None
 
         self._cond = threading.Condition()
@@ -326,8 +327,9 @@ class LocalEngine(Outcomes):
         try:
             if self._missing_or_settle(entry) is None:
                 return False
-            job = entry.job
-            entry.cost = probe(job.source, self.spec.limits, self._largest_box).decode_bytes
+            spec = self._chosen.of(entry.job)
+            largest_box = max(max(p.width, p.height) for p in spec.presets)
+            entry.cost = probe(entry.job.source, spec.limits, largest_box).decode_bytes
             return True
         except Exception as exc:  # this image fails; the engine goes on
             self._fail_entry(entry, exc)
@@ -350,11 +352,18 @@ class LocalEngine(Outcomes):
             self._remove(entry)
             self._settle(entry, ImageStatus.CANCELLED, None, CANCELLED)
             return None
+        try:
+            spec = self._chosen.of(job)
+        except ValueError as exc:  # resumed with a choice the catalogue no longer has
+            self._remove(entry)
+            error = ErrorInfo(ErrorCode.INVALID_REQUEST, str(exc))
+            self._settle(entry, ImageStatus.FAILED, None, error)
+            return None
         if self._in_flight.is_rendering(job.sha256):
             self._remove(entry)
             self._in_flight.wait_for(job.sha256, entry)
             return None
-        missing = self.storage.missing_renditions(job.sha256, self.spec)
+        missing = self.storage.missing_renditions(job.sha256, spec)
         if not missing:
             self._remove(entry)  # rendered before: no need to even read the header
             self._emit_duplicate(entry)
@@ -371,9 +380,10 @@ class LocalEngine(Outcomes):
         in_use = sum(r.cost for r in self._running.values())
         if self._running and in_use + cost > self.memory_budget_bytes:
             return False
-        only = None if len(missing) == len(self.spec.rendition_names()) else missing
         job = entry.job
-        task = RenderTask(job.job_id, job.source, job.sha256, self.storage, self.spec, only)
+        spec = self._chosen.of(job)
+        only = None if len(missing) == len(spec.rendition_names()) else missing
+        task = RenderTask(job.job_id, job.source, job.sha256, self.storage, spec, only)
         with self._cond:
             self._queue.take(entry)
             self._cond.notify_all()

@@ -19,6 +19,7 @@ from pixelmill.core.specs import RenderResult, RenderSpec
 from pixelmill.engine.admission import AdmissionQueue, Entry
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
 from pixelmill.engine.cancel import CancelRegistry
+from pixelmill.engine.choices import ChosenSpecs
 from pixelmill.engine.dedupe import InFlight
 from pixelmill.engine.pool import Worker, WorkerPool
 from pixelmill.engine.recovery import Running, judge_death
@@ -38,6 +39,7 @@ class Outcomes:
     """The outcome half of ``LocalEngine``."""
 
     spec: RenderSpec
+    _chosen: ChosenSpecs
     storage: Storage
     _on_outcome: OutcomeCallback
     _cond: threading.Condition
@@ -141,11 +143,14 @@ class Outcomes:
         if self._in_flight.is_rendering(job.sha256):
             return  # not the leader: the copies wait for the render in flight, not for this
         followers = self._in_flight.followers_of(job.sha256)
+        if status is ImageStatus.DONE and result is not None:
+            # A copy that chose renditions this render did not make renders them itself.
+            made = {r.filename for r in result.renditions}
+            needing = [f for f in followers if not self._covered(f.job, made)]
+            followers = [f for f in followers if f not in needing]
+            self._requeue(needing)
         if status is ImageStatus.CANCELLED:
-            with self._cond:  # the copy's own batch may still want it: run it after all
-                for follower in reversed(followers):
-                    self._queue.push_front(follower)
-                self._cond.notify_all()
+            self._requeue(followers)  # the copy's own batch may still want it: run it after all
             return
         for follower in followers:
             elapsed = time.monotonic() - follower.queued_at
@@ -154,6 +159,22 @@ class Outcomes:
             else:
                 outcome = ImageOutcome(follower.job, status, None, error, elapsed)
             self._emit(outcome)
+
+    def _covered(self, job: ImageJob, made: set[str]) -> bool:
+        """True when every rendition ``job`` asked for is in ``made``."""
+        try:
+            return set(self._chosen.of(job).rendition_names()) <= made
+        except ValueError:
+            return False  # requeued: its first look fails it with the reason
+
+    def _requeue(self, entries: list[Entry]) -> None:
+        """Back to the head of their batches, to be looked at again."""
+        if not entries:
+            return
+        with self._cond:
+            for entry in reversed(entries):
+                self._queue.push_front(entry)
+            self._cond.notify_all()
 
     def _emit_duplicate(self, entry: Entry) -> None:
         """``entry``'s content is rendered already: a duplicate, unless this very job rendered

@@ -46,6 +46,16 @@ def load_json(text: str | None) -> Any:
     return None if text is None or text == "" else json.loads(text)
 
 
+def dump_choice(names: tuple[str, ...] | None) -> str | None:
+    """A batch's choice of presets or formats as stored (None: the whole catalogue)."""
+    return None if names is None else ",".join(names)
+
+
+def load_choice(text: str | None) -> tuple[str, ...] | None:
+    """The choice ``dump_choice`` stored (names never hold commas: they are identifiers)."""
+    return None if text is None else tuple(name for name in text.split(",") if name)
+
+
 def unavailable_on(*errors: type[BaseException]) -> Callable[[StoreClass], StoreClass]:
     """Class decorator: ``errors`` raised by a public method become ``StoreUnavailable``.
 

@@ -59,6 +59,8 @@ class ImageRecord:
     # The batch version at which the image became final (0 while unfinished): the order in
     # which images finished, and what an event stream resumes from.
     version: int = 0
+    # A ThumbHash (base64) of the upright image, for done and duplicate images.
+    placeholder: str | None = None
 
     def as_api_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +73,7 @@ class ImageRecord:
             "timings_ms": self.timings_ms,
             "declared_type": self.declared_type,
             "detected_type": self.detected_type,
+            "placeholder": self.placeholder,
         }
 
 
@@ -90,6 +93,9 @@ class BatchRecord:
     # Increases with every applied transition, past the version of every image it finished.
     version: int
     images: list[ImageRecord] = field(default_factory=list)
+    # The request's choice from the catalogue (None: all of it), kept to resume with it.
+    presets: tuple[str, ...] | None = None
+    formats: tuple[str, ...] | None = None
 
     @property
     def progress(self) -> float:
@@ -133,9 +139,18 @@ class BatchStore(Protocol):
         """True when the store is reachable."""
 
     def create_batch(
-        self, batch_id: str, images: list[NewImage], callback_url: str | None = None
+        self,
+        batch_id: str,
+        images: list[NewImage],
+        callback_url: str | None = None,
+        *,
+        presets: tuple[str, ...] | None = None,
+        formats: tuple[str, ...] | None = None,
     ) -> BatchRecord:
-        """A new batch; images with ``error`` set start (and count) as failed."""
+        """A new batch; images with ``error`` set start (and count) as failed.
+
+        ``presets``/``formats``: the request's choice from the catalogue (None: all of it).
+        """
 
     def get_batch(self, batch_id: str, include_images: bool = True) -> BatchRecord | None: ...
 
@@ -154,6 +169,7 @@ class BatchStore(Protocol):
         error: dict[str, str] | None = None,
         renditions: list[dict[str, Any]] | None = None,
         timings_ms: dict[str, float] | None = None,
+        placeholder: str | None = None,
     ) -> Transition:
         """pending|processing -> a final status, counters updated in the same atomic step.
 

@@ -2,7 +2,8 @@
 
 Keys, all under the prefix (``pixelmill:`` by default):
 
-    {prefix}batch:{batch_id}                 hash: counters, status, times, version
+    {prefix}batch:{batch_id}                 hash: counters, status, times, version, the
+                                             request's presets/formats (absent: all)
     {prefix}batch:{batch_id}:images          list: image ids in upload order
     {prefix}batch:{batch_id}:changes         sorted set: finished image ids by their version
     {prefix}image:{batch_id}:{image_id}      hash: one image (JSON for error/renditions/timings)
@@ -28,7 +29,9 @@ import redis
 
 from pixelmill.states import BatchStatus, ImageStatus
 from pixelmill.store._common import (
+    dump_choice,
     dump_json,
+    load_choice,
     load_json,
     require_final,
     unavailable_on,
@@ -137,7 +140,13 @@ class RedisBatchStore(RedisCoordination):
             return False
 
     def create_batch(
-        self, batch_id: str, images: list[NewImage], callback_url: str | None = None
+        self,
+        batch_id: str,
+        images: list[NewImage],
+        callback_url: str | None = None,
+        *,
+        presets: tuple[str, ...] | None = None,
+        formats: tuple[str, ...] | None = None,
     ) -> BatchRecord:
         """A new batch; images with ``error`` set start (and count) as failed."""
         failed = sum(1 for image in images if image.error is not None)
@@ -172,6 +181,8 @@ class RedisBatchStore(RedisCoordination):
             created_at=args[0],
             callback_url=callback_url,
             version=1,
+            presets=dump_choice(presets),
+            formats=dump_choice(formats),
         )
         args += [len(fields) // 2, *fields]
         if not self._create(keys=keys, args=args):
@@ -215,6 +226,7 @@ class RedisBatchStore(RedisCoordination):
         error: dict[str, str] | None = None,
         renditions: list[dict[str, Any]] | None = None,
         timings_ms: dict[str, float] | None = None,
+        placeholder: str | None = None,
     ) -> Transition:
         """pending|processing -> a final status, counters updated in the same script."""
         status = require_final(status)
@@ -226,6 +238,7 @@ class RedisBatchStore(RedisCoordination):
             error=dump_json(error),
             renditions=dump_json(renditions),
             timings_ms=dump_json(timings_ms),
+            placeholder=placeholder,
         )
         applied, finished = self._finish_image(keys=keys, args=args)
         return Transition(applied=bool(applied), batch_finished=bool(finished))
@@ -347,6 +360,7 @@ def _image_record(fields: dict[str, str]) -> ImageRecord:
         timings_ms=load_json(fields.get("timings_ms")),
         seq=int(fields["seq"]),
         version=int(fields.get("version", 0)),
+        placeholder=fields.get("placeholder"),
     )
 
 
@@ -360,5 +374,7 @@ def _batch_record(fields: dict[str, str], images: list[ImageRecord]) -> BatchRec
         callback_url=fields.get("callback_url"),
         version=int(fields["version"]),
         images=images,
+        presets=load_choice(fields.get("presets")),
+        formats=load_choice(fields.get("formats")),
         **counters,
     )

@@ -21,6 +21,7 @@ from typing import Any
 from pixelmill.states import BatchStatus, ImageStatus
 from pixelmill.store._common import (
     COUNTERS_BY_FINAL_STATUS,
+    dump_choice,
     dump_json,
     require_final,
     unavailable_on,
@@ -39,6 +40,7 @@ from pixelmill.store.sqlite_schema import (
     CHANGES_INDEX,
     IMAGE_COLUMNS,
     SCHEMA,
+    add_missing_columns,
     batch_record,
     image_record,
 )
@@ -80,6 +82,7 @@ class SqliteBatchStore:
                 )
             self._conn.execute(CHANGES_INDEX)
             self._conn.execute(LISTING_INDEX)
+            add_missing_columns(self._conn)
         self.prune_expired()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -148,7 +151,13 @@ class SqliteBatchStore:
         return True
 
     def create_batch(
-        self, batch_id: str, images: list[NewImage], callback_url: str | None = None
+        self,
+        batch_id: str,
+        images: list[NewImage],
+        callback_url: str | None = None,
+        *,
+        presets: tuple[str, ...] | None = None,
+        formats: tuple[str, ...] | None = None,
     ) -> BatchRecord:
         """A new batch; images with ``error`` set start (and count) as failed."""
         failed = sum(1 for image in images if image.error is not None)
@@ -164,19 +173,22 @@ class SqliteBatchStore:
             try:
                 conn.execute(
                     "INSERT INTO batches (batch_id, status, total, failed, pending, created_at,"
-                    " finished_at, callback_url, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " finished_at, callback_url, version, presets, formats)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (batch_id, status, len(images), failed, pending, now,
-                     None if pending else now, callback_url, failed + 1),
+                     None if pending else now, callback_url, failed + 1,
+                     dump_choice(presets), dump_choice(formats)),
                 )  # fmt: skip
             except sqlite3.IntegrityError:
                 raise ValueError(f"batch {batch_id!r} already exists") from None
             conn.executemany(
-                f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (image.image_id, batch_id, image.filename,
                      ImageStatus.FAILED if image.error is not None else ImageStatus.PENDING,
                      image.sha256, image.spool_path, image.declared_type, image.detected_type,
-                     dump_json(image.error), "[]", None, seq, failed_rank.get(image.image_id, 0))
+                     dump_json(image.error), "[]", None, seq, failed_rank.get(image.image_id, 0),
+                     None)
                     for seq, image in enumerate(images)
                 ],
             )  # fmt: skip
@@ -244,6 +256,7 @@ class SqliteBatchStore:
         error: dict[str, str] | None = None,
         renditions: list[dict[str, Any]] | None = None,
         timings_ms: dict[str, float] | None = None,
+        placeholder: str | None = None,
     ) -> Transition:
         """pending|processing -> a final status, counters updated in the same transaction."""
         status = require_final(status)
@@ -253,10 +266,10 @@ class SqliteBatchStore:
             changed = conn.execute(
                 "UPDATE images SET status = ?, sha256 = COALESCE(?, sha256),"
                 " error = COALESCE(?, error), renditions = COALESCE(?, renditions),"
-                " timings_ms = COALESCE(?, timings_ms)"
+                " timings_ms = COALESCE(?, timings_ms), placeholder = COALESCE(?, placeholder)"
                 " WHERE batch_id = ? AND image_id = ? AND status IN ('pending', 'processing')",
                 (status, sha256, dump_json(error), dump_json(renditions), dump_json(timings_ms),
-                 batch_id, image_id),
+                 placeholder, batch_id, image_id),
             ).rowcount  # fmt: skip
             if changed:
                 increments = "".join(f", {name} = {name} + 1" for name in bumps)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from pixelmill.states import BatchStatus, ImageStatus
-from pixelmill.store._common import load_json
+from pixelmill.store._common import load_choice, load_json
 from pixelmill.store.base import BatchRecord, ImageRecord
 
 SCHEMA = """
@@ -45,21 +46,37 @@ CREATE INDEX IF NOT EXISTS images_unfinished ON images (status)
     WHERE status IN ('pending', 'processing');
 """
 
+# Columns added after the first release: a file from an older one gains them at open,
+# a new file right after CREATE TABLE. (table, column, declaration)
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("images", "placeholder", "TEXT"),
+    ("batches", "presets", "TEXT"),  # the request's choice, comma-separated; NULL: all
+    ("batches", "formats", "TEXT"),
+)
+
 IMAGE_COLUMNS = (
     "image_id, batch_id, filename, status, sha256, spool_path, declared_type, detected_type,"
-    " error, renditions, timings_ms, seq, version"
+    " error, renditions, timings_ms, seq, version, placeholder"
 )
 # After the table exists (a file from an older release gains the column first).
 CHANGES_INDEX = "CREATE INDEX IF NOT EXISTS images_by_version ON images (batch_id, version)"
 BATCH_COLUMNS = (
     "batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,"
-    " finished_at, callback_url, version"
+    " finished_at, callback_url, version, presets, formats"
 )
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a file from an older release (or a new one) up to ``ADDED_COLUMNS``."""
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def image_record(row: tuple[Any, ...]) -> ImageRecord:
     (image_id, batch_id, filename, status, sha256, spool_path, declared_type, detected_type,
-     error, renditions, timings_ms, seq, version) = row  # fmt: skip
+     error, renditions, timings_ms, seq, version, placeholder) = row  # fmt: skip
     return ImageRecord(
         image_id=image_id,
         batch_id=batch_id,
@@ -74,12 +91,13 @@ def image_record(row: tuple[Any, ...]) -> ImageRecord:
         timings_ms=load_json(timings_ms),
         seq=int(seq),
         version=int(version),
+        placeholder=placeholder,
     )
 
 
 def batch_record(row: tuple[Any, ...], images: list[ImageRecord]) -> BatchRecord:
     (batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,
-     finished_at, callback_url, version) = row  # fmt: skip
+     finished_at, callback_url, version, presets, formats) = row  # fmt: skip
     return BatchRecord(
         batch_id=batch_id,
         status=BatchStatus(status),
@@ -94,4 +112,6 @@ def batch_record(row: tuple[Any, ...], images: list[ImageRecord]) -> BatchRecord
         callback_url=callback_url,
         version=version,
         images=images,
+        presets=load_choice(presets),
+        formats=load_choice(formats),
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 from fastapi import Request
@@ -19,6 +21,8 @@ from pixelmill.api.uploads import (
     receive_upload,
 )
 from pixelmill.api.webhooks import AddressPolicy, validate_callback_url
+from pixelmill.core.specs import OutputFormat, RenderSpec
+from pixelmill.engine.base import Choice
 from pixelmill.errors import FileTooLarge, InvalidRequest, PixelmillError
 
 # After an early refusal, read and drop up to this much of the body so the client, still
@@ -26,6 +30,11 @@ from pixelmill.errors import FileTooLarge, InvalidRequest, PixelmillError
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 # A callback host that takes longer than this to resolve is refused (400).
 RESOLVE_TIMEOUT_S = 10.0
+# The optional form fields choosing renditions from the catalogue, on both upload routes.
+CHOICE_FIELDS = ("presets", "formats")
+# Another name a format is known by: a file extension.
+FORMAT_ALIASES = {"jpg": "jpeg"}
+UPLOAD_PATHS = ("/v1/batches", "/v1/images")
 
 
 def multipart_openapi(
@@ -38,6 +47,18 @@ def multipart_openapi(
     }
     for name in text_fields:
         properties[name] = {"type": "string", "maxLength": MAX_TEXT_FIELD_BYTES}
+    properties["presets"] = {
+        "type": "string",
+        "description": "Comma-separated presets of the catalogue (GET /v1/presets); "
+        "default: all of them.",
+        "maxLength": MAX_TEXT_FIELD_BYTES,
+    }
+    properties["formats"] = {
+        "type": "string",
+        "description": "Comma-separated formats among jpeg (or jpg), webp, avif, png; "
+        "default: the catalogue's.",
+        "maxLength": MAX_TEXT_FIELD_BYTES,
+    }
     return {
         "requestBody": {
             "required": True,
@@ -64,7 +85,11 @@ async def read_upload(
     file_field: str,
     text_fields: frozenset[str] = frozenset(),
 ) -> UploadForm:
-    """Spool the request's files under the batch's spool folder; at least one file."""
+    """Spool the request's files under the batch's spool folder; at least one file.
+
+    ``presets`` and ``formats`` are taken on top of ``text_fields`` and checked against
+    the catalogue: the form's ``choice`` is what the request asked for.
+    """
     settings = service.settings
     if request.headers.get("expect", "").lower() == "100-continue":
         try:
@@ -81,7 +106,7 @@ async def read_upload(
             request.headers.get("content-type"),
             service.spool_dir(batch_id),
             file_fields=frozenset({file_field}),
-            text_fields=text_fields,
+            text_fields=text_fields | frozenset(CHOICE_FIELDS),
             max_file_bytes=settings.max_upload_bytes,
             max_body_bytes=settings.max_batch_bytes,
             max_files=settings.max_files_per_batch,
@@ -101,11 +126,56 @@ async def read_upload(
         form.discard()
         raise InvalidRequest(f"send one or more images as {file_field!r} parts")
     try:
+        form.choice = parse_choice(form.fields)
+        service.chosen.choice(form.choice)  # a name outside the catalogue: 400
         await _check_callback_address(form, AddressPolicy(settings.webhook_allow_private))
+    except ValueError as exc:
+        form.discard()
+        raise InvalidRequest(str(exc)) from None
     except BaseException:
         form.discard()
         raise
     return form
+
+
+def _list_pattern(names: list[str]) -> str:
+    """A regular expression for a comma-separated list of ``names`` (spaces around items)."""
+    one = "(" + "|".join(re.escape(name) for name in names) + ")"
+    return rf"^\s*{one}(\s*,\s*{one})*\s*$"
+
+
+def describe_choice_fields(schema: dict[str, Any], catalogue: RenderSpec) -> dict[str, Any]:
+    """The OpenAPI document with the upload routes' ``presets`` and ``formats`` narrowed to
+    what this service's catalogue takes (a presets file changes the names)."""
+    presets = [preset.name for preset in catalogue.presets]
+    formats = [fmt.value for fmt in OutputFormat] + list(FORMAT_ALIASES)
+    for path in UPLOAD_PATHS:
+        operation = schema.get("paths", {}).get(path, {}).get("post", {})
+        content = operation.get("requestBody", {}).get("content", {})
+        properties = content.get("multipart/form-data", {}).get("schema", {}).get("properties")
+        if not properties:
+            continue
+        properties["presets"] |= {"pattern": _list_pattern(presets), "examples": [presets[0]]}
+        properties["formats"] |= {"pattern": _list_pattern(formats), "examples": ["webp"]}
+    return schema
+
+
+def parse_choice(fields: dict[str, str]) -> Choice:
+    """The ``presets`` and ``formats`` form fields as names (None: not given), or
+    InvalidRequest for an empty item. Whether the catalogue has them is checked after."""
+    chosen: list[tuple[str, ...] | None] = []
+    for name in CHOICE_FIELDS:
+        text = fields.get(name)
+        if text is None:
+            chosen.append(None)
+            continue
+        items = [item.strip() for item in text.split(",")]
+        if not all(items):
+            raise InvalidRequest(f"{name} is a comma-separated list without empty items")
+        if name == "formats":
+            items = [FORMAT_ALIASES.get(item, item) for item in items]
+        chosen.append(tuple(dict.fromkeys(items)))
+    return chosen[0], chosen[1]
 
 
 def _refuse_by_headers(request: Request, max_body_bytes: int) -> None:

@@ -58,7 +58,9 @@ async def create_batch(request: Request, service: ServiceDep, signer: SignerDep)
     except BaseException:
         form.discard()
         raise
-    record = await run_in_threadpool(service.create_batch, batch_id, form, callback_url)
+    record = await run_in_threadpool(
+        service.create_batch, batch_id, form, callback_url, form.choice
+    )
     body = BatchAccepted(
         batch_id=batch_id,
         status=record.status.value,

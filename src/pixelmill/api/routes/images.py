@@ -71,7 +71,7 @@ async def upload_image(
         form.discard()
         raise InvalidRequest("send exactly one 'file' part (use /v1/batches for several)")
     image_id = form.files[0].image_id
-    await run_in_threadpool(service.create_batch, batch_id, form, None)
+    await run_in_threadpool(service.create_batch, batch_id, form, None, form.choice)
     if wait:
         image = await anyio.to_thread.run_sync(
             service.wait_for_image,
