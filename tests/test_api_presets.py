@@ -49,7 +49,8 @@ def files_on_disk(data_dir: Path, sha256: str) -> set[str]:
 
 
 def rendition_names(image: dict[str, Any]) -> list[str]:
-    return [r["path"].rsplit("/", 1)[-1] for r in image["renditions"]]
+    """File names of an image record's renditions (their paths may be signed URLs)."""
+    return [r["path"].split("?", 1)[0].rsplit("/", 1)[-1] for r in image["renditions"]]
 
 
 def post_batch(client: httpx.Client, data: bytes, **fields: str) -> dict[str, Any]:
@@ -232,8 +233,27 @@ def test_the_catalogue_lists_the_default_presets_and_formats(client: httpx.Clien
     ]
     for preset in body["presets"]:
         assert set(preset) == {"name", "width", "height", "fit", "gravity", "formats", "quality"}
-        assert preset["formats"] is None or set(preset["formats"]) <= set(body["formats"])
-        assert isinstance(preset["quality"], dict)
+        assert preset["formats"] == ["jpeg", "webp"]
+        assert preset["quality"] == {"jpeg": 85, "webp": 80}
+        assert preset["gravity"] is None
+
+
+def test_the_catalogue_lists_what_each_preset_really_renders(tmp_path: Path) -> None:
+    """A cover preset with its own formats and quality is listed with them; the others
+    with the default formats and qualities."""
+    presets = tmp_path / "presets.json"
+    card = {"width": 1200, "height": 630, "fit": "cover", "gravity": "attention",
+            "formats": ["webp", "png"], "quality": {"webp": 70}}  # fmt: skip
+    presets.write_text(json.dumps({"square": [400, 400], "card": card}))
+    settings = Settings(data_dir=tmp_path / "data", workers=1, presets_file=presets)
+    with app_client(settings) as client:
+        body = client.get("/v1/presets").json()
+    assert body["presets"] == [
+        {"name": "square", "width": 400, "height": 400, "fit": "inside", "gravity": None,
+         "formats": ["jpeg", "webp"], "quality": {"jpeg": 85, "webp": 80}},
+        {"name": "card", "width": 1200, "height": 630, "fit": "cover",
+         "gravity": "attention", "formats": ["webp", "png"], "quality": {"webp": 70}},
+    ]  # fmt: skip
 
 
 def test_the_catalogue_follows_a_presets_file_and_needs_the_key(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from images import format_by_magic
 from pixelmill.api.app import create_app
 from pixelmill.api.signing import UrlSigner, expiry, signature
 from pixelmill.config import Settings
+from webhook_receiver import webhook_receiver
 
 API_KEY = "signed-urls-test-key"
 OTHER_SHA = "0" * 64
@@ -284,3 +285,31 @@ def test_services_sharing_an_api_key_accept_each_others_urls(
     assert handed_out.split("?")[0] in [r["path"].split("?")[0] for r in renditions_of(finished)]
     assert httpx.get(keyed_url + handed_out).status_code == 200
     assert_error(httpx.get(keyed_url + handed_out.split("?")[0]), 401, "unauthorized")
+
+
+def test_a_webhook_hands_out_signed_rendition_urls(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The callback body is the batch status: its rendition paths are signed too, so the
+    receiver can fetch them without the key."""
+    with (
+        webhook_receiver() as receiver,
+        httpx.Client(timeout=60) as anonymous,
+    ):
+        for url in serve(tmp_path_factory, api_key=API_KEY, webhook_allow_private=True):
+            headers = {"Authorization": f"Bearer {API_KEY}"}
+            created = httpx.post(
+                f"{url}/v1/batches",
+                files=[upload("w.jpg", small_jpeg(43))],
+                data={"callback_url": receiver.url},
+                headers=headers,
+                timeout=60,
+            )
+            assert created.status_code == 202, created.text
+            payload = json.loads(receiver.wait_for(1)[0].body)
+            [image] = payload["images"]
+            assert image["status"] == "done"
+            for rendition in image["renditions"]:
+                assert {"expires", "sig"} <= set(query_of(rendition["path"]))
+                fetched = anonymous.get(url + rendition["path"])
+                assert fetched.status_code == 200, fetched.text

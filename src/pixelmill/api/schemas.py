@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from pixelmill.core.specs import OutputFormat
+from pixelmill.core.specs import Fit, Gravity, OutputFormat
 from pixelmill.errors import ErrorCode
 from pixelmill.states import BatchStatus, ImageStatus
 
@@ -130,10 +130,10 @@ class PresetOut(BaseModel):
     name: str
     width: int
     height: int
-    fit: str  # inside or cover
-    gravity: str | None  # cover only: center, attention or entropy
-    formats: list[str] | None  # None: default_formats
-    quality: dict[str, int]  # per format, where the preset sets one
+    fit: Fit
+    gravity: Gravity | None  # cover only (null with fit inside)
+    formats: list[OutputFormat]  # what the preset renders (its own, else default_formats)
+    quality: dict[str, int]  # the encoder quality of each lossy format it renders
 
 
 class PresetsOut(BaseModel):

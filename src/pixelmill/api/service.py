@@ -22,6 +22,7 @@ from pixelmill.api.erase import RenderTracker
 from pixelmill.api.health_report import health_report
 from pixelmill.api.metrics import Metrics
 from pixelmill.api.resume import Resumer, sweep_spool
+from pixelmill.api.signing import signed_urls, url_signer
 from pixelmill.api.storage_probe import StorageProbe
 from pixelmill.api.store_writes import StoreWriteRetrier
 from pixelmill.api.uploads import UploadForm
@@ -62,6 +63,7 @@ class BatchService:
         self.storage = open_storage(settings)
         self.storage_probe = StorageProbe(self.storage)
         self.spec = settings.render_spec()
+        self.signer = url_signer(settings)
         self.chosen = ChosenSpecs(self.spec)  # each request's choice of the catalogue
         self.store: BatchStore = open_store(
             settings.store, self.data_dir, settings.redis_prefix, settings.batch_ttl_s
@@ -374,7 +376,8 @@ class BatchService:
                 url = record.callback_url
                 if record.total <= MAX_IMAGES_IN_CALLBACK:
                     record = self.store.get_batch(batch_id) or record
-                return url, callback_body(record.as_api_dict())
+                # Its rendition URLs are signed like any answer's: the receiver needs no key.
+                return url, callback_body(signed_urls(self.signer, record.as_api_dict()))
             except Exception as exc:
                 if time.monotonic() + delay > deadline:
                     log.warning("callback of batch %s left for the next start: %s", batch_id, exc)

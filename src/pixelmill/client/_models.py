@@ -137,15 +137,15 @@ class Manifest(_Body):
 
 
 class PresetInfo(_Body):
-    """One preset of the service's catalogue. ``formats`` None means the default formats."""
+    """One preset of the service's catalogue: its box, fit, and what it renders."""
 
     name: str
     width: int
     height: int
     fit: str = "inside"
     gravity: str | None = None
-    formats: tuple[str, ...] | None = None
-    quality: dict[str, int] = {}
+    formats: tuple[str, ...] = ()  # the formats it renders
+    quality: dict[str, int] = {}  # the encoder quality of each lossy one
 
 
 class Catalogue(_Body):

@@ -25,6 +25,11 @@ class OutputFormat(StrEnum):
         return f"image/{self.value}"
 
     @property
+    def is_lossy(self) -> bool:
+        """Takes an encoder quality (PNG is lossless)."""
+        return self is not OutputFormat.PNG
+
+    @property
     def keeps_alpha(self) -> bool:
         return self is not OutputFormat.JPEG
 

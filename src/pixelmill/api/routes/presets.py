@@ -8,37 +8,34 @@ from fastapi import APIRouter
 
 from pixelmill.api.deps import ServiceDep
 from pixelmill.api.schemas import PresetsOut, error_responses
-from pixelmill.core.specs import OutputFormat, Preset, RenderSpec
+from pixelmill.core.specs import Fit, OutputFormat, Preset, RenderSpec
 
 router = APIRouter(prefix="/v1/presets", tags=["presets"])
 
 
-def _plain(value: Any) -> Any:
-    """An enum's value, anything else as it is."""
-    return getattr(value, "value", value)
-
-
-def preset_entry(preset: Preset) -> dict[str, Any]:
-    """One preset as the catalogue lists it (fit, gravity, formats, quality: their defaults
-    when the preset does not set them)."""
-    formats = getattr(preset, "formats", None)
-    quality = getattr(preset, "quality", None) or {}
-    pairs = quality.items() if isinstance(quality, dict) else quality
+def preset_entry(spec: RenderSpec, preset: Preset) -> dict[str, Any]:
+    """One preset as the catalogue lists it: what it really renders (its formats, and the
+    encoder quality of each), so a client needs no defaults of its own."""
+    formats = spec.formats_of(preset)
     return {
         "name": preset.name,
         "width": preset.width,
         "height": preset.height,
-        "fit": _plain(getattr(preset, "fit", None) or "inside"),
-        "gravity": _plain(getattr(preset, "gravity", None)),
-        "formats": None if formats is None else [_plain(f) for f in formats],
-        "quality": {_plain(fmt): int(value) for fmt, value in pairs},
+        "fit": preset.fit.value,
+        "gravity": preset.gravity.value if preset.fit is Fit.COVER else None,
+        "formats": [fmt.value for fmt in formats],
+        "quality": {
+            fmt.value: spec.quality_of(fmt, preset)
+            for fmt in formats
+            if fmt is not OutputFormat.PNG
+        },
     }
 
 
 def catalogue(spec: RenderSpec) -> dict[str, Any]:
     """The body of ``GET /v1/presets`` for the service's spec."""
     return {
-        "presets": [preset_entry(preset) for preset in spec.presets],
+        "presets": [preset_entry(spec, preset) for preset in spec.presets],
         "formats": [fmt.value for fmt in OutputFormat],
         "default_formats": [fmt.value for fmt in spec.formats],
     }
