@@ -34,14 +34,12 @@ from pixelmill.store.base import (
     NewImage,
     Transition,
 )
-from pixelmill.store.sqlite_listing import LISTING_INDEX, delete_batch_rows, list_batch_page
+from pixelmill.store.sqlite_listing import delete_batch_rows, list_batch_page
 from pixelmill.store.sqlite_schema import (
     BATCH_COLUMNS,
-    CHANGES_INDEX,
     IMAGE_COLUMNS,
-    SCHEMA,
-    add_missing_columns,
     batch_record,
+    create_or_upgrade,
     image_record,
 )
 
@@ -74,15 +72,7 @@ class SqliteBatchStore:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")  # durable enough under WAL
             self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.executescript(SCHEMA)
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(images)")}
-            if "version" not in columns:
-                self._conn.execute(
-                    "ALTER TABLE images ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
-                )
-            self._conn.execute(CHANGES_INDEX)
-            self._conn.execute(LISTING_INDEX)
-            add_missing_columns(self._conn)
+            create_or_upgrade(self._conn)
         self.prune_expired()
 
     # -- plumbing -------------------------------------------------------------------------

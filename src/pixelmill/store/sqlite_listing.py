@@ -13,8 +13,6 @@ import threading
 from pixelmill.store.base import BatchRecord, cursor_position, listing_cursor
 from pixelmill.store.sqlite_schema import BATCH_COLUMNS, batch_record
 
-LISTING_INDEX = "CREATE INDEX IF NOT EXISTS batches_by_creation ON batches (created_at, batch_id)"
-
 
 def list_batch_page(
     conn: sqlite3.Connection, lock: threading.RLock, limit: int, cursor: str | None

@@ -49,6 +49,7 @@ CREATE INDEX IF NOT EXISTS images_unfinished ON images (status)
 # Columns added after the first release: a file from an older one gains them at open,
 # a new file right after CREATE TABLE. (table, column, declaration)
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("images", "version", "INTEGER NOT NULL DEFAULT 0"),
     ("images", "placeholder", "TEXT"),
     ("batches", "presets", "TEXT"),  # the request's choice, comma-separated; NULL: all
     ("batches", "formats", "TEXT"),
@@ -60,6 +61,8 @@ IMAGE_COLUMNS = (
 )
 # After the table exists (a file from an older release gains the column first).
 CHANGES_INDEX = "CREATE INDEX IF NOT EXISTS images_by_version ON images (batch_id, version)"
+# The listing pages by (created_at, batch_id), newest first.
+LISTING_INDEX = "CREATE INDEX IF NOT EXISTS batches_by_creation ON batches (created_at, batch_id)"
 BATCH_COLUMNS = (
     "batch_id, status, total, completed, duplicates, failed, cancelled, pending, created_at,"
     " finished_at, callback_url, version, presets, formats"
@@ -72,6 +75,14 @@ def add_missing_columns(conn: sqlite3.Connection) -> None:
         present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in present:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
+def create_or_upgrade(conn: sqlite3.Connection) -> None:
+    """The tables and indexes, with the columns later releases added to older files."""
+    conn.executescript(SCHEMA)
+    add_missing_columns(conn)
+    conn.execute(CHANGES_INDEX)
+    conn.execute(LISTING_INDEX)
 
 
 def image_record(row: tuple[Any, ...]) -> ImageRecord:
