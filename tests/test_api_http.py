@@ -220,6 +220,16 @@ def test_one_image_with_wait_answers_its_record(client: httpx.Client) -> None:
     assert batch["images"][0]["image_id"] == record["image_id"]
 
 
+def test_one_image_may_come_as_a_single_files_part(client: httpx.Client) -> None:
+    """``POST /v1/images`` takes its one image as ``file`` or as a single ``files`` part."""
+    data = small_jpeg(403)
+    response = client.post("/v1/images?wait=true", files={"files": ("f.jpg", data, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    assert response.json()["sha256"] == hashlib.sha256(data).hexdigest()
+    two = [("files", ("a.jpg", data, "image/jpeg")), ("file", ("b.jpg", data, "image/jpeg"))]
+    assert_error(client.post("/v1/images", files=two), 400, "invalid_request")
+
+
 def test_one_image_without_a_result_in_time_answers_202(client: httpx.Client) -> None:
     for seed, query in ((401, ""), (402, "?wait=true&timeout=0.001")):
         response = client.post(

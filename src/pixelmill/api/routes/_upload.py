@@ -84,11 +84,13 @@ async def read_upload(
     *,
     file_field: str,
     text_fields: frozenset[str] = frozenset(),
+    also_file_field: str | None = None,
 ) -> UploadForm:
     """Spool the request's files under the batch's spool folder; at least one file.
 
     ``presets`` and ``formats`` are taken on top of ``text_fields`` and checked against
-    the catalogue: the form's ``choice`` is what the request asked for.
+    the catalogue: the form's ``choice`` is what the request asked for. Files come in
+    ``file_field`` parts (or ``also_file_field`` ones, where a route takes both names).
     """
     settings = service.settings
     if request.headers.get("expect", "").lower() == "100-continue":
@@ -105,7 +107,7 @@ async def read_upload(
             stream,
             request.headers.get("content-type"),
             service.spool_dir(batch_id),
-            file_fields=frozenset({file_field}),
+            file_fields=frozenset({file_field, also_file_field or file_field}),
             text_fields=text_fields | frozenset(CHOICE_FIELDS),
             max_file_bytes=settings.max_upload_bytes,
             max_body_bytes=settings.max_batch_bytes,

@@ -66,7 +66,7 @@ async def upload_image(
     timeout: Annotated[float, Query(gt=0, le=MAX_WAIT_S, description="Seconds to wait.")] = 30.0,
 ) -> JSONResponse:
     batch_id = new_id()
-    form = await read_upload(request, service, batch_id, file_field="file")
+    form = await read_upload(request, service, batch_id, file_field="file", also_file_field="files")
     if len(form.files) != 1:
         form.discard()
         raise InvalidRequest("send exactly one 'file' part (use /v1/batches for several)")
