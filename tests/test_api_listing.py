@@ -108,7 +108,11 @@ def test_the_default_page_holds_fifty(client: httpx.Client) -> None:
 )
 def test_bad_limits_cursors_and_parameters_are_400(client: httpx.Client, query: str) -> None:
     new_batch(client, -1)
-    assert_error(client.get(f"/v1/batches?{query}"), 400, "invalid_request")
+    response = client.get(f"/v1/batches?{query}")
+    assert_error(response, 400, "invalid_request")
+    message = response.json()["error"]["message"]
+    assert "\\d" not in message and "[0-9" not in message, "no regular expression for people"
+    assert query.split("=")[0] in message
 
 
 def test_no_batches_is_an_empty_page(client: httpx.Client) -> None:

@@ -286,6 +286,14 @@ def test_a_known_query_parameter_given_twice_is_400(client: httpx.Client) -> Non
     assert "'wait'" in response.json()["error"]["message"]
 
 
+def test_an_upload_field_sent_as_a_query_parameter_gets_a_hint(client: httpx.Client) -> None:
+    response = client.post("/v1/batches?presets=thumbnail", files={"files": ("a.jpg", b"x")})
+    assert_error(response, 400, "invalid_request")
+    assert "form field" in response.json()["error"]["message"]
+    response = client.get("/v1/presets", params={"v": "2"})
+    assert "takes none" in response.json()["error"]["message"]
+
+
 def test_known_and_signature_parameters_are_taken(
     client: httpx.Client, rendered: dict[str, Any]
 ) -> None:

@@ -127,6 +127,11 @@ def test_download_streams_into_a_file_or_a_folder(client: Client, tmp_path: Path
     assert (missing.value.code, missing.value.status) == ("not_found", 404)
     assert sorted(p.name for p in folder.iterdir()) == ["large.jpg", "thumbnail.webp"]
 
+    # A dest ending in a separator names a folder, created if missing (not a file "new").
+    created = client.download(image.sha256, "large", "jpeg", dest=f"{tmp_path}/new/{image.sha256}/")
+    assert created == tmp_path / "new" / image.sha256 / "large.jpg"
+    assert created.read_bytes() == expected
+
 
 def test_uploads_stream_from_disk_without_reading_files_whole(
     client: Client, tmp_path: Path

@@ -101,7 +101,13 @@ def run(
         ),
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Write a JSON report here.")] = None,
-    presets: Annotated[Path | None, typer.Option(help='JSON {"name": [w, h]}.')] = None,
+    presets: Annotated[
+        Path | None,
+        typer.Option(
+            help='JSON {"name": [w, h]} or {"name": {"width", "height", "fit", "gravity", '
+            '"formats", "quality"}} (docs/presets.md).'
+        ),
+    ] = None,
     formats: Annotated[str | None, typer.Option(help="e.g. jpeg,webp,avif,png.")] = None,
     quality: Annotated[
         str | None,

@@ -83,7 +83,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     problems = []
     for problem in exc.errors():
         where = ".".join(str(part) for part in problem.get("loc", ()))
-        problems.append(f"{where}: {problem.get('msg', 'invalid')}")
+        if where.startswith("query."):
+            where = f"query parameter {where.removeprefix('query.')!r}"
+        message = problem.get("msg", "invalid")
+        if problem.get("type") == "string_pattern_mismatch":
+            message = "is not in the form this API hands out"  # not a regular expression
+        problems.append(f"{where}: {message}")
     return error_response(ErrorCode.INVALID_REQUEST, "; ".join(problems) or "invalid request")
 
 

@@ -58,6 +58,10 @@ def declared_query_parameters(route: APIRoute) -> tuple[frozenset[str], frozense
     return names, repeatable
 
 
+# Text fields of the upload forms: sent in the query string by mistake, they get a hint.
+FORM_FIELDS = frozenset({"presets", "formats", "callback_url"})
+
+
 async def refuse_unknown_query_parameters(request: Request) -> None:
     """400 for a query parameter the route does not take, or a single one given twice."""
     route = request.scope.get("route")
@@ -70,9 +74,14 @@ async def refuse_unknown_query_parameters(request: Request) -> None:
     seen: set[str] = set()
     for name, _ in request.query_params.multi_items():
         if name not in declared and name not in SIGNED_URL_PARAMETERS:
-            takes = ", ".join(sorted(declared)) or "none"
+            if name in FORM_FIELDS and request.method == "POST":
+                raise InvalidRequest(
+                    f"{name!r} is a form field of the upload, not a query parameter"
+                )
+            takes = ", ".join(sorted(declared))
             raise InvalidRequest(
-                f"unknown query parameter {name[:64]!r} (this route takes: {takes})"
+                f"unknown query parameter {name[:64]!r} "
+                + (f"(this route takes: {takes})" if takes else "(this route takes none)")
             )
         if name in seen and name not in repeatable:
             raise InvalidRequest(f"query parameter {name!r} is given more than once")

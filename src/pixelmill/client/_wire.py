@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import time
@@ -114,9 +115,13 @@ def parse_image_answer(response: httpx.Response) -> ImageAccepted | WaitedImage:
 
 
 def download_target(dest: PathLike, path: str) -> Path:
-    """Where a download goes: ``dest`` itself, or ``dest/<preset>.<ext>`` for a folder."""
+    """Where a download goes: ``dest`` itself, or ``dest/<preset>.<ext>`` for a folder (one
+    that exists, or any path ending in a separator, which is created)."""
     target = Path(dest)
-    return target / path.rsplit("/", 1)[1] if target.is_dir() else target
+    names_a_folder = os.fspath(dest).endswith(("/", os.sep))
+    if names_a_folder:
+        target.mkdir(parents=True, exist_ok=True)
+    return target / path.rsplit("/", 1)[1] if names_a_folder or target.is_dir() else target
 
 
 def client_headers(api_key: str | None) -> dict[str, str]:
