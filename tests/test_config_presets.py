@@ -77,8 +77,8 @@ BAD_ENTRIES = [
         "quality for jpeg, which the preset does not render",
     ),
     ({"height": 10}, "width is missing"),
-    ({"width": 10, "height": 0}, "height must be a positive whole number"),
-    ({"width": True, "height": 10}, "width must be a positive whole number"),
+    ({"width": 10, "height": 0}, "height must be a whole number from 1 to 65535"),
+    ({"width": True, "height": 10}, "width must be a whole number from 1 to 65535"),
 ]
 
 
@@ -116,3 +116,25 @@ def test_a_bad_object_entry_stops_serve_too(tmp_path: Path) -> None:
     (tmp_path / "p.json").write_text('{"card": {"width": 10, "height": 10, "fit": "crop"}}')
     result = run_cli(["serve", "--port", "1"], tmp_path, PIXELMILL_PRESETS_FILE="p.json")
     assert_one_line_usage_error(result, "p.json", "entry 'card'", "fit must be one of")
+
+
+HOSTILE_FILES = [
+    ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ('{"big": [' + "9" * 400 + ", 100]}", "from 1 to 65535"),
+    ('{"big": {"width": 70000, "height": 10}}', "width must be a whole number from 1 to 65535"),
+    ('{"thumb\\n": [10, 10]}', "entry 'thumb\\n'"),
+    ("[" + " " * (1024 * 1024) + "]", "is over 1048576 bytes"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), HOSTILE_FILES)
+def test_a_hostile_presets_file_is_one_line_and_exit_2(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    """Deep nesting, sizes no image has, a name ending in a newline, a huge file: each is
+    one line naming the file (a traceback, or every image failing later, before)."""
+    (tmp_path / "p.json").write_text(content)
+    with pytest.raises(ConfigError, match="presets file"):
+        load_presets(tmp_path / "p.json")
+    result = run_cli(["run", ".", "-o", "out", "--presets", "p.json"], tmp_path)
+    assert_one_line_usage_error(result, "p.json", message)

@@ -21,9 +21,13 @@ from pixelmill.core.specs import (
     Preset,
 )
 
-_PRESET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_PRESET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # used with fullmatch
 PRESETS_FORMAT = '{"name": [width, height] or {"width": ..., "height": ...}, ...}'
 _PRESET_KEYS = ("width", "height", "fit", "gravity", "formats", "quality")
+# Beyond any image the formats can hold (JPEG and WebP stop at 65535 and 16383 px a side).
+MAX_PRESET_SIDE = 65535
+# A presets file is a few hundred bytes; more than this is not one.
+MAX_PRESETS_FILE_BYTES = 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -39,7 +43,11 @@ def load_presets(path: Path | None) -> tuple[Preset, ...]:
     if path is None:
         return DEFAULT_PRESETS
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_PRESETS_FILE_BYTES + 1)
+        if len(raw) > MAX_PRESETS_FILE_BYTES:
+            raise ConfigError(f"presets file {path} is over {MAX_PRESETS_FILE_BYTES} bytes")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read presets file {path}: {_reason(exc)}") from None
     try:
@@ -50,6 +58,8 @@ def load_presets(path: Path | None) -> tuple[Preset, ...]:
         ) from None
     except ValueError as exc:
         raise ConfigError(f"presets file {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"presets file {path} is nested too deeply to be presets") from None
     if not isinstance(data, dict):
         raise ConfigError(f"presets file {path} must be a JSON object {PRESETS_FORMAT}")
     if not data:
@@ -76,7 +86,7 @@ def _refuse_repeated_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _preset_entry(path: Path, name: str, box: Any) -> Preset:
     """One ``"name": [width, height]`` or ``"name": {...}`` entry, or ConfigError naming it."""
     where = f"presets file {path}, entry {name!r}"
-    if not _PRESET_NAME.match(name):
+    if not _PRESET_NAME.fullmatch(name):
         raise ConfigError(
             f"{where}: a name is letters, digits and _ (not starting with a digit, at most 64)"
         )
@@ -85,14 +95,14 @@ def _preset_entry(path: Path, name: str, box: Any) -> Preset:
     if not isinstance(box, list) or len(box) != 2 or not all(_is_size(side) for side in box):
         shown = json.dumps(box)[:60]
         raise ConfigError(
-            f"{where}: expected [width, height] positive whole numbers "
+            f"{where}: expected [width, height] whole numbers from 1 to {MAX_PRESET_SIDE} "
             f'or an object {{"width": ..., "height": ...}}, got {shown}'
         )
     return Preset(name, box[0], box[1])
 
 
 def _is_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PRESET_SIDE
 
 
 def _preset_object(where: str, name: str, entry: dict[str, Any]) -> Preset:
@@ -105,7 +115,9 @@ def _preset_object(where: str, name: str, entry: dict[str, Any]) -> Preset:
             raise ConfigError(f"{where}: {side} is missing")
         if not _is_size(entry[side]):
             shown = json.dumps(entry[side])[:60]
-            raise ConfigError(f"{where}: {side} must be a positive whole number, got {shown}")
+            raise ConfigError(
+                f"{where}: {side} must be a whole number from 1 to {MAX_PRESET_SIDE}, got {shown}"
+            )
     fit = _choice(where, "fit", entry.get("fit", Fit.INSIDE.value), Fit)
     gravity = _choice(where, "gravity", entry.get("gravity", Gravity.CENTER.value), Gravity)
     if "gravity" in entry and fit is Fit.INSIDE:
