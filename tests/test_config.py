@@ -76,7 +76,7 @@ def test_a_bad_setting_is_one_line_naming_the_variable_and_exit_2(
 PRESET_FILES = [
     ({"thumb": 200}, "entry 'thumb'", "[width, height]"),
     ({"thumb": [200]}, "entry 'thumb'", "got [200]"),
-    ({"thumb": [200, -1]}, "entry 'thumb'", "positive"),
+    ({"thumb": [200, -1]}, "entry 'thumb'", "from 1 to 65535"),
     ({"thumb": [200, 1.5]}, "entry 'thumb'", "whole numbers"),
     ({"thumb": [True, 10]}, "entry 'thumb'", "[width, height]"),
     ({"thumb": "200x200"}, "entry 'thumb'", "[width, height]"),
