@@ -270,3 +270,27 @@ def test_a_task_message_carries_the_new_preset_fields() -> None:
     assert spec_from_dict(message) == spec
     old = dict(message, presets=[["thumb", 150, 150], ["large", 1920, 1920]])
     assert spec_from_dict(old).presets == (Preset("thumb", 150, 150), Preset("large", 1920, 1920))
+
+
+@pytest.mark.parametrize("box", [(200, 1920), (100, 1000)])
+def test_the_engines_memory_estimate_covers_what_a_cover_preset_decodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, box: tuple[int, int]
+) -> None:
+    """A tall cover box on a wide photo keeps far more of the source than the largest box
+    suggests; the estimate the engine admits renders by must cover what is decoded."""
+    from pixelmill.core import render as render_module
+    from pixelmill.engine.admission import decode_cost
+
+    source = tmp_path / "wide.jpg"
+    Image.effect_noise((1200, 300), 50).resize((12000, 3000)).convert("RGB").save(source)
+    spec = RenderSpec(presets=(cover("banner", *box),), formats=(OutputFormat.JPEG,))
+    decoded: list[int] = []
+    real_decode = render_module._decode
+
+    def measuring_decode(image: Image.Image, *args: object) -> None:
+        real_decode(image, *args)  # type: ignore[arg-type]
+        decoded.append(image.width * image.height * len(image.getbands()))
+
+    monkeypatch.setattr(render_module, "_decode", measuring_decode)
+    render_renditions(source, tmp_path / "out", spec, SHA)
+    assert decoded and decoded[0] <= decode_cost(str(source), spec)

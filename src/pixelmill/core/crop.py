@@ -8,6 +8,7 @@ at most ``ANALYSIS_SIDE`` pixels so the choice costs a few milliseconds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -61,6 +62,18 @@ def framing(width: int, height: int, preset: Preset) -> Framing:
         return Framing((preset.width, preset.height), (crop_width, crop_height), frame)
     size = (min(width, max(1, round(crop_width))), min(height, max(1, round(crop_height))))
     return Framing(size, (float(size[0]), float(size[1])), (width, height))
+
+
+def decode_side(width: int, height: int, presets: Sequence[Preset]) -> int:
+    """The longest side decoding must keep for ``presets``: the largest box, or more where
+    a cover crop shows part of the source at a larger scale. Either orientation of a
+    ``width`` x ``height`` header counts, so it holds before the EXIF tag is read."""
+    sides = [max(p.width, p.height) for p in presets]
+    for preset in presets:
+        if preset.fit is Fit.COVER:
+            for w, h in ((width, height), (height, width)):
+                sides.append(max(framing(w, h, preset).frame))
+    return max(sides)
 
 
 def preset_size(width: int, height: int, preset: Preset) -> tuple[int, int]:

@@ -13,7 +13,21 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pixelmill.core.crop import decode_side
+from pixelmill.core.source import estimate_decode_bytes, probe
+from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.base import ImageJob
+
+
+def decode_cost(source: str, spec: RenderSpec) -> int:
+    """Estimated peak bytes of decoding ``source`` for ``spec``, from its header; a cover
+    crop may decode more than the largest box, and is estimated for what it keeps."""
+    largest_box = max(max(p.width, p.height) for p in spec.presets)
+    found = probe(source, spec.limits, largest_box)
+    side = decode_side(found.width, found.height, spec.presets)
+    if side <= largest_box:
+        return found.decode_bytes
+    return estimate_decode_bytes(found.width, found.height, found.mode, found.format, side)
 
 
 @dataclass(eq=False)  # compared by identity: the queue removes this very entry

@@ -16,9 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from pixelmill.core.source import probe
 from pixelmill.core.specs import RenderSpec
-from pixelmill.engine.admission import AdmissionQueue, Entry
+from pixelmill.engine.admission import AdmissionQueue, Entry, decode_cost
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
 from pixelmill.engine.cancel import CancelRegistry, remove_orphaned_flag_folders
 from pixelmill.engine.choices import ChosenSpecs
@@ -328,8 +327,7 @@ class LocalEngine(Outcomes):
             if self._missing_or_settle(entry) is None:
                 return False
             spec = self._chosen.of(entry.job)
-            largest_box = max(max(p.width, p.height) for p in spec.presets)
-            entry.cost = probe(entry.job.source, spec.limits, largest_box).decode_bytes
+            entry.cost = decode_cost(entry.job.source, spec)
             return True
         except Exception as exc:  # this image fails; the engine goes on
             self._fail_entry(entry, exc)
