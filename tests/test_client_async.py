@@ -9,8 +9,10 @@ from contextlib import aclosing
 from pathlib import Path
 
 import httpx
+import mypy.api
 import pytest
 
+import pixelmill
 from api_helpers import slow_jpeg, small_jpeg, truncated_jpeg
 from api_server import free_port, running_in_thread
 from cutting_proxy import CuttingProxy
@@ -182,3 +184,27 @@ def test_create_image_and_cancel(service: str, tmp_path: Path) -> None:
             await client.cancel(running)
 
     asyncio.run(scenario())
+
+
+def test_iter_events_type_checks_inside_aclosing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``contextlib.aclosing(client.iter_events(...))``, as docs/client.md advises, passes
+    mypy --strict: iter_events is typed as an async generator, which has ``aclose``."""
+    usage = tmp_path / "aclosing_usage.py"
+    usage.write_text(
+        "from contextlib import aclosing\n\n"
+        "from pixelmill.client import AsyncClient, Event\n\n\n"
+        "async def first_event(client: AsyncClient, batch_id: str) -> Event | None:\n"
+        "    async with aclosing(client.iter_events(batch_id)) as events:\n"
+        "        async for event in events:\n"
+        "            return event\n"
+        "    return None\n"
+    )
+    config = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    # The client under test, wherever it is imported from (an installed copy may differ).
+    monkeypatch.setenv("MYPYPATH", str(Path(pixelmill.__file__).parents[1]))
+    report, errors, status = mypy.api.run(
+        ["--strict", "--config-file", str(config), "--follow-imports=silent", str(usage)]
+    )
+    assert status == 0, report + errors

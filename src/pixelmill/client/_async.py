@@ -42,10 +42,12 @@ from pixelmill.client._wire import (
     image_path,
     image_wait,
     list_params,
+    naming_target,
     parse,
     parse_image_answer,
     partial_path,
     rendition_path,
+    service_url,
     with_read,
 )
 
@@ -63,7 +65,7 @@ class AsyncClient:
         *,
         events_timeout: float = EVENTS_READ_TIMEOUT_S,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = service_url(base_url)
         self._timeout = as_timeout(timeout)
         self._events_timeout = events_timeout
         self._http = httpx.AsyncClient(timeout=self._timeout, headers=client_headers(api_key))
@@ -161,11 +163,13 @@ class AsyncClient:
         last_event_id: str | int | None = None,
         reconnect_delay: float | None = None,
         max_reconnects: int = MAX_RECONNECTS,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """The batch's events (``ProgressEvent``, ``ImageEvent``, ``DoneEvent``) until done.
 
-        A dropped connection is resumed with ``Last-Event-ID``: no event is repeated or
-        skipped. ``last_event_id`` resumes a stream read earlier (an event's ``id``).
+        A dropped connection is resumed with ``Last-Event-ID``: no image event is repeated or
+        skipped (progress events in between are not replayed; the next one has the current
+        counts). ``last_event_id`` resumes a stream read earlier (an event's ``id``); from
+        the ``DoneEvent``'s id on, the ``DoneEvent`` alone comes again.
         """
         return self._events(batch_id, last_event_id, reconnect_delay, max_reconnects, None)
 
@@ -179,7 +183,9 @@ class AsyncClient:
         """Wait until the batch is finished and return its status with every image.
 
         Follows the event stream; if the stream cannot be had, polls instead. Raises
-        ``PixelmillError`` with code ``timeout`` after ``timeout`` seconds.
+        ``PixelmillError`` with code ``timeout`` after ``timeout`` seconds, or with the last
+        error (``network_error``) if the service did not answer then. Without a
+        ``timeout``, gives up once the service has not answered for 30 s.
         """
         deadline = Deadline(batch_id, timeout)
         try:
@@ -190,19 +196,17 @@ class AsyncClient:
                         return await self.get_batch(batch_id)
                     deadline.check()
         except PixelmillError as exc:
-            deadline.check()
-            if not exc.transient:
-                raise
+            deadline.failed(exc)
         while True:
             try:
                 batch = await self.get_batch(batch_id)
+                deadline.answered()
                 if batch.is_finished:
                     return batch
             except PixelmillError as exc:
-                if not exc.transient:
-                    raise
+                deadline.failed(exc)
             deadline.check()
-            await anyio.sleep(deadline.capped(poll_interval))
+            await anyio.sleep(deadline.poll_delay(poll_interval))
 
     # -- images -----------------------------------------------------------------------------
 
@@ -230,6 +234,8 @@ class AsyncClient:
                 async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
                     await file.write(chunk)
             await anyio.Path(part).replace(target)
+        except OSError as exc:
+            raise naming_target(exc, part, target) from None
         finally:
             await anyio.Path(part).unlink(missing_ok=True)
         return target
@@ -252,7 +258,7 @@ class AsyncClient:
         try:
             response = await self._http.request(method, self.base_url + path, **kwargs)
         except httpx.TransportError as exc:
-            raise error_from_transport(exc, f"{method} {path}") from exc
+            raise error_from_transport(exc, f"{method} {self.base_url}{path}") from exc
         return checked(response)
 
     @asynccontextmanager
@@ -263,7 +269,7 @@ class AsyncClient:
                     await response.aread()
                 yield checked(response)
         except httpx.TransportError as exc:
-            raise error_from_transport(exc, f"{method} {path}") from exc
+            raise error_from_transport(exc, f"{method} {self.base_url}{path}") from exc
 
     async def _events(
         self,
@@ -286,6 +292,8 @@ class AsyncClient:
                     headers=state.request_headers(),
                     timeout=with_read(self._timeout, read_s),
                 ) as response:
+                    if deadline is not None:
+                        deadline.answered()
                     state.start_connection()
                     async for line in response.aiter_lines():
                         event = state.feed(line)
@@ -300,7 +308,7 @@ class AsyncClient:
                     raise
                 problem = exc
             if deadline is not None:
-                deadline.check()
+                deadline.failed(problem)
             failures += 1
             if failures > max_reconnects:
                 raise problem

@@ -2,7 +2,8 @@
 
 ``EventStreamState`` is shared by the sync and async clients: it turns lines into typed
 events, remembers the last event id for ``Last-Event-ID``, drops an event it has already
-delivered (ids only increase), and knows when ``done`` ended the stream.
+delivered (ids only increase), and knows when ``done`` ended the stream. ``done`` is never
+dropped: the service sends it again to a client that resumes from it (or from past it).
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class EventStreamState:
         if message is None:
             return None
         event_id = _as_int(message.id)
-        if event_id is not None and self.delivered is not None and event_id <= self.delivered:
+        seen = event_id is not None and self.delivered is not None and event_id <= self.delivered
+        if seen and message.name != "done":
             return None  # the service started over (its store was reset): seen already
         try:
             data = json.loads(message.data)

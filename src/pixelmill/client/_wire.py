@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from pixelmill import __version__
 from pixelmill.client._errors import (
     INVALID_RESPONSE,
+    NETWORK_ERROR,
     TIMEOUT,
     PixelmillError,
     error_from_response,
@@ -37,6 +38,10 @@ MAX_RECONNECTS = 5
 # wait() turns to polling sooner: its answer does not depend on the stream.
 WAIT_RECONNECTS = 2
 WAIT_POLL_INTERVAL_S = 1.0
+# wait() without a timeout gives up once the service has not answered for this long.
+UNREACHABLE_LIMIT_S = 30.0
+# While the service does not answer, wait() polls less and less often, up to this.
+UNREACHABLE_POLL_MAX_S = 8.0
 # How long POST /v1/images?wait=true waits when no timeout is given (the service's default).
 SERVICE_IMAGE_WAIT_S = 30.0
 _HEX_64 = re.compile(r"[0-9a-f]{64}")
@@ -124,6 +129,21 @@ def download_target(dest: PathLike, path: str) -> Path:
     return target / path.rsplit("/", 1)[1] if names_a_folder or target.is_dir() else target
 
 
+def service_url(base_url: str) -> str:
+    """``base_url`` without a trailing ``/``; a ValueError unless it is an http(s) address."""
+    url = base_url.rstrip("/")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"bad base_url {base_url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(
+            f"bad base_url {base_url!r}: give an http:// or https:// address, "
+            "such as http://127.0.0.1:8000"
+        )
+    return url
+
+
 def client_headers(api_key: str | None) -> dict[str, str]:
     headers = {"User-Agent": f"pixelmill-client/{__version__}"}
     if api_key:
@@ -159,28 +179,85 @@ def image_wait(
 
 
 class Deadline:
-    """The end of a ``wait(batch_id, timeout)``; no end when ``timeout`` is None."""
+    """When a ``wait(batch_id, timeout)`` gives up: at ``timeout`` (no end when it is None),
+    or, without a timeout, once the service has not answered for ``UNREACHABLE_LIMIT_S``.
+
+    Given up while the service does not answer, it raises the last failure to reach it
+    (``network_error``, say), not ``timeout``: the batch may be fine, the service is not there.
+    """
 
     def __init__(self, batch_id: str, timeout_s: float | None) -> None:
         self.batch_id = batch_id
         self.timeout_s = timeout_s
         self.at = None if timeout_s is None else time.monotonic() + timeout_s
+        self.last_answer = time.monotonic()
+        self.unreachable: PixelmillError | None = None
+        self.unanswered = 0
+
+    def answered(self) -> None:
+        """The service answered: it can be reached."""
+        self.last_answer = time.monotonic()
+        self.unreachable = None
+        self.unanswered = 0
+
+    def failed(self, error: PixelmillError) -> None:
+        """A request failed: raise ``error`` unless asking again may work and there is time."""
+        if not error.transient:
+            raise error
+        if isinstance(error.__cause__, httpx.ConnectError | httpx.ConnectTimeout):
+            self.unreachable = error
+            self.unanswered += 1
+        elif error.status is not None:  # a busy service, or a proxy in front of it, answered
+            self.answered()
+        self.check()
+
+    def _give_up_at(self) -> float | None:
+        if self.at is None and self.unreachable is not None:
+            return self.last_answer + UNREACHABLE_LIMIT_S
+        return self.at
 
     def remaining(self) -> float | None:
-        return None if self.at is None else max(0.0, self.at - time.monotonic())
+        give_up_at = self._give_up_at()
+        return None if give_up_at is None else max(0.0, give_up_at - time.monotonic())
 
     def capped(self, seconds: float) -> float:
         remaining = self.remaining()
         return seconds if remaining is None else min(seconds, remaining)
 
+    def poll_delay(self, poll_interval: float) -> float:
+        """The pause before the next poll: longer each time the service did not answer."""
+        if not self.unanswered:
+            return self.capped(poll_interval)
+        backoff = max(poll_interval, 0.5) * 2 ** (self.unanswered - 1)
+        return self.capped(min(backoff, max(poll_interval, UNREACHABLE_POLL_MAX_S)))
+
     def check(self) -> None:
-        """Raise the ``timeout`` error once the deadline has passed."""
-        if self.at is not None and time.monotonic() >= self.at:
+        """Raise once it is time to give up: the last failure to reach the service, if the
+        service did not answer last, else the ``timeout`` error."""
+        give_up_at = self._give_up_at()
+        if give_up_at is None or time.monotonic() < give_up_at:
+            return
+        if self.unreachable is not None:
+            silent_s = time.monotonic() - self.last_answer
             raise PixelmillError(
-                TIMEOUT, f"batch {self.batch_id} did not finish within {self.timeout_s} s"
+                NETWORK_ERROR,
+                f"the service is unreachable: no answer for {silent_s:.0f} s while waiting "
+                f"for batch {self.batch_id} (last: {self.unreachable.message})",
             )
+        raise PixelmillError(
+            TIMEOUT, f"batch {self.batch_id} did not finish within {self.timeout_s} s"
+        )
 
 
 def partial_path(target: Path) -> Path:
     """Where a download is written before it is renamed to ``target`` (same folder)."""
     return target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+
+
+def naming_target(exc: OSError, part: Path, target: Path) -> OSError:
+    """``exc`` about the hidden ``.part`` file, told about the file asked for instead."""
+    if str(part) not in (exc.filename, exc.filename2) and str(part) not in str(exc):
+        return exc
+    if exc.errno is not None and exc.strerror:
+        return type(exc)(exc.errno, exc.strerror, str(target))
+    return OSError(f"{target}: {str(exc).replace(str(part), str(target))}")
