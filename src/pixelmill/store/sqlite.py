@@ -36,6 +36,7 @@ from pixelmill.store.base import (
 from pixelmill.store.sqlite_listing import (
     LIVE_BATCH,
     delete_batch_rows,
+    delete_expired_rows,
     expiry_cutoff,
     list_batch_page,
 )
@@ -102,13 +103,8 @@ class SqliteBatchStore:
         if self.ttl_s is None:
             return 0
         self._pruned_at = time.monotonic()
-        cutoff = expiry_cutoff(self.ttl_s)
-        expired = "SELECT batch_id FROM batches WHERE finished_at IS NOT NULL AND finished_at < ?"
         with self._write() as conn:
-            conn.execute(f"DELETE FROM images WHERE batch_id IN ({expired})", (cutoff,))
-            return conn.execute(
-                "DELETE FROM batches WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,)
-            ).rowcount
+            return delete_expired_rows(conn, expiry_cutoff(self.ttl_s))
 
     def _prune_now_and_then(self) -> None:
         if self.ttl_s is not None and time.monotonic() - self._pruned_at > PRUNE_INTERVAL_S:

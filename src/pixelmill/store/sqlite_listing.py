@@ -1,4 +1,4 @@
-"""Listing and deleting batches in the SQLite store.
+"""Listing, expiring and deleting batches in the SQLite store.
 
 Pages follow ``(created_at, batch_id)``, newest first, through an index: a page starts
 strictly before the last batch of the previous one (keyset pagination), so a batch created
@@ -56,3 +56,13 @@ def delete_batch_rows(conn: sqlite3.Connection, batch_id: str) -> bool:
     """Inside a write transaction: delete the batch and its images; False when unknown."""
     conn.execute("DELETE FROM images WHERE batch_id = ?", (batch_id,))
     return conn.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,)).rowcount == 1
+
+
+def delete_expired_rows(conn: sqlite3.Connection, cutoff: str) -> int:
+    """Inside a write transaction: delete the batches finished before ``cutoff`` and their
+    images; return how many batches."""
+    expired = "SELECT batch_id FROM batches WHERE finished_at IS NOT NULL AND finished_at < ?"
+    conn.execute(f"DELETE FROM images WHERE batch_id IN ({expired})", (cutoff,))
+    return conn.execute(
+        "DELETE FROM batches WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,)
+    ).rowcount
