@@ -338,3 +338,26 @@ def test_logs_show_broker_urls_without_their_password() -> None:
     assert redact_url("amqp://guest:s3cret@10.0.0.5:5672//") == "amqp://guest:***@10.0.0.5:5672//"
     assert redact_url("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_a_copy_waiting_on_a_render_of_several_seconds_ends_duplicate(
+    redis_env: dict[str, str],
+) -> None:
+    """One worker, two processes: the copy of the bytes waits on the content claim (a retry
+    every half second) for longer than Celery's default of three retries, and still ends."""
+    data = slow_jpeg(6262, (3000, 2000))
+    with celery_workers(redis_env, concurrency=2), service(redis_env) as client:
+        leader = client.post(
+            "/v1/batches", files=[upload("a.jpg", data)], data={"formats": "avif,webp,jpeg"}
+        ).json()["batch_id"]
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/batches/{leader}").json()["images"][0]["status"] == "pending":
+            assert time.monotonic() < deadline, "the first render never started"
+            time.sleep(0.02)
+        copy = client.post("/v1/batches", files=[upload("b.jpg", data)]).json()["batch_id"]
+        copy_posted = time.monotonic()
+        first = wait_for_batch(client, leader, timeout_s=50)["images"][0]
+        waited_s = time.monotonic() - copy_posted
+        second = wait_for_batch(client, copy, timeout_s=10)["images"][0]
+    assert waited_s > 3, "the first render was too quick to make the copy wait long"
+    assert (first["status"], second["status"]) == ("done", "duplicate"), second

@@ -342,3 +342,41 @@ def test_a_callback_cut_short_by_a_stop_is_sent_by_the_next_service_at_once(
         with service(redis_env):
             calls = receiver.wait_for(count + 1, timeout_s=15)
     assert json.loads(calls[-1].body)["batch_id"] == created.json()["batch_id"]
+
+
+def test_erases_of_one_image_at_once_wait_for_each_other_and_never_answer_409(
+    redis_env: dict[str, str],
+) -> None:
+    """An erase finding the content claimed by another erase waits for it (nothing renders),
+    then answers as it finds the image: one 204, the others 404."""
+    data = small_jpeg(6363, (600, 400))
+    sha = hashlib.sha256(data).hexdigest()
+    store = RedisBatchStore(REDIS_URL, prefix=redis_env["PIXELMILL_REDIS_PREFIX"])
+    try:
+        with celery_workers(redis_env), service(redis_env) as client:
+            seen = []
+            for _ in range(3):
+                done = client.post("/v1/images?wait=true&timeout=60", files={"file": ("a", data)})
+                assert done.json()["status"] == "done", done.json()
+                barrier = threading.Barrier(3)
+                codes: list[int] = []
+
+                def erase(barrier: threading.Barrier, codes: list[int]) -> None:
+                    barrier.wait()
+                    codes.append(client.delete(f"/v1/images/{sha}").status_code)
+
+                threads = [threading.Thread(target=erase, args=(barrier, codes)) for _ in range(3)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(30)
+                seen.append(sorted(codes))
+            # Another erase holds the claim for half a second: this one waits, then erases.
+            client.post("/v1/images?wait=true&timeout=60", files={"file": ("a", data)})
+            assert store.claim_content(sha, "erase:elsewhere", 60)
+            threading.Timer(0.5, store.release_claim, (sha, "erase:elsewhere")).start()
+            waited = client.delete(f"/v1/images/{sha}")
+        assert seen == [[204, 404, 404]] * 3, seen
+        assert waited.status_code == 204, waited.text
+    finally:
+        store.close()

@@ -1039,3 +1039,69 @@ def test_sqlite_file_of_an_older_release_gains_the_new_columns(tmp_path: Path) -
         assert new is not None and new.presets == ("large",)
     finally:
         store.close()
+
+
+# -- expiry ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_an_expired_batch_is_neither_listed_nor_found_while_the_store_is_idle(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    """Past the TTL a finished batch is gone to every read, with no prune in between."""
+    store: BatchStore
+    if kind == "sqlite":
+        store = SqliteBatchStore(tmp_path / "pixelmill.db", ttl_s=1)
+    else:
+        url = request.getfixturevalue("redis_server_url")
+        store = RedisBatchStore(url, prefix=request.getfixturevalue("redis_prefix"), ttl_s=1)
+    try:
+        expired, running = new_batch_id(), new_batch_id()
+        store.create_batch(expired, new_images(1))
+        store.finish_image(expired, "img-000", ImageStatus.FAILED, error=UPLOAD_ERROR)
+        store.create_batch(running, new_images(1))
+        time.sleep(2.2)
+        assert [b.batch_id for b in store.list_batches(10)[0]] == [running]
+        assert store.get_batch(expired) is None
+        assert store.get_image(expired, "img-000") is None
+        assert store.batch_changes(expired, 0) == (None, [])
+        assert store.wait_for_change(expired, 0, 0.1) == 0
+        assert store.get_batch(running) is not None
+    finally:
+        store.close()
+
+
+def test_redis_the_change_feed_of_a_batch_finished_by_its_only_image_expires(
+    redis_store: RedisBatchStore, redis_server_url: str, redis_prefix: str
+) -> None:
+    batch_id = new_batch_id()
+    redis_store.create_batch(batch_id, new_images(1))
+    redis_store.finish_image(batch_id, "img-000", ImageStatus.DONE)
+    client = redis.Redis.from_url(redis_server_url, decode_responses=True)
+    try:
+        keys = list(client.scan_iter(match=f"{redis_prefix}*{batch_id}*"))
+        assert f"{redis_prefix}batch:{batch_id}:changes" in keys
+        assert {key: client.ttl(key) for key in keys if client.ttl(key) <= 0} == {}
+    finally:
+        client.close()
+
+
+def test_redis_the_listing_index_does_not_grow_with_expired_batches(
+    redis_server_url: str, redis_prefix: str
+) -> None:
+    """New batches trim the index of expired ones, with no listing to meet them."""
+    store = RedisBatchStore(redis_server_url, prefix=redis_prefix, ttl_s=1)
+    client = redis.Redis.from_url(redis_server_url, decode_responses=True)
+    try:
+        expired = [new_batch_id() for _ in range(20)]
+        for batch_id in expired:
+            store.create_batch(batch_id, new_images(1, failed=1))  # finished at once
+        time.sleep(1.5)
+        for _ in range(20):
+            store.create_batch(new_batch_id(), new_images(1, failed=1))
+        members = client.zrange(f"{redis_prefix}batches", 0, -1)
+        assert [m for m in members if m.partition(" ")[2] in expired] == []
+        assert len(members) <= 20
+    finally:
+        client.close()
+        store.close()

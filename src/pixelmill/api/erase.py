@@ -6,13 +6,15 @@ manifest listing files already gone. The local engine's renders are known here (
 outcome not in yet) and none starts while an erase holds the engine's admission lock; the
 celery engine's workers render a content only under its claim in the store, which the
 erase takes too. An erase that meets a render answers 409 (``invalid_request``): the
-client retries once the image is finished.
+client retries once the image is finished. An erase that meets another erase of the same
+content waits for it, then answers as it finds the content (404 once erased).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
 
 # A crashed erase gives the content back to the workers after this.
 ERASE_CLAIM_TTL_S = 60.0
+ERASE_OWNER_PREFIX = "erase:"
+# How long an erase waits for another erase of the same content, and how often it looks.
+OTHER_ERASE_WAIT_S = 10.0
+OTHER_ERASE_POLL_S = 0.05
 
 
 class ImageBeingRendered(InvalidRequest):
@@ -111,9 +117,8 @@ def _no_render_of(service: BatchService, sha256: str) -> Iterator[None]:
     busy = f"image {sha256} is being rendered; erase it once its batch is finished"
     if service.celery is not None:
         coordination = cast(WorkCoordination, service.store)
-        owner = f"erase:{uuid.uuid4().hex}"
-        if not coordination.claim_content(sha256, owner, ERASE_CLAIM_TTL_S):
-            raise ImageBeingRendered(busy)
+        owner = f"{ERASE_OWNER_PREFIX}{uuid.uuid4().hex}"
+        _claim_for_erase(coordination, sha256, owner, busy)
         try:
             yield
         finally:
@@ -125,3 +130,18 @@ def _no_render_of(service: BatchService, sha256: str) -> Iterator[None]:
         if service.renders.is_rendering(sha256):
             raise ImageBeingRendered(busy)
         yield
+
+
+def _claim_for_erase(coordination: WorkCoordination, sha256: str, owner: str, busy: str) -> None:
+    """Take the content claim for an erase. Held by a render: ``ImageBeingRendered``. Held
+    by another erase: wait for it (up to ``OTHER_ERASE_WAIT_S``), then claim."""
+    deadline = time.monotonic() + OTHER_ERASE_WAIT_S
+    while not coordination.claim_content(sha256, owner, ERASE_CLAIM_TTL_S):
+        holder = coordination.claim_holder(sha256)
+        if holder is None:
+            continue  # let go in between: claim again
+        if not holder.startswith(ERASE_OWNER_PREFIX):
+            raise ImageBeingRendered(busy)
+        if time.monotonic() > deadline:
+            raise ImageBeingRendered(f"image {sha256} is being erased; try again shortly")
+        time.sleep(OTHER_ERASE_POLL_S)

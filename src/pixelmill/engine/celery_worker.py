@@ -162,7 +162,9 @@ def render_image(
     owner = claim_owner(image_id)
     if not with_store_retry("claim", lambda: take_claim(ctx.store, sha256, owner)):
         # Another worker renders these bytes: free this slot, look again shortly.
-        raise task.retry(countdown=CLAIM_RETRY_S, max_retries=None)
+        # No retry limit (the task is registered with max_retries=None): a long render of
+        # these bytes legitimately keeps this image waiting.
+        raise task.retry(countdown=CLAIM_RETRY_S)
     spec_obj = spec_from_dict(spec)
     with ClaimHeartbeat(ctx.store, sha256, owner):
         ran_before = image.status is ImageStatus.PROCESSING
@@ -262,7 +264,11 @@ class RenderRequest(Request):
 
 def register(app: Celery) -> Task[Any, Any]:
     """Register the render task on ``app`` (the worker side)."""
-    return app.task(name=TASK_NAME, bind=True, Request=RenderRequest, acks_late=True)(render_image)
+    # max_retries=None on the task: unbounded claim waits. Passed to retry() instead, None
+    # would mean "the task's default" (3), and a copy waiting on a long render would be lost.
+    return app.task(
+        name=TASK_NAME, bind=True, Request=RenderRequest, acks_late=True, max_retries=None
+    )(render_image)
 
 
 class _RejectWithoutTraceback(logging.Filter):

@@ -12,6 +12,7 @@ Keys, all under the prefix (``pixelmill:`` by default):
     {prefix}stats                            hash: images_<status> counts (all time)
     {prefix}callbacks_owed                   sorted set: finished batches owing a callback
     {prefix}batches                          sorted set: "<created_at> <batch_id>" (listing)
+    {prefix}batches_trimmed                  string: where the listing's trim stopped
 
 plus the distributed engine's keys (``redis_coordination``), and the pub/sub channel
 ``{prefix}events:{batch_id}`` carrying each new version.
@@ -47,7 +48,13 @@ from pixelmill.store.base import (
 )
 from pixelmill.store.redis_changes import ChangeListener
 from pixelmill.store.redis_coordination import RedisCoordination
-from pixelmill.store.redis_listing import DELETE_BATCH, index_member, list_batch_fields
+from pixelmill.store.redis_listing import (
+    DELETE_BATCH,
+    TRIM_INDEX,
+    TRIM_PER_CREATE,
+    index_member,
+    list_batch_fields,
+)
 from pixelmill.store.redis_scripts import (
     CANCEL,
     CREATE,
@@ -97,6 +104,7 @@ class RedisBatchStore(RedisCoordination):
         self._read_batch = self._client.register_script(READ_BATCH)
         self._read_changes = self._client.register_script(READ_CHANGES)
         self._delete_batch = self._client.register_script(DELETE_BATCH)
+        self._trim_index = self._client.register_script(TRIM_INDEX)
         self._changes = ChangeListener(self._client, f"{prefix}events:")
 
     # -- key names ------------------------------------------------------------------------
@@ -188,6 +196,10 @@ class RedisBatchStore(RedisCoordination):
         if not self._create(keys=keys, args=args):
             raise ValueError(f"batch {batch_id!r} already exists")
         self._client.zadd(self._listing_key, {index_member(args[0], batch_id): 0})
+        self._trim_index(
+            keys=[self._listing_key, f"{self._listing_key}_trimmed"],
+            args=[f"{self.prefix}batch:", TRIM_PER_CREATE],
+        )
         record = self.get_batch(batch_id)
         assert record is not None
         return record

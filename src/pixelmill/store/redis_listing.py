@@ -6,7 +6,11 @@ sorts as text), then by id. A page asks for the members before the last one it r
 (``ZREVRANGEBYLEX``), so a batch created while a client pages never shifts a later page.
 
 Finished batches expire with the store's TTL; their members stay in the set until a listing
-meets them, finds the batch gone and removes them.
+meets them, or until the trim that runs at each new batch reaches them: it looks at a few
+members (``TRIM_PER_CREATE``) from where it stopped last time (``{prefix}batches_trimmed``),
+oldest first, and starts over at the oldest once past the newest. As it looks at more
+members per batch than each batch adds, it goes round the whole set, and the set holds
+about as many members as there are live batches.
 """
 
 from __future__ import annotations
@@ -30,6 +34,33 @@ redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('ZREM', KEYS[5], created .. ' ' .. ARGV[2])
 return 1
+"""
+
+
+# Members looked at by the trim of each new batch.
+TRIM_PER_CREATE = 4
+
+# KEYS: listing index, trim position. ARGV: batch key prefix, how many members to look at.
+# Removes the members, among those after the trim position, whose batch hash is gone.
+# Returns how many it removed.
+TRIM_INDEX = """
+local after = redis.call('GET', KEYS[2])
+local lower = after and ('(' .. after) or '-'
+local members = redis.call('ZRANGEBYLEX', KEYS[1], lower, '+', 'LIMIT', 0, tonumber(ARGV[2]))
+if #members == 0 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+local removed = 0
+for _, member in ipairs(members) do
+  local batch_id = string.match(member, ' (.*)$')
+  if batch_id and redis.call('EXISTS', ARGV[1] .. batch_id) == 0 then
+    redis.call('ZREM', KEYS[1], member)
+    removed = removed + 1
+  end
+end
+redis.call('SET', KEYS[2], members[#members])
+return removed
 """
 
 

@@ -107,12 +107,13 @@ if redis.call('HGET', KEYS[1], 'status') == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'processing')
 end
 note_final(KEYS[5], ARGV[6], 1)
-local finished = finish_if_drained()
-if finished == 1 then owe_callback(KEYS[6]) end
--- Two steps: the image takes the first, the batch (progress) the second.
+-- Two steps: the image takes the first, the batch (progress) the second. The change is
+-- written before the batch may finish, so the TTL it then sets covers the change feed too.
 local version = redis.call('HINCRBY', KEYS[1], 'version', 2)
 redis.call('HSET', KEYS[4], 'version', version - 1)
 redis.call('ZADD', KEYS[1] .. ':changes', version - 1, redis.call('HGET', KEYS[4], 'image_id'))
+local finished = finish_if_drained()
+if finished == 1 then owe_callback(KEYS[6]) end
 redis.call('PUBLISH', ARGV[5], version)
 return {1, finished}
 """

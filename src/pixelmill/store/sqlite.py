@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,13 @@ from pixelmill.store.base import (
     NewImage,
     Transition,
 )
-from pixelmill.store.sqlite_listing import delete_batch_rows, list_batch_page
+from pixelmill.store.sqlite_listing import (
+    LIVE_BATCH,
+    delete_batch_rows,
+    delete_expired_rows,
+    expiry_cutoff,
+    list_batch_page,
+)
 from pixelmill.store.sqlite_schema import (
     BATCH_COLUMNS,
     IMAGE_COLUMNS,
@@ -54,8 +59,8 @@ class SqliteBatchStore:
     """Batches and images in one SQLite file; survives restarts."""
 
     def __init__(self, path: Path | str, ttl_s: int | None = None) -> None:
-        """``ttl_s``: finished batches older than this are deleted (at open, then at most
-        once a minute as batches finish); None keeps them for ever."""
+        """``ttl_s``: finished batches older than this are gone at once to every read, and
+        deleted at open, then at most once a minute as batches finish; None keeps them."""
         self.path = Path(path)
         self.ttl_s = ttl_s
         self._pruned_at = 0.0
@@ -98,17 +103,8 @@ class SqliteBatchStore:
         if self.ttl_s is None:
             return 0
         self._pruned_at = time.monotonic()
-        cutoff = (
-            (datetime.now(UTC) - timedelta(seconds=self.ttl_s))
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-        )
-        expired = "SELECT batch_id FROM batches WHERE finished_at IS NOT NULL AND finished_at < ?"
         with self._write() as conn:
-            conn.execute(f"DELETE FROM images WHERE batch_id IN ({expired})", (cutoff,))
-            return conn.execute(
-                "DELETE FROM batches WHERE finished_at IS NOT NULL AND finished_at < ?", (cutoff,)
-            ).rowcount
+            return delete_expired_rows(conn, expiry_cutoff(self.ttl_s))
 
     def _prune_now_and_then(self) -> None:
         if self.ttl_s is not None and time.monotonic() - self._pruned_at > PRUNE_INTERVAL_S:
@@ -186,15 +182,20 @@ class SqliteBatchStore:
         assert record is not None
         return record
 
+    def _live_batch_row(self, batch_id: str) -> Any:
+        """The batch's row, None when unknown or expired."""
+        return self._conn.execute(
+            f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ? AND {LIVE_BATCH}",
+            (batch_id, expiry_cutoff(self.ttl_s)),
+        ).fetchone()
+
     def get_batch(self, batch_id: str, include_images: bool = True) -> BatchRecord | None:
-        """The batch with its images in upload order, or None."""
+        """The batch with its images in upload order, or None (unknown or expired)."""
         with self._lock:
             # One read transaction, so counters and image rows are the same snapshot.
             self._conn.execute("BEGIN")
             try:
-                row = self._conn.execute(
-                    f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
-                ).fetchone()
+                row = self._live_batch_row(batch_id)
                 rows = []
                 if row is not None and include_images:
                     rows = self._conn.execute(
@@ -208,11 +209,12 @@ class SqliteBatchStore:
         return batch_record(row, [image_record(r) for r in rows])
 
     def get_image(self, batch_id: str, image_id: str) -> ImageRecord | None:
-        """One image of a batch, or None."""
+        """One image of a batch, or None (unknown, or its batch expired)."""
+        live = f"SELECT batch_id FROM batches WHERE batch_id = ? AND {LIVE_BATCH}"
         with self._lock:
             row = self._conn.execute(
-                f"SELECT {IMAGE_COLUMNS} FROM images WHERE batch_id = ? AND image_id = ?",
-                (batch_id, image_id),
+                f"SELECT {IMAGE_COLUMNS} FROM images WHERE batch_id IN ({live}) AND image_id = ?",
+                (batch_id, expiry_cutoff(self.ttl_s), image_id),
             ).fetchone()
         return None if row is None else image_record(row)
 
@@ -335,9 +337,7 @@ class SqliteBatchStore:
         with self._lock:
             self._conn.execute("BEGIN")  # one snapshot: counters and images agree
             try:
-                row = self._conn.execute(
-                    f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)
-                ).fetchone()
+                row = self._live_batch_row(batch_id)
                 rows = []
                 if row is not None:
                     rows = self._conn.execute(
@@ -386,7 +386,8 @@ class SqliteBatchStore:
     def _version(self, batch_id: str) -> int | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT version FROM batches WHERE batch_id = ?", (batch_id,)
+                f"SELECT version FROM batches WHERE batch_id = ? AND {LIVE_BATCH}",
+                (batch_id, expiry_cutoff(self.ttl_s)),
             ).fetchone()
         return None if row is None else int(row[0])
 
@@ -394,7 +395,7 @@ class SqliteBatchStore:
         self, limit: int, cursor: str | None = None
     ) -> tuple[list[BatchRecord], str | None]:
         """Up to ``limit`` batches (without images), newest first, after ``cursor``."""
-        return list_batch_page(self._conn, self._lock, limit, cursor)
+        return list_batch_page(self._conn, self._lock, limit, cursor, self.ttl_s)
 
     def delete_batch(self, batch_id: str) -> bool:
         """Forget the batch and its images; False when it is unknown."""
