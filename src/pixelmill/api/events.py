@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 
 from pixelmill.api.signing import UrlSigner, signed_urls
-from pixelmill.store import BatchStore, StoreUnavailable
+from pixelmill.store import BatchRecord, BatchStore, StoreUnavailable
 
 # How long one wait on the store lasts: bounds how late a closed connection is noticed.
 WAIT_SLICE_S = 2.0
@@ -42,6 +42,11 @@ def parse_last_event_id(value: str | None) -> int:
     if value is None or _EVENT_ID.fullmatch(value.strip()) is None:
         return 0
     return int(value.strip())
+
+
+def done_event_id(record: BatchRecord) -> int:
+    """The id of a finished batch's ``done`` event: one past its last version."""
+    return record.version + 1
 
 
 async def batch_events(
@@ -85,7 +90,8 @@ async def batch_events(
             sent = record.version
             last_sent = time.monotonic()
         if record.is_finished:
-            yield sse_frame("done", record.as_api_dict(include_images=False), record.version + 1)
+            done = record.as_api_dict(include_images=False)
+            yield sse_frame("done", done, done_event_id(record))
             return
         try:
             await anyio.to_thread.run_sync(

@@ -295,6 +295,9 @@ class AsyncClient:
                     if deadline is not None:
                         deadline.answered()
                     state.start_connection()
+                    if response.status_code == 204:  # it had ended with done already
+                        yield state.ended(await self.get_batch(batch_id))
+                        return
                     async for line in response.aiter_lines():
                         event = state.feed(line)
                         if event is not None:

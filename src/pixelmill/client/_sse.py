@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from pixelmill.client._errors import INVALID_RESPONSE, PixelmillError
-from pixelmill.client._models import DoneEvent, Event, event_from
+from pixelmill.client._models import Batch, DoneEvent, Event, event_from
 from pixelmill.client._wire import batch_path
 
 # Without a hint from the service, wait this long before reconnecting a dropped stream.
@@ -121,6 +121,12 @@ class EventStreamState:
         if isinstance(event, DoneEvent):
             self.finished = True
         return event
+
+    def ended(self, batch: Batch) -> DoneEvent:
+        """The ``done`` of a stream the service says had ended before (204 to a resume from
+        its ``done``): the batch as it is now, with the id resumed from."""
+        self.finished = True
+        return DoneEvent(self.delivered, batch)
 
     def retry_delay(self, chosen_s: float | None, attempt: int) -> float:
         """Seconds to wait before reconnection number ``attempt`` (1, 2, ...)."""

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pixelmill.api import erase
 from pixelmill.api.deps import ServiceDep, SignerDep, checked_id
-from pixelmill.api.events import batch_events, parse_last_event_id
+from pixelmill.api.events import batch_events, done_event_id, parse_last_event_id
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.schemas import (
     BatchAccepted,
@@ -82,19 +82,34 @@ async def get_batch(batch_id: str, service: ServiceDep, signer: SignerDep) -> JS
     return JSONResponse(signed_urls(signer, record.as_api_dict()))
 
 
+STREAM_OVER = (
+    "The stream already ended with its done event (the Last-Event-ID sent): nothing more "
+    "comes, and a browser's EventSource stops reconnecting"
+)
+
+
 @router.get(
     "/{batch_id}/events",
     summary="Progress as Server-Sent Events (progress, image, done)",
     response_class=StreamingResponse,
-    responses={**event_stream_response(), **error_responses(401, 404, 503)},
+    responses={
+        **event_stream_response(),
+        204: {"description": STREAM_OVER},
+        **error_responses(401, 404, 503),
+    },
 )
 async def batch_events_stream(
     batch_id: str, request: Request, service: ServiceDep, signer: SignerDep
-) -> StreamingResponse:
+) -> Response:
     # Look the batch up first, so an unknown id is a plain 404, not an event stream.
-    await run_in_threadpool(service.get_batch, checked_id(batch_id, "batch"), include_images=False)
+    record = await run_in_threadpool(
+        service.get_batch, checked_id(batch_id, "batch"), include_images=False
+    )
     # Sent back by a reconnecting EventSource: resume after that event, replay nothing.
     last_event_id = parse_last_event_id(request.headers.get("last-event-id"))
+    if record.is_finished and last_event_id == done_event_id(record):
+        # The client saw done; a 204 is what makes a browser's EventSource stop for good.
+        return Response(status_code=204)
     return StreamingResponse(
         batch_events(service.store, batch_id, request.app.state.sse_limiter, last_event_id, signer),
         media_type="text/event-stream",
