@@ -100,6 +100,57 @@ def test_every_url_handed_out_is_signed(finished: dict[str, Any]) -> None:
         assert set(query_of(rendition["path"])) == {"expires", "sig"}
 
 
+def test_a_signed_url_has_one_spelling(anonymous: httpx.Client, finished: dict[str, Any]) -> None:
+    """Another spelling of the same expiry or digest is not that URL (one cache key per
+    URL), and a second expires or sig is refused."""
+    path, _, query = renditions_of(finished)[0]["path"].partition("?")
+    fields = dict(item.split("=") for item in query.split("&"))
+    expires, sig = fields["expires"], fields["sig"]
+    assert anonymous.get(f"{path}?expires={expires}&sig={sig}").status_code == 200
+    for variant in (
+        f"{path}?expires=0{expires}&sig={sig}",
+        f"{path}?expires=%20{expires}%20&sig={sig}",
+        f"{path}?expires={expires}&sig={sig.upper()}",
+        f"{path}?expires={expires}&sig={'0' * 64}&sig={sig}",
+    ):
+        assert anonymous.get(variant).status_code == 401, variant
+
+
+def test_a_caller_without_the_key_learns_nothing_of_a_routes_parameters(
+    anonymous: httpx.Client,
+) -> None:
+    assert_error(anonymous.get("/v1/batches?guess=1"), 401, "unauthorized")
+
+
+def test_ids_ending_in_a_newline_name_nothing(keyed_url: str, finished: dict[str, Any]) -> None:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    sha = renditions_of(finished)[0]["path"].split("/")[3]
+    batch_id = finished["created"]["batch_id"]
+    with httpx.Client(base_url=keyed_url, headers=headers, timeout=60) as client:
+        assert_error(client.delete(f"/v1/images/{sha}%0A"), 404, "not_found")
+        assert_error(client.get(f"/v1/batches/{batch_id}%0A"), 404, "not_found")
+        assert client.get(f"/v1/images/{sha}").status_code == 200, "the image is still there"
+
+
+def test_a_previous_signing_key_is_still_accepted_for_rotation(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """URLs signed with a key listed in PIXELMILL_URL_SIGNING_PREVIOUS_KEYS still work;
+    new ones are signed with the current key."""
+    old_key, new_key = "old-signing-key-0123", "new-signing-key-4567"
+    path = "/v1/presets"
+    old_url = UrlSigner(old_key.encode(), 3600).sign(path)
+    for url in serve(
+        tmp_path_factory,
+        api_key=API_KEY,
+        url_signing_key=new_key,
+        url_signing_previous_keys=old_key,
+    ):
+        assert httpx.get(url + old_url, timeout=60).status_code == 200
+        stranger = UrlSigner(b"someone-elses-key-89", 3600).sign(path)
+        assert httpx.get(url + stranger, timeout=60).status_code == 401
+
+
 def test_a_signed_rendition_is_served_with_no_header(
     anonymous: httpx.Client, finished: dict[str, Any]
 ) -> None:

@@ -27,6 +27,12 @@ BAD_SERVING_SETTINGS = [
     ("PIXELMILL_URL_TTL_S", "tomorrow", "valid integer"),
     ("PIXELMILL_URL_SIGNING_KEY", "short", "at least 16 characters"),
     ("PIXELMILL_PUBLIC_RENDITIONS", "perhaps", "boolean"),
+    # Keys no header can carry as they are (a line end read from a file, a space, a
+    # non-ASCII letter): every client got 401 with no hint why.
+    ("PIXELMILL_API_KEY", "sesame-key\n", "visible ASCII"),
+    ("PIXELMILL_API_KEY", "two words", "visible ASCII"),
+    ("PIXELMILL_API_KEY", "clé-secrète", "visible ASCII"),
+    ("PIXELMILL_URL_SIGNING_KEY", "0123456789abcdef ", "visible ASCII"),
 ]
 
 

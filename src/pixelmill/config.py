@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     api_key: str | None = Field(None, description="When set, /v1 needs 'Bearer <key>'.")
     # -- serving to browsers (docs/api.md, "Signed URLs, public renditions and CORS") -----
+    url_signing_previous_keys: str | None = Field(
+        None, description="Comma-separated keys signed URLs are still accepted with (rotation)."
+    )
     url_signing_key: str | None = Field(
         None, min_length=16, description="Key of signed URLs; default: derived from api_key."
     )
@@ -90,6 +93,15 @@ class Settings(BaseSettings):
     def _empty_signing_key_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("api_key", "url_signing_key", "url_signing_previous_keys")
+    @classmethod
+    def _keys_are_visible_ascii(cls, value: str | None) -> str | None:
+        # A key read from a file with its line end, or with a letter a header cannot carry,
+        # would never match what clients send: refuse it at start rather than 401 everyone.
+        if value is not None and not VISIBLE_ASCII.fullmatch(value.replace(",", "")):
+            raise ValueError("must be visible ASCII characters (no spaces or line ends)")
+        return value
+
     @field_validator("cors_origins")
     @classmethod
     def _origins_are_origins(cls, value: str | None) -> str | None:
@@ -116,6 +128,13 @@ class Settings(BaseSettings):
         if self.url_signing_key:
             return self.url_signing_key.encode()
         return hmac.new(self.api_key.encode(), URL_SIGNING_LABEL, hashlib.sha256).digest()
+
+    @property
+    def url_previous_secrets(self) -> tuple[bytes, ...]:
+        """Keys signed URLs are still accepted with, not signed with (a key being rotated)."""
+        if not self.api_key or not self.url_signing_previous_keys:
+            return ()
+        return tuple(k.encode() for k in self.url_signing_previous_keys.split(",") if k)
 
     @field_validator("store")
     @classmethod
@@ -235,6 +254,7 @@ _HOST_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
 _HOST = rf"(\[[0-9a-f:.]+\]|{_HOST_LABEL}(\.{_HOST_LABEL})*)"
 _ORIGIN = re.compile(rf"[a-z][a-z0-9+.-]*://{_HOST}(:(?P<port>[0-9]{{1,5}}))?")
 URL_SIGNING_LABEL = b"pixelmill url signing"
+VISIBLE_ASCII = re.compile(r"[\x21-\x7e]*")
 
 
 def parse_origins(value: str) -> tuple[str, ...]:

@@ -81,18 +81,19 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
         lifespan=lifespan,
         static_url=DOCS_ASSETS_URL,
         swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from swagger.io
-        dependencies=[Depends(refuse_unknown_query_parameters)],
     )
     app.state.settings = settings
     app.state.url_signer = url_signer(settings)
     if settings.cors_origin_list:
         app.add_middleware(JsonErrorCorsMiddleware, **cors_options(settings.cors_origin_list))
     install_error_handlers(app)
-    needs_key = [Depends(require_api_key)]
+    # The key first: a caller without it learns nothing, not even a route's parameters.
+    checked_query = Depends(refuse_unknown_query_parameters)
+    needs_key = [Depends(require_api_key), checked_query]
     app.include_router(batches.router, dependencies=needs_key)
     app.include_router(images.router, dependencies=needs_key)
     app.include_router(presets.router, dependencies=needs_key)
-    app.include_router(health.router)
+    app.include_router(health.router, dependencies=[checked_query])
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

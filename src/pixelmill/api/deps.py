@@ -12,7 +12,7 @@ from pixelmill.api.service import BatchService
 from pixelmill.api.signing import UrlSigner, Verdict
 from pixelmill.errors import NotFound, Unauthorized
 
-_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+_ID_PATTERN = re.compile(r"[0-9a-f]{32}")  # used with fullmatch: no trailing newline
 
 
 def get_service(request: Request) -> BatchService:
@@ -57,6 +57,11 @@ def require_api_key(request: Request) -> None:
         return
     expires, sig = request.query_params.get("expires"), request.query_params.get("sig")
     signer = get_url_signer(request)
+    if (
+        len(request.query_params.getlist("expires")) > 1
+        or len(request.query_params.getlist("sig")) > 1
+    ):
+        raise Unauthorized("a signed URL has one 'expires' and one 'sig'")
     if (expires is None and sig is None) or signer is None:
         raise Unauthorized("a valid 'Authorization: Bearer <key>' header is required")
     if not reading:
@@ -79,6 +84,6 @@ def _route_path(request: Request) -> str:
 
 def checked_id(value: str, what: str) -> str:
     """A batch or image id as we issue them; anything else names nothing (404)."""
-    if not _ID_PATTERN.match(value):
+    if not _ID_PATTERN.fullmatch(value):
         raise NotFound(f"no {what} {value!r}")
     return value

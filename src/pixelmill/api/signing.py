@@ -24,7 +24,7 @@ from pixelmill.config import Settings
 # The longest step expiries are rounded up by; a tenth of the TTL when that is shorter.
 MAX_EXPIRY_BUCKET_S = 3600
 # ASCII digits only, and few: a bigger number is not a time, and int() of it costs.
-_EXPIRES = re.compile(r"[0-9]{1,12}")
+_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 # The fields of API answers that hold a URL of ours, and the lists of records that may.
 _URL_FIELDS = ("status_url", "events_url", "path")
@@ -61,8 +61,15 @@ def expiry(now: float, ttl_s: int) -> int:
 class UrlSigner:
     """Signs the paths the API hands out and checks the signed ones it is given."""
 
-    def __init__(self, key: bytes, ttl_s: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        ttl_s: int,
+        clock: Callable[[], float] = time.time,
+        previous_keys: tuple[bytes, ...] = (),
+    ) -> None:
         self._key = key
+        self._keys = (key, *previous_keys)  # checked in turn; only the first signs
         self.ttl_s = ttl_s
         self._clock = clock
 
@@ -77,12 +84,13 @@ class UrlSigner:
         The comparison takes the same time however much of the signature is right. A
         signature that does not match is BAD_SIGNATURE even when also past its expiry.
         """
-        expires = expires.strip()
-        if _EXPIRES.fullmatch(expires) is None:
+        # One spelling per URL (no padding, leading zeros or capitals): one key in a cache.
+        if _EXPIRES.fullmatch(expires) is None or _SIGNATURE.fullmatch(sig) is None:
             return Verdict.BAD_SIGNATURE
-        expected = signature(self._key, path, int(expires))
-        given = sig.strip().lower()
-        if not _SIGNATURE.fullmatch(given) or not hmac.compare_digest(given, expected):
+        matches = [
+            hmac.compare_digest(sig, signature(key, path, int(expires))) for key in self._keys
+        ]
+        if not any(matches):
             return Verdict.BAD_SIGNATURE
         if int(expires) <= (self._clock() if now is None else now):
             return Verdict.EXPIRED
@@ -111,7 +119,9 @@ class UrlSigner:
 def url_signer(settings: Settings) -> UrlSigner | None:
     """The signer these settings describe; None without an API key (URLs stay as they are)."""
     key = settings.url_signing_secret
-    return None if key is None else UrlSigner(key, settings.url_ttl_s)
+    if key is None:
+        return None
+    return UrlSigner(key, settings.url_ttl_s, previous_keys=settings.url_previous_secrets)
 
 
 def signed_urls(signer: UrlSigner | None, body: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from pixelmill.core.manifest import MANIFEST_NAME, render_result_from_manifest
 from pixelmill.core.specs import OutputFormat, RenderSpec
 from pixelmill.errors import Unavailable
 
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: no trailing newline
 # Renditions are content-addressed: a key's bytes never change, so caches may keep them.
 IMMUTABLE = "public, max-age=31536000, immutable"
 MEDIA_TYPES = {f.extension: f.media_type for f in OutputFormat}
@@ -43,7 +43,7 @@ RENDITIONS_NOT_STORED = "cannot store renditions: the storage does not answer"
 
 def rendition_key(sha256: str, filename: str) -> str:
     """``renditions/<sha[:2]>/<sha>/<filename>``: the same in a folder and in a bucket."""
-    if not SHA256_PATTERN.match(sha256):
+    if not SHA256_PATTERN.fullmatch(sha256):
         raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
     return f"renditions/{sha256[:2]}/{sha256}/{filename}"
 
@@ -53,7 +53,7 @@ def manifest_key(sha256: str) -> str:
 
 
 def original_key(sha256: str) -> str:
-    if not SHA256_PATTERN.match(sha256):
+    if not SHA256_PATTERN.fullmatch(sha256):
         raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
     return f"originals/{sha256}"
 

@@ -282,7 +282,7 @@ class S3Storage:
                 if not is_stale(folder):
                     continue
                 sha256 = folder.name.partition("-")[0]
-                if SHA256_PATTERN.match(sha256):
+                if SHA256_PATTERN.fullmatch(sha256):
                     try:
                         removed += self._remove_unlisted(sha256, None, {writer_of(folder)})
                     except StorageUnavailable as exc:

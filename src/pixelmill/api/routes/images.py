@@ -38,7 +38,7 @@ MAX_WAIT_S = 300.0
 
 
 def _checked_sha(sha256: str) -> str:
-    if not SHA256_PATTERN.match(sha256):
+    if not SHA256_PATTERN.fullmatch(sha256):
         raise NotFound(f"no image {sha256!r} (image ids are SHA-256 hex digests)")
     return sha256
 
