@@ -30,7 +30,8 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 # What next_cursor looks like (``<created_at>_<batch_id>``); clients pass it back unchanged.
-CURSOR_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z_[0-9a-f]{32}$"
+# [0-9], not \d: \d takes the digits of every script where the pattern is checked.
+CURSOR_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z_[0-9a-f]{32}$"
 
 
 def batch_url(batch_id: str) -> str:
