@@ -12,6 +12,7 @@ are left alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, get_args, get_origin
 
@@ -23,8 +24,14 @@ from pydantic import BaseModel
 from pixelmill.api.schemas import LENIENT_QUERY_OPERATIONS, OPERATION_IDS
 from pixelmill.errors import InvalidRequest
 
-# The parameters of a signed URL (DESIGN.md): every route accepts them.
-SIGNED_URL_PARAMETERS = frozenset({"expires", "sig"})
+# The parameters of a signed URL (DESIGN.md): every route accepts them, in this shape only
+# (ASCII digits; 64 lowercase hex digits), as /openapi.json documents them. Another shape is
+# 400 even where no signature is needed (a valid key given, or no key set).
+SIGNED_URL_SHAPES = {
+    "expires": (re.compile(r"[0-9]{1,12}"), "Unix seconds, up to 12 ASCII digits"),
+    "sig": (re.compile(r"[0-9a-f]{64}"), "64 lowercase hex digits"),
+}
+SIGNED_URL_PARAMETERS = frozenset(SIGNED_URL_SHAPES)
 _SEQUENCES = (list, tuple, set, frozenset)
 
 
@@ -63,10 +70,15 @@ FORM_FIELDS = frozenset({"presets", "formats", "callback_url"})
 
 
 async def refuse_unknown_query_parameters(request: Request) -> None:
-    """400 for a query parameter the route does not take, or a single one given twice."""
+    """400 for a query parameter the route does not take, a single one given twice, or a
+    signed URL's parameter of another shape."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not route.include_in_schema:
         return
+    for name, (shape, what) in SIGNED_URL_SHAPES.items():
+        for value in request.query_params.getlist(name):
+            if shape.fullmatch(value) is None:
+                raise InvalidRequest(f"query parameter {name!r}: not {what}")
     operation_id = OPERATION_IDS.get((request.method.lower(), route.path))
     if operation_id in LENIENT_QUERY_OPERATIONS or not request.query_params:
         return

@@ -257,7 +257,7 @@ SIGNED_URL_PARAMETERS: list[dict[str, Any]] = [
         "name": "expires",
         "in": "query",
         "required": False,
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999},
         "description": "Signed URL: Unix time (seconds) after which it is refused (401).",
     },
     {
@@ -346,8 +346,11 @@ def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
             operation["operationId"] = operation_id
             responses: dict[str, Any] = operation.setdefault("responses", {})
             responses.pop("422", None)
-            # Unknown query parameters are 400 on every operation but the lenient ones.
-            if operation_id not in LENIENT_QUERY_OPERATIONS and "400" not in responses:
+            # Unknown query parameters are 400 on every operation but the lenient ones; a
+            # malformed signed URL's parameter is 400 wherever they are taken.
+            takes_signed_urls = path.startswith("/v1/") and method in SIGNED_URL_METHODS
+            refuses = operation_id not in LENIENT_QUERY_OPERATIONS or takes_signed_urls
+            if refuses and "400" not in responses:
                 responses["400"] = {
                     "description": ERROR_MEANINGS[400],
                     "content": {"application/json": {"schema": error_ref}},
@@ -362,7 +365,7 @@ def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                     parameter.setdefault("schema", {})["pattern"] = pattern
             if operation_id in HEADER_PARAMETERS:
                 parameters = parameters + HEADER_PARAMETERS[operation_id]
-            if path.startswith("/v1/") and method in SIGNED_URL_METHODS:
+            if takes_signed_urls:
                 parameters = parameters + SIGNED_URL_PARAMETERS
             if parameters:
                 operation["parameters"] = parameters
