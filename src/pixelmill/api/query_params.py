@@ -25,8 +25,7 @@ from pixelmill.api.schemas import LENIENT_QUERY_OPERATIONS, OPERATION_IDS
 from pixelmill.errors import InvalidRequest
 
 # The parameters of a signed URL (DESIGN.md): every route accepts them, in this shape only
-# (ASCII digits; 64 lowercase hex digits), as /openapi.json documents them. Another shape is
-# 400 even where no signature is needed (a valid key given, or no key set).
+# (ASCII digits; 64 lowercase hex digits), as /openapi.json documents them.
 SIGNED_URL_SHAPES = {
     "expires": (re.compile(r"[0-9]{1,12}"), "Unix seconds, up to 12 ASCII digits"),
     "sig": (re.compile(r"[0-9a-f]{64}"), "64 lowercase hex digits"),
@@ -69,16 +68,21 @@ def declared_query_parameters(route: APIRoute) -> tuple[frozenset[str], frozense
 FORM_FIELDS = frozenset({"presets", "formats", "callback_url"})
 
 
-async def refuse_unknown_query_parameters(request: Request) -> None:
-    """400 for a query parameter the route does not take, a single one given twice, or a
-    signed URL's parameter of another shape."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or not route.include_in_schema:
-        return
+async def refuse_malformed_signature_parameters(request: Request) -> None:
+    """400 for ``expires`` or ``sig`` of another shape than a signed URL's, where the
+    request is authorised already (a valid key, or none set). Run after the key check: an
+    unauthorised request is the signature check's to answer (401)."""
     for name, (shape, what) in SIGNED_URL_SHAPES.items():
         for value in request.query_params.getlist(name):
             if shape.fullmatch(value) is None:
                 raise InvalidRequest(f"query parameter {name!r}: not {what}")
+
+
+async def refuse_unknown_query_parameters(request: Request) -> None:
+    """400 for a query parameter the route does not take, or a single one given twice."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not route.include_in_schema:
+        return
     operation_id = OPERATION_IDS.get((request.method.lower(), route.path))
     if operation_id in LENIENT_QUERY_OPERATIONS or not request.query_params:
         return

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from pixelmill.api import erase
 from pixelmill.api.deps import ServiceDep, SignerDep, checked_id
 from pixelmill.api.events import batch_events, parse_last_event_id
+from pixelmill.api.query_params import refuse_malformed_signature_parameters
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.schemas import (
     BatchAccepted,
@@ -25,7 +26,12 @@ from pixelmill.api.webhooks import validate_callback_url
 from pixelmill.errors import InvalidRequest
 from pixelmill.store.base import InvalidCursor
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+# After the API key check the app adds (a signed URL's own parameters are checked there).
+router = APIRouter(
+    prefix="/v1/batches",
+    tags=["batches"],
+    dependencies=[Depends(refuse_malformed_signature_parameters)],
+)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
