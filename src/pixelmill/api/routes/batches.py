@@ -26,7 +26,7 @@ from pixelmill.api.webhooks import validate_callback_url
 from pixelmill.errors import InvalidRequest
 from pixelmill.store.base import InvalidCursor
 
-# After the API key check the app adds (a signed URL's own parameters are checked there).
+# Malformed expires or sig: 400, checked after the API key (without it, 401 comes first).
 router = APIRouter(
     prefix="/v1/batches",
     tags=["batches"],

@@ -33,7 +33,7 @@ from pixelmill.errors import ErrorCode, InvalidRequest, NotFound
 from pixelmill.storage import SHA256_PATTERN, rendition_url
 from pixelmill.storage.base import IMMUTABLE, MEDIA_TYPES, listed_files
 
-# After the API key check the app adds (a signed URL's own parameters are checked there).
+# Malformed expires or sig: 400, checked after the API key (without it, 401 comes first).
 router = APIRouter(
     prefix="/v1/images",
     tags=["images"],

@@ -11,7 +11,7 @@ from pixelmill.api.query_params import refuse_malformed_signature_parameters
 from pixelmill.api.schemas import PresetsOut, error_responses
 from pixelmill.core.specs import Fit, OutputFormat, Preset, RenderSpec
 
-# After the API key check the app adds (a signed URL's own parameters are checked there).
+# Malformed expires or sig: 400, checked after the API key (without it, 401 comes first).
 router = APIRouter(
     prefix="/v1/presets",
     tags=["presets"],
