@@ -319,6 +319,42 @@ def test_bad_requests_are_4xx_in_the_error_shape(
     assert_error(client.request(method, path, **kwargs), status, code)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/v1/batches", ["GET", "POST"]),
+        ("DELETE", "/v1/batches", ["GET", "POST"]),
+        ("PUT", "/v1/batches/" + "0" * 32, ["GET", "DELETE"]),
+        ("GET", "/v1/batches/" + "0" * 32 + "/cancel", ["POST"]),
+        ("PUT", "/v1/images/" + "0" * 64, ["GET", "HEAD", "DELETE"]),
+        ("POST", "/v1/images/" + "0" * 64 + "/large.webp", ["GET", "HEAD"]),
+        ("PATCH", "/v1/presets", ["GET"]),
+    ],
+)  # fmt: skip
+def test_a_405_allows_every_method_of_the_path(
+    client: httpx.Client, method: str, path: str, allowed: list[str]
+) -> None:
+    """RFC 9110: Allow lists what the path takes, over all of its routes, not one route's."""
+    response = client.request(method, path)
+    assert_error(response, 405, "invalid_request")
+    assert [name.strip() for name in response.headers["allow"].split(",")] == allowed
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/images/" + "f" * 5000,
+        "/v1/images/" + "0" * 64 + "/" + "x" * 5000,
+        "/v1/images/" + "0" * 64 + "/" + "x" * 5000 + ".webp",
+    ],
+)
+def test_a_404_repeats_at_most_80_characters_of_an_id(client: httpx.Client, path: str) -> None:
+    response = client.get(path)
+    assert_error(response, 404, "not_found")
+    message = response.json()["error"]["message"]
+    assert len(message) < 200 and "…" in message, message
+
+
 def test_limits_fail_one_file_or_refuse_the_whole_body(
     client: httpx.Client, data_dir: Path
 ) -> None:

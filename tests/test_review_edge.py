@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 
 import test_api_hostile
 import test_faults_redis
-from api_helpers import assert_error, small_jpeg, upload
+from api_helpers import assert_error, slow_jpeg, small_jpeg, upload
 from api_server import app_client, free_port, running_in_thread
 from pixelmill.api.app import create_app
 from test_api_hostile import (
@@ -133,6 +134,45 @@ def test_every_route_lists_the_503_it_answers_while_the_store_is_down(
             if not _listed(schema, method, path, 503):
                 unlisted.append(f"{method.upper()} {path}")
         assert unlisted == []
+
+
+def test_a_waited_upload_whose_batch_is_deleted_answers_a_listed_404(tmp_path: Path) -> None:
+    """``POST /v1/images?wait=true``: its batch (found through the listing) deleted during
+    the wait, the answer is 404 ``not_found``, a status the operation lists."""
+    with app_client(hostile_settings(tmp_path / "data")) as client:
+        # The one worker is busy with this batch, so the waited image stays queued.
+        busy = [upload(f"busy{i}.jpg", slow_jpeg(i)) for i in range(4)]
+        blocker = client.post("/v1/batches", files=busy)
+        assert blocker.status_code == 202, blocker.text
+        answers: list[httpx.Response] = []
+
+        def upload_and_wait() -> None:
+            files = {"file": ("waited.jpg", small_jpeg(5))}
+            answers.append(client.post("/v1/images?wait=true&timeout=60", files=files))
+
+        waiter = threading.Thread(target=upload_and_wait)
+        waiter.start()
+        deadline = time.monotonic() + 30
+        newest = blocker.json()["batch_id"]
+        while newest == blocker.json()["batch_id"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+            newest = client.get("/v1/batches?limit=1").json()["batches"][0]["batch_id"]
+        assert client.delete(f"/v1/batches/{newest}").status_code == 204
+        waiter.join(60)
+        client.post(f"/v1/batches/{blocker.json()['batch_id']}/cancel")
+        assert_error(answers[0], 404, "not_found")
+        assert _listed(client.get("/openapi.json").json(), "post", "/v1/images", 404)
+
+
+@pytest.mark.parametrize(
+    "digits",
+    ["\u0662\u0660\u0662\u0666", "\uff12\uff10\uff12\uff16", "\u09e8\u09e6\u09e8\u09ec"],
+)
+def test_a_cursor_in_another_scripts_digits_is_400(base_url: str, digits: str) -> None:
+    """Arabic-Indic, fullwidth, Bengali digits are digits to ``\\d``: not to the cursor."""
+    cursor = f"{digits}-01-01T00:00:00.000Z_" + "0" * 32
+    answer = httpx.get(f"{base_url}/v1/batches", params={"cursor": cursor}, timeout=30)
+    assert_error(answer, 400, "invalid_request")
 
 
 def test_a_data_dir_that_cannot_be_made_stops_the_start_with_one_line(tmp_path: Path) -> None:

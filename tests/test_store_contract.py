@@ -896,6 +896,10 @@ def test_list_batches_reports_counters_and_status(store: BatchStore) -> None:
         "2026-01-01T00:00:00.000Z",
         "2026-01-01T00:00:00Z_b",
         "2026-01-01T00:00:00.000Z_",
+        # Digits of other scripts (Arabic-Indic, fullwidth): ASCII digits only.
+        "\u0662\u0660\u0662\u0666-01-01T00:00:00.000Z_b",
+        "\uff12\uff10\uff12\uff16-01-01T00:00:00.000Z_b",
+        "2026-01-01T00:00:00.000Z_b\n",
     ],
 )
 def test_a_cursor_the_store_did_not_hand_out_is_refused(store: BatchStore, cursor: str) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from pixelmill.api.errors import echoed
 from pixelmill.api.service import BatchService
 from pixelmill.api.signing import UrlSigner, Verdict
 from pixelmill.errors import NotFound, Unauthorized
@@ -85,5 +86,5 @@ def _route_path(request: Request) -> str:
 def checked_id(value: str, what: str) -> str:
     """A batch or image id as we issue them; anything else names nothing (404)."""
     if not _ID_PATTERN.fullmatch(value):
-        raise NotFound(f"no {what} {value!r}")
+        raise NotFound(f"no {what} {echoed(value)}")
     return value

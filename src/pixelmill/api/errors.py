@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from pixelmill.errors import HTTP_STATUS, ErrorCode, PixelmillError
 
@@ -34,6 +35,19 @@ def error_response(
         status_code=status if status is not None else HTTP_STATUS[code],
         headers=headers,
     )
+
+
+# The longest id or name an error message repeats; a longer one is cut, with "…".
+MAX_ECHOED_CHARS = 80
+# The order of the methods an ``Allow`` header lists.
+METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def echoed(value: str) -> str:
+    """``value`` as an error message quotes it: ``repr``, cut to ``MAX_ECHOED_CHARS``."""
+    if len(value) > MAX_ECHOED_CHARS:
+        value = value[:MAX_ECHOED_CHARS] + "…"
+    return repr(value)
 
 
 # Seconds a client is asked to wait when the store is down or full (Retry-After on 503).
@@ -92,12 +106,27 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(ErrorCode.INVALID_REQUEST, "; ".join(problems) or "invalid request")
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on ``request``'s path (RFC 9110's
+    ``Allow``): the router names only the methods of the first route whose path matched.
+    Each method is tried on every route (included routers too, which nest theirs)."""
+    allowed = []
+    for method in METHOD_ORDER:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _CODE_BY_HTTP_STATUS.get(exc.status_code, ErrorCode.INVALID_REQUEST)
     if exc.status_code >= 500:
         code = ErrorCode.INTERNAL
-    return error_response(code, str(exc.detail), status=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
+    return error_response(code, str(exc.detail), status=exc.status_code, headers=headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -12,6 +12,7 @@ are left alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, get_args, get_origin
 
@@ -23,8 +24,13 @@ from pydantic import BaseModel
 from pixelmill.api.schemas import LENIENT_QUERY_OPERATIONS, OPERATION_IDS
 from pixelmill.errors import InvalidRequest
 
-# The parameters of a signed URL (DESIGN.md): every route accepts them.
-SIGNED_URL_PARAMETERS = frozenset({"expires", "sig"})
+# The parameters of a signed URL (DESIGN.md): every route accepts them, in this shape only
+# (ASCII digits; 64 lowercase hex digits), as /openapi.json documents them.
+SIGNED_URL_SHAPES = {
+    "expires": (re.compile(r"[0-9]{1,12}"), "Unix seconds, up to 12 ASCII digits"),
+    "sig": (re.compile(r"[0-9a-f]{64}"), "64 lowercase hex digits"),
+}
+SIGNED_URL_PARAMETERS = frozenset(SIGNED_URL_SHAPES)
 _SEQUENCES = (list, tuple, set, frozenset)
 
 
@@ -60,6 +66,16 @@ def declared_query_parameters(route: APIRoute) -> tuple[frozenset[str], frozense
 
 # Text fields of the upload forms: sent in the query string by mistake, they get a hint.
 FORM_FIELDS = frozenset({"presets", "formats", "callback_url"})
+
+
+async def refuse_malformed_signature_parameters(request: Request) -> None:
+    """400 for ``expires`` or ``sig`` of another shape than a signed URL's, where the
+    request is authorised already (a valid key, or none set). Run after the key check: an
+    unauthorised request is the signature check's to answer (401)."""
+    for name, (shape, what) in SIGNED_URL_SHAPES.items():
+        for value in request.query_params.getlist(name):
+            if shape.fullmatch(value) is None:
+                raise InvalidRequest(f"query parameter {name!r}: not {what}")
 
 
 async def refuse_unknown_query_parameters(request: Request) -> None:

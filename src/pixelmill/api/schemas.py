@@ -250,6 +250,30 @@ _RANGE = {
     "description": "bytes=START-END (several ranges: multipart/byteranges). Malformed: 400; "
     "outside the file: 416.",
 }
+# A signed URL (docs/api.md) authorises a GET or HEAD of its path without a header: every
+# such operation of /v1 takes these two, both or neither.
+SIGNED_URL_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "expires",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999},
+        "description": "Signed URL: Unix time (seconds) after which it is refused (401).",
+    },
+    {
+        "name": "sig",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "description": 'Signed URL: hex HMAC-SHA256 of "<path>?expires=<expires>".',
+    },
+]
+SIGNED_URL_METHODS = ("get", "head")
+BEARER_DESCRIPTION = (
+    "PIXELMILL_API_KEY, when set; without it /v1 needs no key. A GET or HEAD may instead "
+    "carry a signed URL's `expires` and `sig` query parameters (the URLs answers hand out "
+    "are signed; see docs/api.md)."
+)
 HEADER_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "get_manifest": [_IF_NONE_MATCH],
     "head_manifest": [_IF_NONE_MATCH],
@@ -314,7 +338,7 @@ def event_stream_response() -> dict[int | str, dict[str, Any]]:
 def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
     """Make FastAPI's document exact: 400 (our error shape) instead of its 422 wherever the
     service refuses a request, operation ids, request headers the routes read, no bodies on
-    HEAD, and bearer auth as a security scheme on ``/v1``."""
+    HEAD, bearer auth as a security scheme on ``/v1`` and signed URLs' query parameters."""
     error_ref = {"$ref": "#/components/schemas/ErrorBody"}
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
@@ -322,8 +346,11 @@ def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
             operation["operationId"] = operation_id
             responses: dict[str, Any] = operation.setdefault("responses", {})
             responses.pop("422", None)
-            # Unknown query parameters are 400 on every operation but the lenient ones.
-            if operation_id not in LENIENT_QUERY_OPERATIONS and "400" not in responses:
+            # Unknown query parameters are 400 on every operation but the lenient ones; a
+            # malformed signed URL's parameter is 400 wherever they are taken.
+            takes_signed_urls = path.startswith("/v1/") and method in SIGNED_URL_METHODS
+            refuses = operation_id not in LENIENT_QUERY_OPERATIONS or takes_signed_urls
+            if refuses and "400" not in responses:
                 responses["400"] = {
                     "description": ERROR_MEANINGS[400],
                     "content": {"application/json": {"schema": error_ref}},
@@ -337,7 +364,11 @@ def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                 if parameter.get("in") == "path" and pattern:
                     parameter.setdefault("schema", {})["pattern"] = pattern
             if operation_id in HEADER_PARAMETERS:
-                operation["parameters"] = parameters + HEADER_PARAMETERS[operation_id]
+                parameters = parameters + HEADER_PARAMETERS[operation_id]
+            if takes_signed_urls:
+                parameters = parameters + SIGNED_URL_PARAMETERS
+            if parameters:
+                operation["parameters"] = parameters
             if path.startswith("/v1/"):
                 operation["security"] = [{BEARER_SCHEME: []}, {}]
     components = schema.setdefault("components", {})
@@ -346,6 +377,6 @@ def finish_openapi(schema: dict[str, Any]) -> dict[str, Any]:
     components.setdefault("securitySchemes", {})[BEARER_SCHEME] = {
         "type": "http",
         "scheme": "bearer",
-        "description": "PIXELMILL_API_KEY, when set; without it /v1 needs no key.",
+        "description": BEARER_DESCRIPTION,
     }
     return schema

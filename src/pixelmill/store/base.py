@@ -217,7 +217,10 @@ class BatchStore(Protocol):
 
 # A listing cursor: the creation time and id of the last batch of a page. Clients pass it
 # back as they got it; any pair of that shape is a position, before which the next page lies.
-CURSOR_PATTERN = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)_(\S+)$")
+# [0-9], not \d: \d takes the digits of every script (Arabic-Indic ones too).
+CURSOR_PATTERN = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z)_(\S+)"
+)
 
 
 def listing_cursor(batch: BatchRecord) -> str:
@@ -227,7 +230,7 @@ def listing_cursor(batch: BatchRecord) -> str:
 
 def cursor_position(cursor: str) -> tuple[str, str]:
     """``(created_at, batch_id)`` of a cursor; ``InvalidCursor`` for anything else."""
-    match = CURSOR_PATTERN.match(cursor)
+    match = CURSOR_PATTERN.fullmatch(cursor)
     if match is None:
         raise InvalidCursor(f"not a listing cursor: {cursor[:80]!r}")
     return match.group(1), match.group(2)

@@ -35,6 +35,19 @@ CHOICE_FIELDS = ("presets", "formats")
 # Another name a format is known by: a file extension.
 FORMAT_ALIASES = {"jpg": "jpeg"}
 UPLOAD_PATHS = ("/v1/batches", "/v1/images")
+# What the document says of a text field beyond its length, by name.
+TEXT_FIELD_SCHEMAS: dict[str, dict[str, object]] = {
+    "callback_url": {
+        "format": "uri",
+        # An absolute http(s) URL: a host (a name, or an address; IPv6 in brackets), an
+        # optional port, then a path, query or fragment.
+        "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://([^\s/?#@\[\]]+@)?"
+        r"([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+        r"(:[0-9]{1,5})?([/?#]\S*)?$",
+        "description": "An absolute http:// or https:// URL, POSTed the batch's final status "
+        "when it finishes.",
+    },
+}
 
 
 def multipart_openapi(
@@ -46,7 +59,11 @@ def multipart_openapi(
         file_field: {"type": "array", "items": binary, "minItems": 1} if many else binary
     }
     for name in text_fields:
-        properties[name] = {"type": "string", "maxLength": MAX_TEXT_FIELD_BYTES}
+        properties[name] = {
+            "type": "string",
+            "maxLength": MAX_TEXT_FIELD_BYTES,
+            **TEXT_FIELD_SCHEMAS.get(name, {}),
+        }
     properties["presets"] = {
         "type": "string",
         "description": "Comma-separated presets of the catalogue (GET /v1/presets); "

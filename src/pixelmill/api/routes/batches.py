@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from pixelmill.api import erase
 from pixelmill.api.deps import ServiceDep, SignerDep, checked_id
 from pixelmill.api.events import batch_events, done_event_id, parse_last_event_id
+from pixelmill.api.query_params import refuse_malformed_signature_parameters
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.schemas import (
     BatchAccepted,
@@ -25,12 +26,18 @@ from pixelmill.api.webhooks import validate_callback_url
 from pixelmill.errors import InvalidRequest
 from pixelmill.store.base import InvalidCursor
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+# Malformed expires or sig: 400, checked after the API key (without it, 401 comes first).
+router = APIRouter(
+    prefix="/v1/batches",
+    tags=["batches"],
+    dependencies=[Depends(refuse_malformed_signature_parameters)],
+)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 # What next_cursor looks like (``<created_at>_<batch_id>``); clients pass it back unchanged.
-CURSOR_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z_[0-9a-f]{32}$"
+# [0-9], not \d: \d takes the digits of every script where the pattern is checked.
+CURSOR_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z_[0-9a-f]{32}$"
 
 
 def batch_url(batch_id: str) -> str:

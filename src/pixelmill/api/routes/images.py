@@ -7,14 +7,15 @@ import json
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from pixelmill.api import erase
 from pixelmill.api.deps import ServiceDep, SignerDep
-from pixelmill.api.errors import error_response
+from pixelmill.api.errors import echoed, error_response
+from pixelmill.api.query_params import refuse_malformed_signature_parameters
 from pixelmill.api.routes._stored import StreamedRendition
 from pixelmill.api.routes._upload import multipart_openapi, read_upload
 from pixelmill.api.routes.batches import batch_url
@@ -32,14 +33,19 @@ from pixelmill.errors import ErrorCode, InvalidRequest, NotFound
 from pixelmill.storage import SHA256_PATTERN, rendition_url
 from pixelmill.storage.base import IMMUTABLE, MEDIA_TYPES, listed_files
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+# Malformed expires or sig: 400, checked after the API key (without it, 401 comes first).
+router = APIRouter(
+    prefix="/v1/images",
+    tags=["images"],
+    dependencies=[Depends(refuse_malformed_signature_parameters)],
+)
 
 MAX_WAIT_S = 300.0
 
 
 def _checked_sha(sha256: str) -> str:
     if not SHA256_PATTERN.fullmatch(sha256):
-        raise NotFound(f"no image {sha256!r} (image ids are SHA-256 hex digests)")
+        raise NotFound(f"no image {echoed(sha256)} (image ids are SHA-256 hex digests)")
     return sha256
 
 
@@ -54,7 +60,8 @@ def _etag_matches(request: Request, etag: str) -> bool:
     responses={
         200: {"model": ImageWaited, "description": "The image's record (waited and finished)"},
         202: {"model": ImageAccepted, "description": "Accepted; rendering goes on"},
-        **error_responses(400, 401, 408, 413, 503, 507),
+        # 404: with ?wait=true, the batch was deleted during the wait.
+        **error_responses(400, 401, 404, 408, 413, 503, 507),
     },
     openapi_extra=multipart_openapi("file", many=False),
 )
@@ -133,18 +140,18 @@ async def get_rendition(
     """Only what the image's manifest lists is served, from a folder or a bucket alike."""
     extension = filename.rpartition(".")[2]
     if extension not in MEDIA_TYPES:
-        raise NotFound(f"no rendition {filename!r}")
+        raise NotFound(f"no rendition {echoed(filename)}")
     storage = service.storage
     sha256 = _checked_sha(sha256)
     public = storage.public_url(sha256, filename)
     if public is not None:
         manifest = await run_in_threadpool(storage.read_manifest, sha256)
         if manifest is None or filename not in (listed_files(manifest) or ()):
-            raise NotFound(f"no rendition {filename!r} of {sha256}")
+            raise NotFound(f"no rendition {echoed(filename)} of {sha256}")
         return Response(status_code=307, headers={"Location": public})
     stored = await run_in_threadpool(storage.open_rendition, sha256, filename)
     if stored is None:
-        raise NotFound(f"no rendition {filename!r} of {sha256}")
+        raise NotFound(f"no rendition {echoed(filename)} of {sha256}")
     size = stored.size
     headers = {"ETag": stored.etag, "Cache-Control": IMMUTABLE}
     if _etag_matches(request, stored.etag):

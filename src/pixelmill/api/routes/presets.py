@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from pixelmill.api.deps import ServiceDep
+from pixelmill.api.query_params import refuse_malformed_signature_parameters
 from pixelmill.api.schemas import PresetsOut, error_responses
 from pixelmill.core.specs import Fit, OutputFormat, Preset, RenderSpec
 
-router = APIRouter(prefix="/v1/presets", tags=["presets"])
+# Malformed expires or sig: 400, checked after the API key (without it, 401 comes first).
+router = APIRouter(
+    prefix="/v1/presets",
+    tags=["presets"],
+    dependencies=[Depends(refuse_malformed_signature_parameters)],
+)
 
 
 def preset_entry(spec: RenderSpec, preset: Preset) -> dict[str, Any]:
