@@ -46,6 +46,12 @@ def test_a_bad_serving_setting_is_one_line_and_exit_2(
     assert_one_line_usage_error(result, f"{variable}={value!r}", accepts)
 
 
+def test_an_origin_with_its_schemes_own_port_matches_what_browsers_send() -> None:
+    """Browsers send ``Origin: https://a.example``, never with ``:443``."""
+    settings = Settings(cors_origins="https://a.example:443, http://b.example:80, http://c:8080")
+    assert settings.cors_origin_list == ("https://a.example", "http://b.example", "http://c:8080")
+
+
 def test_empty_serving_settings_are_unset() -> None:
     """An empty variable (``PIXELMILL_CORS_ORIGINS=``) means the default, as for the API key."""
     settings = Settings(api_key="k", url_signing_key="", cors_origins=" , ")

@@ -268,7 +268,12 @@ def parse_origins(value: str) -> tuple[str, ...]:
         port = match.group("port") if match else None
         if item != "*" and (match is None or (port is not None and not 0 < int(port) < 65536)):
             raise ValueError(f"{item[:60]!r} is not '*' or an origin scheme://host[:port]")
-        origins.append(item)
+        # Browsers leave the scheme's own port out of Origin: so must the list, to match.
+        for scheme, default in (("http", ":80"), ("https", ":443")):
+            if item.startswith(f"{scheme}://") and item.endswith(default):
+                item = item.removesuffix(default)
+        if item not in origins:
+            origins.append(item)
     return ("*",) if "*" in origins else tuple(origins)
 
 
