@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ import pytest
 
 from api_helpers import slow_jpeg, small_jpeg, truncated_jpeg
 from api_server import free_port, running_in_thread
+from client_service import client_fixture, service_fixture  # noqa: F401
 from cutting_proxy import CuttingProxy
 from images import format_by_magic
 from pixelmill.api.app import create_app
@@ -41,19 +41,6 @@ CORPUS_IMAGES = (
 )
 API_KEY = "client-test-key"
 UNKNOWN_BATCH = "0" * 32
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("client-data"), workers=2)
-    with running_in_thread(create_app(settings)) as url:
-        yield url
-
-
-@pytest.fixture
-def client(service: str) -> Iterator[Client]:
-    with Client(service) as connected:
-        yield connected
 
 
 def write_jpegs(folder: Path, seeds: range, size: tuple[int, int] = (640, 480)) -> list[Path]:

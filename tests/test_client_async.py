@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import aclosing
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pytest
 import pixelmill
 from api_helpers import slow_jpeg, small_jpeg, truncated_jpeg
 from api_server import free_port, running_in_thread
+from client_service import service_fixture  # noqa: F401
 from cutting_proxy import CuttingProxy
 from images import format_by_magic
 from pixelmill.api.app import create_app
@@ -31,13 +32,6 @@ from pixelmill.config import Settings
 
 UNKNOWN_BATCH = "0" * 32
 API_KEY = "async-client-key"
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("async-client-data"), workers=2)
-    with running_in_thread(create_app(settings)) as url:
-        yield url
 
 
 def write_images(

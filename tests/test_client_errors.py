@@ -5,31 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from api_helpers import small_jpeg
-from api_server import free_port, running_in_thread
-from pixelmill.api.app import create_app
+from api_server import free_port
+from client_service import client_fixture, service_fixture  # noqa: F401
 from pixelmill.client import AsyncClient, Client, DoneEvent, PixelmillError, _wire
-from pixelmill.config import Settings
 
 UNKNOWN_BATCH = "0" * 32
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("client-errors-data"), workers=1)
-    with running_in_thread(create_app(settings)) as url:
-        yield url
-
-
-@pytest.fixture
-def client(service: str) -> Iterator[Client]:
-    with Client(service) as connected:
-        yield connected
 
 
 def refused_url() -> str:

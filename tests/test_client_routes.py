@@ -5,29 +5,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from api_helpers import small_jpeg
-from api_server import running_in_thread
-from pixelmill.api.app import create_app
+from client_service import client_fixture, service_fixture  # noqa: F401
 from pixelmill.client import Client, PixelmillError
-from pixelmill.config import Settings
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("client-routes-data"), workers=2)
-    with running_in_thread(create_app(settings)) as url:
-        yield url
-
-
-@pytest.fixture
-def client(service: str) -> Iterator[Client]:
-    with Client(service) as connected:
-        yield connected
 
 
 def write_jpeg(folder: Path, seed: int) -> Path:
