@@ -46,11 +46,8 @@ TRIM_PER_CREATE = 4
 TRIM_INDEX = """
 local after = redis.call('GET', KEYS[2])
 local lower = after and ('(' .. after) or '-'
-local members = redis.call('ZRANGEBYLEX', KEYS[1], lower, '+', 'LIMIT', 0, tonumber(ARGV[2]))
-if #members == 0 then
-  redis.call('DEL', KEYS[2])
-  return 0
-end
+local wanted = tonumber(ARGV[2])
+local members = redis.call('ZRANGEBYLEX', KEYS[1], lower, '+', 'LIMIT', 0, wanted)
 local removed = 0
 for _, member in ipairs(members) do
   local batch_id = string.match(member, ' (.*)$')
@@ -59,7 +56,13 @@ for _, member in ipairs(members) do
     removed = removed + 1
   end
 end
-redis.call('SET', KEYS[2], members[#members])
+if #members < wanted then
+  -- The newest were reached: the next trim starts again from the oldest. (Resuming after
+  -- the newest would only ever meet the batch just created, never the expired ones.)
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], members[#members])
+end
 return removed
 """
 
