@@ -13,14 +13,12 @@ content waits for it, then answers as it finds the content (404 once erased).
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from pixelmill.engine.base import ImageJob
 from pixelmill.engine.local import LocalEngine
 from pixelmill.errors import InvalidRequest, NotFound
 from pixelmill.states import ImageStatus
@@ -42,26 +40,6 @@ class ImageBeingRendered(InvalidRequest):
     """An erase met a render of the same content (409, code invalid_request)."""
 
     http_status = 409
-
-
-class RenderTracker:
-    """The contents the local engine is rendering now: started, outcome not reported yet."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sha256_of_job: dict[str, str] = {}
-
-    def started(self, job: ImageJob) -> None:
-        with self._lock:
-            self._sha256_of_job[job.job_id] = job.sha256
-
-    def ended(self, job: ImageJob) -> None:
-        with self._lock:
-            self._sha256_of_job.pop(job.job_id, None)
-
-    def is_rendering(self, sha256: str) -> bool:
-        with self._lock:
-            return sha256 in self._sha256_of_job.values()
 
 
 def delete_batch(service: BatchService, batch_id: str) -> None:
@@ -127,7 +105,7 @@ def _no_render_of(service: BatchService, sha256: str) -> Iterator[None]:
     engine = service.engine
     assert isinstance(engine, LocalEngine)
     with engine.admission_lock():
-        if service.renders.is_rendering(sha256):
+        if engine.is_rendering(sha256):
             raise ImageBeingRendered(busy)
         yield
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from pixelmill.api.celery_mode import celery_parts
-from pixelmill.api.erase import RenderTracker
 from pixelmill.api.health_report import health_report
 from pixelmill.api.metrics import Metrics
 from pixelmill.api.resume import Resumer, sweep_spool
@@ -98,7 +97,6 @@ class BatchService:
                 on_outcome=self._on_outcome,
                 on_start=self._on_start,
             )
-        self.renders = RenderTracker()  # what the local engine renders now (for erases)
         self.metrics.watch_engine(lambda: self.engine.queued, lambda: self.engine.in_flight)
         # engine.submit blocks while the engine's queue is full; a feeder thread absorbs that,
         # so a request with hundreds of files is answered as soon as its body is read.
@@ -279,7 +277,6 @@ class BatchService:
                 return
 
     def _on_start(self, job: ImageJob) -> None:
-        self.renders.started(job)
         try:
             self.store.mark_processing(job.batch_id, job.job_id)
         except Exception as exc:  # cosmetic: finish_image takes a pending image as well
@@ -287,7 +284,6 @@ class BatchService:
 
     def _on_outcome(self, outcome: ImageOutcome) -> None:
         """Write the outcome now, or keep it and retry until the store takes it."""
-        self.renders.ended(outcome.job)
         self.writes.submit(
             f"image {outcome.job.job_id} {outcome.status.value}",
             lambda: self._write_outcome(outcome),

@@ -127,6 +127,10 @@ class LocalEngine(Outcomes):
         """While held, no job starts (stored content is erased meanwhile)."""
         return self._admission
 
+    def is_rendering(self, sha256: str) -> bool:
+        """A worker renders this content now (its result is not in yet)."""
+        return self._in_flight.is_rendering(sha256)
+
     def cancel_all(self) -> None:
         """Cancel every queued and running job (Ctrl-C)."""
         with self._cond:
