@@ -68,10 +68,9 @@ def declared_query_parameters(route: APIRoute) -> tuple[frozenset[str], frozense
 FORM_FIELDS = frozenset({"presets", "formats", "callback_url"})
 
 
-async def refuse_malformed_signature_parameters(request: Request) -> None:
-    """400 for ``expires`` or ``sig`` of another shape than a signed URL's, where the
-    request is authorised already (a valid key, or none set). Run after the key check: an
-    unauthorised request is the signature check's to answer (401)."""
+def refuse_malformed_signature_parameters(request: Request) -> None:
+    """400 for ``expires`` or ``sig`` of another shape than a signed URL's. It runs after
+    the key check: an unauthorised request is the signature check's to answer (401)."""
     for name, (shape, what) in SIGNED_URL_SHAPES.items():
         for value in request.query_params.getlist(name):
             if shape.fullmatch(value) is None:
@@ -79,10 +78,13 @@ async def refuse_malformed_signature_parameters(request: Request) -> None:
 
 
 async def refuse_unknown_query_parameters(request: Request) -> None:
-    """400 for a query parameter the route does not take, or a single one given twice."""
+    """400 for a query parameter the route does not take, or a single one given twice, and
+    on ``/v1`` for a signed URL's ``expires`` or ``sig`` of the wrong shape."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not route.include_in_schema:
         return
+    if route.path.startswith("/v1/"):
+        refuse_malformed_signature_parameters(request)
     operation_id = OPERATION_IDS.get((request.method.lower(), route.path))
     if operation_id in LENIENT_QUERY_OPERATIONS or not request.query_params:
         return

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from pixelmill.api.deps import ServiceDep
-from pixelmill.api.query_params import refuse_malformed_signature_parameters
 from pixelmill.api.schemas import PresetsOut, error_responses
 from pixelmill.core.specs import Fit, OutputFormat, Preset, RenderSpec
 
@@ -15,7 +14,6 @@ from pixelmill.core.specs import Fit, OutputFormat, Preset, RenderSpec
 router = APIRouter(
     prefix="/v1/presets",
     tags=["presets"],
-    dependencies=[Depends(refuse_malformed_signature_parameters)],
 )
 
 
