@@ -1,0 +1,495 @@
+"""The dashboard (`GET /`) in a real Chromium against a real service on loopback.
+
+Each test opens its own browser context; the `dash` fixture fails a test whose page logged
+a console error, threw, or asked anything of another host. Screenshots are kept in
+`test-artifacts/screenshots/`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Response, expect
+
+from api_helpers import slow_jpeg, small_jpeg, upload, wait_for_batch
+from api_server import running_in_thread
+from browser import (
+    DESKTOP,
+    PHONE,
+    SHOW_TIMEOUT_MS,
+    Watch,
+    chromium,
+    drop_files,
+    screenshot,
+    watch_page,
+)
+from pixelmill.api.app import create_app
+from pixelmill.config import Settings
+
+__all__ = ["chromium"]  # the session's browser, a fixture
+
+pytestmark = pytest.mark.slow
+
+PHOTOS = [
+    ("photos/flowers.jpeg", "image/jpeg"),
+    ("photos/concert.jpg", "image/jpeg"),
+    ("photos/kodim03.png", "image/png"),
+]
+API_KEY = "dashboard-test-key-0123456789"
+
+
+@dataclass
+class Dash:
+    """A page of the dashboard on one service, and what it did."""
+
+    base_url: str
+    context: BrowserContext
+    page: Page
+    watch: Watch
+    api_key: str | None = None
+
+    def open(self, fragment: str = "") -> Page:
+        self.page.goto(f"{self.base_url}/{fragment}")
+        return self.page
+
+    def api(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+
+    def row(self, batch_id: str) -> object:
+        return self.page.locator(f'#batches [data-batch-id="{batch_id}"]')
+
+    def tiles(self) -> object:
+        return self.page.locator("#gallery [data-image-id]")
+
+
+def open_dash(browser: Browser, base_url: str, viewport: dict[str, int] = DESKTOP) -> Dash:
+    context = browser.new_context(viewport=viewport)  # type: ignore[arg-type]
+    context.set_default_timeout(SHOW_TIMEOUT_MS)
+    page = context.new_page()
+    watch = Watch(base_url)
+    watch_page(page, watch)
+    return Dash(base_url, context, page, watch)
+
+
+def close_dash(dash: Dash) -> None:
+    problems = dash.watch.problems()
+    dash.context.close()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("dashboard-data"), workers=2)
+    with running_in_thread(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def keyed_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("dashboard-keyed"), workers=1, api_key=API_KEY
+    )
+    with running_in_thread(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture
+def dash(chromium: Browser, service: str) -> Iterator[Dash]:
+    opened = open_dash(chromium, service)
+    yield opened
+    close_dash(opened)
+
+
+def photo_files(corpus: Path) -> list[tuple[str, bytes, str]]:
+    return [(Path(rel).name, (corpus / rel).read_bytes(), kind) for rel, kind in PHOTOS]
+
+
+def is_batch_upload(response: Response) -> bool:
+    return response.request.method == "POST" and response.url.endswith("/v1/batches")
+
+
+def make_batch(dash: Dash, files: list[tuple[str, bytes, str]]) -> dict[str, object]:
+    """A batch made through the API (not the page), waited until it is finished."""
+    with dash.api() as api:
+        answer = api.post("/v1/batches", files=[upload(n, d, t) for n, d, t in files])
+        assert answer.status_code == 202, answer.text
+        status: dict[str, object] = wait_for_batch(api, answer.json()["batch_id"])
+        return status
+
+
+def test_dropped_photos_and_a_text_file_render_live_into_the_gallery(
+    dash: Dash, corpus: Path
+) -> None:
+    """Drop three photos and a text file: the upload's progress shows, the batch's progress
+    reaches 100 % without a reload (from its event stream, faster than the listing is
+    re-read), and the gallery shows three thumbnails and one failure with its code."""
+    page = dash.open()
+    expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
+    page.evaluate("window.sameDocument = true")
+    files = [*photo_files(corpus), ("notes.txt", b"these are not pixels\n", "text/plain")]
+    with page.expect_response(is_batch_upload) as answer:
+        drop_files(page, files)
+    batch_id = answer.value.json()["batch_id"]
+    row = page.locator(f'#batches [data-batch-id="{batch_id}"]')
+    expect(row).to_be_visible()
+
+    with dash.api() as api:
+        deadline = time.monotonic() + 120
+        while api.get(f"/v1/batches/{batch_id}").json()["status"] != "completed":
+            assert time.monotonic() < deadline, "the batch did not finish"
+            time.sleep(0.05)
+    # The listing is re-read every 5 s: within 2.5 s only the event stream can have told it.
+    expect(row).to_have_attribute("data-status", "completed", timeout=2500)
+    expect(row.locator("progress.batch-progress")).to_have_js_property("value", 1)
+    assert page.evaluate("window.sameDocument") is True, "the page reloaded"
+    assert any(f"/v1/batches/{batch_id}/events" in url for url in requested_urls(page))
+
+    row.locator("button.batch-open").click()
+    tiles = page.locator("#gallery [data-image-id]")
+    expect(tiles).to_have_count(4)
+    done = page.locator('#gallery [data-image-id][data-status="done"]')
+    expect(done).to_have_count(3)
+    for index in range(3):
+        thumb = done.nth(index).locator("img.thumb")
+        expect(thumb).to_have_js_property("complete", True)
+        assert thumb.evaluate("img => img.naturalWidth") > 0
+        placeholder = done.nth(index).locator("img.placeholder")
+        assert (placeholder.get_attribute("src") or "").startswith("data:image/")
+    failed = page.locator('#gallery [data-image-id][data-status="failed"]')
+    expect(failed).to_have_count(1)
+    expect(failed.locator(".error-code")).to_have_text("unsupported_format")
+    expect(failed.locator(".filename")).to_have_text("notes.txt")
+    screenshot(page, "dashboard-gallery")
+
+
+def requested_urls(page: Page) -> list[str]:
+    entries = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+    return list(entries)
+
+
+def test_an_image_detail_lists_every_rendition_and_opens_one(dash: Dash, corpus: Path) -> None:
+    status = make_batch(dash, photo_files(corpus)[:1])
+    image = status["images"][0]  # type: ignore[index]
+    page = dash.open(f"#/batches/{status['batch_id']}")
+    tile = page.locator(f'#gallery [data-image-id="{image["image_id"]}"]')
+    expect(tile).to_have_attribute("data-status", "done")
+    opener = tile if tile.evaluate("e => e.tagName") == "BUTTON" else tile.locator("button")
+    opener.first.click()
+    detail = page.locator("#detail")
+    expect(detail).to_be_visible()
+    rows = detail.locator(".rendition")
+    expect(rows).to_have_count(6)  # three presets x JPEG and WebP
+    expect(detail.locator(".detail-source")).to_contain_text("1920")
+    expect(detail.locator(".detail-timings")).to_contain_text("decode")
+    for index in range(6):
+        expect(rows.nth(index).locator(".rendition-bytes")).to_contain_text("KB")
+    screenshot(page, "dashboard-detail")
+    link = rows.first.locator("a.rendition-link")
+    with dash.context.expect_page() as opened:
+        link.click()
+    tab = opened.value
+    tab.wait_for_load_state()
+    assert tab.url.startswith(f"{dash.base_url}/v1/images/{image['sha256']}/")
+    assert tab.evaluate("document.contentType").startswith("image/")
+    tab.close()
+
+
+def test_sizes_in_the_detail_match_the_manifest(dash: Dash, corpus: Path) -> None:
+    status = make_batch(dash, photo_files(corpus)[1:2])
+    image = status["images"][0]  # type: ignore[index]
+    with dash.api() as api:
+        manifest = api.get(f"/v1/images/{image['sha256']}").json()
+    page = dash.open(f"#/batches/{status['batch_id']}/images/{image['image_id']}")
+    rows = page.locator("#detail .rendition")
+    expect(rows).to_have_count(len(manifest["renditions"]))
+    shown = {
+        (
+            rows.nth(i).locator(".rendition-format").inner_text().strip().lower(),
+            rows.nth(i).locator(".rendition-size").inner_text().strip(),
+        )
+        for i in range(rows.count())
+    }
+    wanted = {(r["format"], f"{r['width']}x{r['height']}") for r in manifest["renditions"]}
+    assert {(fmt, size.replace(" ", "")) for fmt, size in shown} == wanted
+
+
+def test_cancel_stops_a_running_batch(dash: Dash, tmp_path: Path) -> None:
+    page = dash.open()
+    paths = []
+    for seed in range(8):
+        path = tmp_path / f"noise-{seed}.jpg"
+        path.write_bytes(slow_jpeg(seed, (2400, 1600)))
+        paths.append(str(path))
+    with page.expect_response(is_batch_upload) as answer:
+        page.locator("#file-input").set_input_files(paths)
+    batch_id = answer.value.json()["batch_id"]
+    row = page.locator(f'#batches [data-batch-id="{batch_id}"]')
+    row.locator("button.batch-cancel").click()
+    expect(row).to_have_attribute("data-status", "cancelled")
+    expect(row.locator("button.batch-cancel")).to_have_count(0)
+    with dash.api() as api:
+        status = wait_for_batch(api, batch_id)
+    assert status["status"] == "cancelled"
+    assert status["cancelled"] >= 1
+    expect(row.locator(".batch-counts")).to_contain_text("cancelled")
+
+
+def test_a_reload_shows_the_same_state(dash: Dash, corpus: Path) -> None:
+    status = make_batch(dash, [*photo_files(corpus)[:1], ("readme.txt", b"text\n", "text/plain")])
+    batch_id = status["batch_id"]
+    photo = next(i for i in status["images"] if i["status"] == "done")  # type: ignore[attr-defined]
+    page = dash.open(f"#/batches/{batch_id}/images/{photo['image_id']}")
+    expect(page.locator("#detail")).to_be_visible()
+
+    def state() -> dict[str, object]:
+        row = page.locator(f'#batches [data-batch-id="{batch_id}"]')
+        return {
+            "status": row.get_attribute("data-status"),
+            "counts": row.locator(".batch-counts").inner_text(),
+            "gallery": page.locator("#gallery").get_attribute("data-batch-id"),
+            "tiles": page.eval_on_selector_all(
+                "#gallery [data-image-id]",
+                "tiles => tiles.map(t => [t.dataset.imageId, t.dataset.status])",
+            ),
+            "detail": page.locator("#detail").is_visible(),
+            "rows": page.locator("#detail .rendition").count(),
+        }
+
+    expect(page.locator("#detail .rendition")).to_have_count(6)
+    expect(page.locator("#gallery [data-image-id]")).to_have_count(2)
+    before = state()
+    page.reload()
+    expect(page.locator("#detail")).to_be_visible()
+    expect(page.locator("#detail .rendition")).to_have_count(6)
+    expect(page.locator("#gallery [data-image-id]")).to_have_count(2)
+    assert state() == before
+    page.keyboard.press("Escape")
+    expect(page.locator("#detail")).to_be_hidden()
+    assert page.evaluate("location.hash") == f"#/batches/{batch_id}"
+    page.go_back()
+    expect(page.locator("#detail")).to_be_visible()
+
+
+def test_only_the_api_key_opens_the_page_and_it_is_kept_for_the_tab(
+    chromium: Browser, keyed_service: str, corpus: Path
+) -> None:
+    dash = open_dash(chromium, keyed_service)
+    # Chromium logs a console line for the 401 the wrong key gets: that one is expected.
+    dash.watch.allowed.append(lambda text: "401" in text)
+    try:
+        page = dash.open()
+        dialog = page.locator("#key-dialog")
+        expect(dialog).to_be_visible()
+        screenshot(page, "dashboard-key-prompt")
+        page.locator("#key-input").fill("not-the-key")
+        page.locator("#key-submit").click()
+        expect(page.locator("#key-error")).to_be_visible()
+        expect(dialog).to_be_visible()
+        page.locator("#key-input").fill(API_KEY)
+        page.locator("#key-submit").click()
+        expect(dialog).to_be_hidden()
+        expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
+
+        with page.expect_response(is_batch_upload) as answer:
+            page.locator("#file-input").set_input_files(str(corpus / PHOTOS[1][0]))
+        batch_id = answer.value.json()["batch_id"]
+        row = page.locator(f'#batches [data-batch-id="{batch_id}"]')
+        expect(row).to_have_attribute("data-status", "completed")
+        row.locator("button.batch-open").click()
+        thumb = page.locator("#gallery img.thumb").first
+        expect(thumb).to_have_js_property("complete", True)
+        assert thumb.evaluate("img => img.naturalWidth") > 0
+        assert "sig=" in (thumb.get_attribute("src") or "")  # a signed URL, no header
+
+        assert API_KEY not in page.evaluate("JSON.stringify(localStorage)")
+        page.reload()
+        expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
+        expect(dialog).to_be_hidden()
+        expect(row).to_have_attribute("data-status", "completed")
+
+        other_tab = dash.context.new_page()
+        watch_page(other_tab, dash.watch)
+        other_tab.goto(keyed_service + "/")
+        expect(other_tab.locator("#key-dialog")).to_be_visible()
+        other_tab.close()
+    finally:
+        close_dash(dash)
+
+
+def test_without_a_key_the_page_never_asks(dash: Dash) -> None:
+    page = dash.open()
+    expect(page.locator("#choice-formats input[name=format]")).to_have_count(4)
+    assert page.locator("#key-dialog").is_hidden()
+    assert page.evaluate("document.querySelector('meta[name=pixelmill-auth]').content") == "none"
+
+
+def test_everything_is_reachable_from_the_keyboard(dash: Dash, corpus: Path) -> None:
+    status = make_batch(dash, photo_files(corpus)[1:2])
+    batch_id = status["batch_id"]
+    page = dash.open()
+    expect(dash.row(batch_id)).to_be_visible()  # type: ignore[attr-defined]
+
+    def tab_to(selector: str, presses: int = 80) -> None:
+        for _ in range(presses):
+            page.keyboard.press("Tab")
+            if page.evaluate("(s) => document.activeElement.matches(s)", selector):
+                outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+                assert outline != "none", f"{selector} shows no focus"
+                return
+        raise AssertionError(f"Tab never reached {selector}")
+
+    tab_to("#file-input, label[for=file-input], button#choose-files")
+    tab_to(f'[data-batch-id="{batch_id}"] button.batch-open')
+    page.keyboard.press("Enter")
+    expect(page.locator("#gallery")).to_have_attribute("data-batch-id", batch_id)
+    tab_to("#gallery [data-image-id] button, #gallery button[data-image-id]")
+    page.keyboard.press("Enter")
+    expect(page.locator("#detail")).to_be_visible()
+    tab_to("#detail a.rendition-link")
+    page.keyboard.press("Escape")
+    expect(page.locator("#detail")).to_be_hidden()
+    assert page.evaluate("document.activeElement.closest('#gallery [data-image-id]') !== null"), (
+        "focus did not return to the image"
+    )
+
+
+def test_readable_at_375_pixels(chromium: Browser, service: str, corpus: Path) -> None:
+    dash = open_dash(chromium, service, PHONE)
+    try:
+        status = make_batch(dash, photo_files(corpus))
+        page = dash.open(f"#/batches/{status['batch_id']}")
+        expect(page.locator("#gallery [data-image-id]")).to_have_count(3)
+        expect(dash.row(status["batch_id"])).to_be_visible()  # type: ignore[arg-type]
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the page scrolls sideways: {width} px wide"
+        screenshot(page, "dashboard-375px")
+        page.locator("#gallery [data-image-id]").first.click()
+        expect(page.locator("#detail")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        box = page.locator("#detail").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+        screenshot(page, "dashboard-375px-detail")
+    finally:
+        close_dash(dash)
+
+
+def test_batches_page_newest_first_with_older_and_newer(dash: Dash) -> None:
+    with dash.api() as api:
+        for seed in range(12):
+            answer = api.post("/v1/images", files={"file": ("s.jpg", small_jpeg(700 + seed))})
+            assert answer.status_code == 202
+        first = api.get("/v1/batches", params={"limit": 10}).json()
+        second = api.get("/v1/batches", params={"limit": 10, "cursor": first["next_cursor"]}).json()
+    page = dash.open()
+
+    def shown() -> list[str]:
+        return page.eval_on_selector_all(
+            "#batches [data-batch-id]", "rows => rows.map(r => r.dataset.batchId)"
+        )
+
+    expect(page.locator("#batches [data-batch-id]")).to_have_count(10)
+    assert shown() == [b["batch_id"] for b in first["batches"]]
+    expect(page.locator("#newer")).to_be_disabled()
+    page.locator("#older").click()
+    expect(page.locator("#batches [data-batch-id]")).to_have_count(len(second["batches"]))
+    assert shown() == [b["batch_id"] for b in second["batches"]]
+    page.locator("#newer").click()
+    expect(page.locator("#batches [data-batch-id]")).to_have_count(10)
+    assert shown() == [b["batch_id"] for b in first["batches"]]
+
+
+def test_chosen_presets_and_formats_are_what_renders(dash: Dash, corpus: Path) -> None:
+    page = dash.open()
+    presets = page.locator("#choice-presets input[name=preset]")
+    expect(presets).to_have_count(3)
+    with dash.api() as api:
+        catalogue = api.get("/v1/presets").json()
+    names = [p["name"] for p in catalogue["presets"]]
+    assert presets.evaluate_all("boxes => boxes.map(b => b.value)") == names
+    checked_formats = page.eval_on_selector_all(
+        "#choice-formats input[name=format]:checked", "boxes => boxes.map(b => b.value)"
+    )
+    assert checked_formats == catalogue["default_formats"]
+
+    for name in names:
+        page.locator(f"#choice-presets input[value={name}]").set_checked(name == "thumbnail")
+    for fmt in catalogue["formats"]:
+        page.locator(f"#choice-formats input[value={fmt}]").set_checked(fmt == "webp")
+    with page.expect_response(is_batch_upload) as answer:
+        page.locator("#file-input").set_input_files(str(corpus / PHOTOS[0][0]))
+    with dash.api() as api:
+        status = wait_for_batch(api, answer.value.json()["batch_id"])
+    renditions = status["images"][0]["renditions"]
+    assert [(r["name"], r["format"]) for r in renditions] == [("thumbnail", "webp")]
+
+
+def test_no_preset_checked_is_refused_in_the_page(dash: Dash, tmp_path: Path) -> None:
+    page = dash.open()
+    expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
+    for box in page.locator("#choice-presets input[name=preset]").all():
+        box.set_checked(False)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
+    path = tmp_path / "one.jpg"
+    path.write_bytes(small_jpeg(5))
+    page.locator("#file-input").set_input_files(str(path))
+    expect(page.locator("#notice")).to_contain_text("preset")
+    assert sent == []
+
+
+def test_duplicates_are_marked_and_failures_open_with_their_error(dash: Dash, corpus: Path) -> None:
+    make_batch(dash, photo_files(corpus)[:1])
+    again = make_batch(
+        dash, [*photo_files(corpus)[:1], ("bad.jpg", b"\xff\xd8\xff" + b"0" * 64, "image/jpeg")]
+    )
+    page = dash.open(f"#/batches/{again['batch_id']}")
+    duplicate = page.locator('#gallery [data-image-id][data-status="duplicate"]')
+    expect(duplicate).to_have_count(1)
+    expect(duplicate.locator(".badge-duplicate")).to_be_visible()
+    failed = page.locator('#gallery [data-image-id][data-status="failed"]')
+    expect(failed.locator(".error-code")).to_have_text("corrupt_image")
+    failed.click()
+    expect(page.locator("#detail .detail-error")).to_contain_text("corrupt_image")
+
+
+def test_the_placeholder_paints_before_the_thumbnail(dash: Dash, corpus: Path) -> None:
+    """While the thumbnail is held back, the tile shows the decoded ThumbHash, whose mean
+    colour is the thumbnail's (the decoder reads the hash right)."""
+    status = make_batch(dash, photo_files(corpus)[:1])
+    image = status["images"][0]  # type: ignore[index]
+    held: list[object] = []
+    dash.page.route(f"**/v1/images/{image['sha256']}/**", lambda route: held.append(route))
+    page = dash.open(f"#/batches/{status['batch_id']}")
+    tile = page.locator(f'#gallery [data-image-id="{image["image_id"]}"]')
+    placeholder = tile.locator("img.placeholder")
+    expect(placeholder).to_be_visible()
+    expect(placeholder).to_have_js_property("complete", True)
+    assert tile.locator("img.thumb").evaluate("img => img.naturalWidth") == 0
+    page.unroute(f"**/v1/images/{image['sha256']}/**")
+    for route in held:
+        route.continue_()  # type: ignore[attr-defined]
+    thumb = tile.locator("img.thumb")
+    expect(thumb).to_have_js_property("complete", True)
+    means = page.evaluate(
+        """([a, b]) => [a, b].map((img) => {
+            const canvas = document.createElement('canvas');
+            canvas.width = 16; canvas.height = 16;
+            const context = canvas.getContext('2d');
+            context.drawImage(img, 0, 0, 16, 16);
+            const pixels = context.getImageData(0, 0, 16, 16).data;
+            const sum = [0, 0, 0];
+            for (let i = 0; i < pixels.length; i += 4) {
+                for (let c = 0; c < 3; c++) sum[c] += pixels[i + c];
+            }
+            return sum.map((s) => s / 256);
+        })""",
+        [placeholder.element_handle(), thumb.element_handle()],
+    )
+    distance = sum((a - b) ** 2 for a, b in zip(*means, strict=True)) ** 0.5
+    assert distance < 25, f"placeholder mean {means[0]} is far from the thumbnail's {means[1]}"
