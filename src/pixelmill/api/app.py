@@ -22,7 +22,7 @@ from pixelmill.api.cors import JsonErrorCorsMiddleware, cors_options
 from pixelmill.api.deps import require_api_key
 from pixelmill.api.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from pixelmill.api.query_params import refuse_unknown_query_parameters
-from pixelmill.api.routes import batches, health, images, presets
+from pixelmill.api.routes import batches, dashboard, health, images, presets
 from pixelmill.api.routes._upload import describe_choice_fields
 from pixelmill.api.schemas import finish_openapi
 from pixelmill.api.service import BatchService
@@ -94,6 +94,8 @@ def create_app(settings: Settings | None = None, *, webhook_backoff_s: float = 1
     app.include_router(images.router, dependencies=needs_key)
     app.include_router(presets.router, dependencies=needs_key)
     app.include_router(health.router, dependencies=[checked_query])
+    # The page's own files: no key (they hold no data) and cache busters in the query.
+    app.include_router(dashboard.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
