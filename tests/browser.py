@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Request, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Error,
+    Page,
+    Request,
+    expect,
+    sync_playwright,
+)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = os.environ.get("PIXELMILL_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -35,7 +43,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screensh
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 812}
 # How long a test waits for something the page should show.
-SHOW_TIMEOUT_MS = 30_000
+SHOW_TIMEOUT_MS = 20_000
 
 
 def chromium_or_skip() -> str:
@@ -93,6 +101,7 @@ def watch_page(page: Page, watch: Watch) -> None:
 def chromium() -> Iterator[Browser]:
     """One headless Chromium for the session (each test gets its own context)."""
     executable = chromium_or_skip()
+    expect.set_options(timeout=SHOW_TIMEOUT_MS)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield browser
