@@ -523,3 +523,37 @@ def test_the_placeholder_paints_before_the_thumbnail(dash: Dash, corpus: Path) -
     )
     distance = sum((a - b) ** 2 for a, b in zip(*means, strict=True)) ** 0.5
     assert distance < 25, f"placeholder mean {means[0]} is far from the thumbnail's {means[1]}"
+
+
+def test_the_upload_progress_bar_moves_while_the_files_go_up(dash: Dash, corpus: Path) -> None:
+    """On a link slowed to 1 MB/s (Chromium's own throttling), a 1.2 MB upload shows its
+    progress between 0 and 100 %, then the bar goes away."""
+    page = dash.open()
+    expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
+    devtools = dash.context.new_cdp_session(page)
+    devtools.send("Network.enable")
+    devtools.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1e6},
+    )
+    page.evaluate(
+        """() => {
+            window.seenProgress = [];
+            const bar = document.getElementById('upload-progress');
+            setInterval(() => { if (!bar.hidden) window.seenProgress.push(bar.value); }, 20);
+        }"""
+    )
+    photos = ["photos/gain-map.jpg"]
+    files = [(Path(p).name, (corpus / p).read_bytes(), "image/jpeg") for p in photos]
+    with page.expect_response(is_batch_upload, timeout=60_000):
+        drop_files(page, files)
+    devtools.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
+    expect(page.locator("#upload-progress")).to_be_hidden()
+    seen = page.evaluate("window.seenProgress")
+    between = sorted({round(v, 2) for v in seen if 0 < v < 1})
+    assert len(between) >= 3, f"the bar showed {between} while uploading"
+    assert between == sorted(between)
+    expect(page.locator("#upload-status")).to_contain_text("Uploaded 1 file")
