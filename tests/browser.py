@@ -4,7 +4,8 @@ Debian's Chromium (`/usr/bin/chromium`), not a browser Playwright downloads. Wit
 the browser tests skip with the reason, except under CI=true where its absence is a
 failure (`.ci/run` installs it). Every page a test opens is watched: a console error, an
 uncaught exception or a request to anywhere but the service fails the test at teardown.
-Screenshots go to `test-artifacts/screenshots/`.
+Screenshots go to `test-artifacts/screenshots/`. conftest makes ``chromium`` a fixture
+of every test module (one browser for the session).
 """
 
 from __future__ import annotations

@@ -1,130 +1,39 @@
-"""The dashboard (`GET /`) in a real Chromium against a real service on loopback.
-
-Each test opens its own browser context; the `dash` fixture fails a test whose page logged
-a console error, threw, or asked anything of another host. Screenshots are kept in
+"""The dashboard (`GET /`) in a real Chromium against a real service on loopback: what a
+user does with it, step by step (the issue's list). Screenshots are kept in
 `test-artifacts/screenshots/`.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Response, Route, expect
+from playwright.sync_api import Browser, Route, expect
 
-from api_helpers import slow_jpeg, small_jpeg, upload, wait_for_batch
-from api_server import running_in_thread
-from browser import (
-    DESKTOP,
-    PHONE,
-    SHOW_TIMEOUT_MS,
-    Watch,
-    chromium,
-    drop_files,
-    screenshot,
-    watch_page,
+from api_helpers import slow_jpeg, small_jpeg, wait_for_batch
+from browser import PHONE, drop_files, screenshot, watch_page
+from dashboard_pages import (
+    API_KEY,
+    PHOTOS,
+    RENDERED,
+    Dash,
+    close_dash,
+    dash_fixture,
+    is_batch_upload,
+    keyed_service_fixture,
+    make_batch,
+    open_dash,
+    photo_files,
+    requested_urls,
+    service_fixture,
+    wait_for_thumbnails,
 )
-from pixelmill.api.app import create_app
-from pixelmill.config import Settings
 
-__all__ = ["chromium"]  # the session's browser, a fixture
+__all__ = ["dash_fixture", "keyed_service_fixture", "service_fixture"]
 
 pytestmark = pytest.mark.slow
-
-PHOTOS = [
-    ("photos/flowers.jpeg", "image/jpeg"),
-    ("photos/concert.jpg", "image/jpeg"),
-    ("photos/kodim03.png", "image/png"),
-]
-API_KEY = "dashboard-test-key-0123456789"
-# The photos are shared by the tests of a module: a later test may find them duplicates.
-RENDERED = re.compile("^(done|duplicate)$")
-
-
-@dataclass
-class Dash:
-    """A page of the dashboard on one service, and what it did."""
-
-    base_url: str
-    context: BrowserContext
-    page: Page
-    watch: Watch
-    api_key: str | None = None
-
-    def open(self, fragment: str = "") -> Page:
-        self.page.goto(f"{self.base_url}/{fragment}")
-        return self.page
-
-    def api(self) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
-
-    def row(self, batch_id: str) -> object:
-        return self.page.locator(f'#batches [data-batch-id="{batch_id}"]')
-
-    def tiles(self) -> object:
-        return self.page.locator("#gallery [data-image-id]")
-
-
-def open_dash(browser: Browser, base_url: str, viewport: dict[str, int] = DESKTOP) -> Dash:
-    context = browser.new_context(viewport=viewport)  # type: ignore[arg-type]
-    context.set_default_timeout(SHOW_TIMEOUT_MS)
-    page = context.new_page()
-    watch = Watch(base_url)
-    watch_page(page, watch)
-    return Dash(base_url, context, page, watch)
-
-
-def close_dash(dash: Dash) -> None:
-    problems = dash.watch.problems()
-    dash.context.close()
-    assert not problems, "\n".join(problems)
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("dashboard-data"), workers=2)
-    with running_in_thread(create_app(settings)) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def keyed_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("dashboard-keyed"), workers=1, api_key=API_KEY
-    )
-    with running_in_thread(create_app(settings)) as url:
-        yield url
-
-
-@pytest.fixture
-def dash(chromium: Browser, service: str) -> Iterator[Dash]:
-    opened = open_dash(chromium, service)
-    yield opened
-    close_dash(opened)
-
-
-def photo_files(corpus: Path) -> list[tuple[str, bytes, str]]:
-    return [(Path(rel).name, (corpus / rel).read_bytes(), kind) for rel, kind in PHOTOS]
-
-
-def is_batch_upload(response: Response) -> bool:
-    return response.request.method == "POST" and response.url.endswith("/v1/batches")
-
-
-def make_batch(dash: Dash, files: list[tuple[str, bytes, str]]) -> dict[str, object]:
-    """A batch made through the API (not the page), waited until it is finished."""
-    with dash.api() as api:
-        answer = api.post("/v1/batches", files=[upload(n, d, t) for n, d, t in files])
-        assert answer.status_code == 202, answer.text
-        status: dict[str, object] = wait_for_batch(api, answer.json()["batch_id"])
-        return status
 
 
 def test_dropped_photos_and_a_text_file_render_live_into_the_gallery(
@@ -171,19 +80,6 @@ def test_dropped_photos_and_a_text_file_render_live_into_the_gallery(
     expect(failed.locator(".filename")).to_have_text("notes.txt")
     wait_for_thumbnails(page)
     screenshot(page, "dashboard-gallery")
-
-
-def wait_for_thumbnails(page: Page) -> None:
-    """Until every thumbnail in the gallery has loaded (a screenshot then shows them)."""
-    page.wait_for_function(
-        """() => [...document.querySelectorAll('#gallery img.thumb')]
-                 .every((img) => img.complete && img.naturalWidth > 0)"""
-    )
-
-
-def requested_urls(page: Page) -> list[str]:
-    entries = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
-    return list(entries)
 
 
 def test_an_image_detail_lists_every_rendition_and_opens_one(dash: Dash, corpus: Path) -> None:
@@ -359,7 +255,15 @@ def test_everything_is_reachable_from_the_keyboard(dash: Dash, corpus: Path) -> 
         for _ in range(presses):
             page.keyboard.press("Tab")
             if page.evaluate("(s) => document.activeElement.matches(s)", selector):
-                outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+                # The file input is hidden behind its label: the ring must be on what shows.
+                outline = page.evaluate(
+                    """() => {
+                        const focused = document.activeElement;
+                        const shown = focused.id === 'file-input'
+                            ? document.querySelector('label[for=file-input]') : focused;
+                        return getComputedStyle(shown).outlineStyle;
+                    }"""
+                )
                 assert outline != "none", f"{selector} shows no focus"
                 return
         raise AssertionError(f"Tab never reached {selector}")
