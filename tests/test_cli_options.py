@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api_server import free_port, wait_until_healthy
-from pixelmill.cli import app, describe_deployment
+from pixelmill.cli import app, describe_deployment, describe_pages
 from pixelmill.config import Settings
 from test_cli import clean_env, invoke, read_report, write_photo
 
@@ -183,6 +183,14 @@ def test_serve_flags_override_the_environment_and_the_start_line_names_them(
     start = f"data dir {flag_dir.resolve()}, store sqlite, engine local, 1 worker"
     assert [line for line in lines if start in line], lines
     assert "INFO" in next(line for line in lines if start in line)  # uvicorn's logger
+    pages = f"dashboard at http://127.0.0.1:{port}/, API docs at http://127.0.0.1:{port}/docs"
+    assert [line for line in lines if pages in line], lines
+
+
+def test_the_pages_line_brackets_an_ipv6_host() -> None:
+    assert describe_pages("::1", 8000) == (
+        "dashboard at http://[::1]:8000/, API docs at http://[::1]:8000/docs"
+    )
 
 
 def test_the_start_line_hides_the_store_password() -> None:

@@ -297,6 +297,7 @@ def serve(
 
     config = uvicorn_config(create_app(settings), settings, host, port)  # sets up its logging
     logging.getLogger("uvicorn.error").info("%s", describe_deployment(settings))
+    logging.getLogger("uvicorn.error").info("%s", describe_pages(host, port))
     uvicorn.Server(config).run()
 
 
@@ -313,6 +314,12 @@ def describe_deployment(settings: Settings) -> str:
     return (
         f"data dir {settings.data_dir.resolve()}, store {redact_url(settings.store)}, {rendering}"
     )
+
+
+def describe_pages(host: str, port: int) -> str:
+    """Where a person points a browser: the dashboard and the API's interactive docs."""
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"dashboard at {base}/, API docs at {base}/docs"
 
 
 @app.command(short_help="Run a render worker of the celery engine.")
