@@ -14,6 +14,7 @@
     cursors: [null], // the cursor of each page up to the current one (null: the first)
     nextCursor: null,
     page: [], // batches of the current page, newest first
+    pageCursor: undefined, // the cursor `page` was read with
     known: new Map(), // batch_id -> the latest status seen (listing, events, gallery)
     streams: new Map(), // batch_id -> {stop}
     ended: new Set(), // batches whose stream said done (or 204, 404): not reopened
@@ -147,7 +148,11 @@
       paintRow(row, state.known.get(batch.batch_id) || batch);
       return row;
     });
-    list.replaceChildren(...wanted);
+    // Rows that stay are not re-inserted: moving a node would take the keyboard focus.
+    for (const row of [...list.children]) if (!wanted.includes(row)) row.remove();
+    wanted.forEach((row, index) => {
+      if (list.children[index] !== row) list.insertBefore(row, list.children[index] || null);
+    });
     document.getElementById("batches-empty").hidden = wanted.length > 0;
     paintPager();
   }
@@ -205,6 +210,11 @@
     try {
       const listing = await pm.api.request(`/v1/batches?${query}`);
       if (generation !== state.generation) return null;
+      // The opened batch left the page it was on: deleted or expired? Its GET will say.
+      const opened = pm.gallery.openedId();
+      const wasShown = state.pageCursor === cursor && state.page.some((b) => b.batch_id === opened);
+      if (wasShown && !listing.batches.some((b) => b.batch_id === opened)) pm.gallery.reread(opened);
+      state.pageCursor = cursor;
       state.page = listing.batches;
       state.nextCursor = listing.next_cursor;
       for (const batch of listing.batches) {

@@ -220,14 +220,21 @@
     if (state.loading) await state.loading;
     if (state.batchId !== batchId || state.reread || isFinal()) return;
     state.reread = true;
+    if (!(await reread(batchId))) state.reread = false; // try again at the next sighting
+  }
+
+  /** GET the opened batch again; a 404 closes the gallery (the batch is gone). True once
+   * answered (found or gone), false when the request failed. */
+  async function reread(batchId) {
     try {
       const batch = await pm.api.request(`/v1/batches/${batchId}`);
       if (state.batchId === batchId) pm.batches.update(batch);
     } catch (error) {
-      if (state.batchId !== batchId) return;
-      if (error.code === "not_found") pm.router.batchGone(batchId);
-      else state.reread = false; // try again at the next sighting
+      if (state.batchId !== batchId) return true;
+      if (error.code !== "not_found") return false;
+      pm.router.batchGone(batchId);
     }
+    return true;
   }
 
   function imageUpdated(batchId, image) {
@@ -246,7 +253,8 @@
   }
 
   pm.gallery = {
-    open, close, batchUpdated, imageUpdated, seenFinished, catalogueLoaded, tick, formatBytes,
+    open, close, batchUpdated, imageUpdated, seenFinished, reread, catalogueLoaded, tick,
+    formatBytes,
     codeElement, tileOf,
     openedId: () => state.batchId,
     image: (id) => state.images.get(id),
