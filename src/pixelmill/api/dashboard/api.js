@@ -18,10 +18,23 @@
       this.status = status;
       this.code = code;
     }
+    /** API errors read "code: message"; the page's own (network, not JSON) lead with
+     * plain words and keep the code in brackets, so it can still be searched for. */
     describe() {
+      if (this.status === 0 || this.code.startsWith("http_")) {
+        const text = this.message.charAt(0).toUpperCase() + this.message.slice(1);
+        return `${text} (${this.code})`;
+      }
       return `${this.code}: ${this.message}`;
     }
   }
+
+  // The service takes a key of visible ASCII only (0x21-0x7E); anything else would make
+  // Headers.set() throw on every request.
+  const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
+  const KEY_CHARACTERS =
+    "The key can hold only visible ASCII characters (letters, digits and punctuation: " +
+    "no spaces, accents or other alphabets). Check it and try again.";
 
   function storedKey() {
     try {
@@ -31,6 +44,11 @@
     }
   }
   let memoryKey = null;
+  /** A key left by an older page that the service could never take: forget it. */
+  function discardUnusableKey() {
+    const key = storedKey();
+    if (key && !VISIBLE_ASCII.test(key)) storeKey(null);
+  }
   function storeKey(key) {
     memoryKey = key;
     try {
@@ -58,10 +76,17 @@
           error.textContent = "Enter the key.";
           return;
         }
+        if (!VISIBLE_ASCII.test(key)) {
+          error.textContent = KEY_CHARACTERS;
+          input.focus();
+          return;
+        }
         form.removeEventListener("submit", submitted);
         storeKey(key);
         keyPrompt = null;
         dialog.close();
+        // Not back to <body>: to the first thing the user came for.
+        document.getElementById("file-input").focus();
         resolve(key);
       }
       form.addEventListener("submit", submitted);
@@ -99,7 +124,8 @@
     } catch (error) {
       /* not our JSON error shape */
     }
-    return new ApiError(response.status, "http_" + response.status, response.statusText || "error");
+    const why = response.statusText ? ` (${response.statusText})` : "";
+    return new ApiError(response.status, "http_" + response.status, `the service answered ${response.status}${why}`);
   }
 
   /** fetch() with the key; retries once the user gives a new key after a 401. */
@@ -276,6 +302,8 @@
     })();
     return { stop };
   }
+
+  if (needsKey) discardUnusableKey();
 
   pm.api = { ApiError, request, upload, followEvents, SseParser, needsKey, currentKey };
 })((window.pm = window.pm || {}));

@@ -14,11 +14,13 @@
     cursors: [null], // the cursor of each page up to the current one (null: the first)
     nextCursor: null,
     page: [], // batches of the current page, newest first
+    pageCursor: undefined, // the cursor `page` was read with
     known: new Map(), // batch_id -> the latest status seen (listing, events, gallery)
     streams: new Map(), // batch_id -> {stop}
     ended: new Set(), // batches whose stream said done (or 204, 404): not reopened
     timer: null,
     generation: 0, // ignores answers to a page the user has since left
+    paging: false, // a page asked for with Newer/Older is loading: further clicks wait
   };
 
   const isRunning = (batch) => batch && !batch.finished_at;
@@ -57,7 +59,11 @@
     const row = el("li", "batch");
     row.dataset.batchId = batch.batch_id;
     const head = el("div", "batch-head");
-    head.append(el("span", "batch-id", shortId(batch.batch_id)), el("span", "batch-status pill"));
+    head.append(
+      el("span", "batch-id", shortId(batch.batch_id)),
+      el("span", "batch-status pill"),
+      el("span", "batch-failed pill"),
+    );
     const created = el("time", "batch-created");
     head.append(created);
     const bar = el("progress", "batch-progress");
@@ -66,14 +72,26 @@
     const actions = el("div", "batch-actions");
     const open = el("button", "button batch-open", "Open gallery");
     open.type = "button";
-    open.addEventListener("click", () => pm.router.openBatch(batch.batch_id));
+    open.setAttribute("aria-label", `Open gallery of batch ${shortId(batch.batch_id)}`);
+    open.addEventListener("click", () => pm.router.openBatch(batch.batch_id, { focus: true }));
     actions.append(open);
     row.append(head, bar, el("p", "batch-counts"), el("p", "batch-elapsed"), actions);
     return row;
   }
 
+  /** What the bar's colour says (the status is written out too): a clean run, one with
+   * failures, a cancelled one. */
+  function outcomeOf(batch) {
+    if (batch.status === "cancelled") return "cancelled";
+    return batch.failed ? "failures" : "clean";
+  }
+
   function paintRow(row, batch) {
     row.dataset.status = batch.status;
+    row.dataset.outcome = outcomeOf(batch);
+    const failed = row.querySelector(".batch-failed");
+    failed.textContent = batch.failed ? `${batch.failed} failed` : "";
+    failed.hidden = !batch.failed;
     row.classList.toggle("opened", pm.gallery.openedId() === batch.batch_id);
     row.querySelector(".batch-status").textContent = batch.status;
     const created = row.querySelector(".batch-created");
@@ -99,6 +117,14 @@
     button.disabled = true;
     try {
       update(await pm.api.request(`/v1/batches/${batchId}/cancel`, { method: "POST" }));
+      // The Cancel button is gone (or disabled): keep the keyboard on this row.
+      if (document.activeElement === document.body || document.activeElement === button) {
+        const open = document.querySelector(
+          `#batches [data-batch-id="${CSS.escape(batchId)}"] .batch-open`,
+        );
+        if (open) open.focus();
+        else focusListHeading();
+      }
     } catch (error) {
       button.disabled = false;
       pm.ui.showError(error);
@@ -122,13 +148,59 @@
       paintRow(row, state.known.get(batch.batch_id) || batch);
       return row;
     });
-    list.replaceChildren(...wanted);
+    // Rows that stay are not re-inserted: moving a node would take the keyboard focus.
+    for (const row of [...list.children]) if (!wanted.includes(row)) row.remove();
+    wanted.forEach((row, index) => {
+      if (list.children[index] !== row) list.insertBefore(row, list.children[index] || null);
+    });
     document.getElementById("batches-empty").hidden = wanted.length > 0;
-    document.getElementById("newer").disabled = state.cursors.length <= 1;
-    document.getElementById("older").disabled = !state.nextCursor;
+    paintPager();
   }
 
-  /** Re-read the current page, then plan the next read and the streams. */
+  function focusListHeading() {
+    document.getElementById("batches-title").focus();
+  }
+
+  /** Newer and Older: disabled at the ends, and both while a page loads. */
+  function paintPager() {
+    const newer = document.getElementById("newer");
+    const older = document.getElementById("older");
+    newer.disabled = state.paging || state.cursors.length <= 1;
+    older.disabled = state.paging || !state.nextCursor;
+    const focused = document.activeElement;
+    if (!state.paging && (focused === newer || focused === older) && focused.disabled) {
+      focusPager(focused);
+    }
+  }
+
+  /** Focus `button`, or when it is disabled the other pager button, or the list heading
+   * (never <body>, where a keyboard user would start over). */
+  function focusPager(button) {
+    const other = document.getElementById(button.id === "newer" ? "older" : "newer");
+    if (!button.disabled) button.focus();
+    else if (!other.disabled) other.focus();
+    else focusListHeading();
+  }
+
+  /** Go one page newer (-1) or older (+1); clicks while a page loads are ignored. */
+  async function turnPage(direction, button) {
+    if (state.paging) return;
+    const before = [...state.cursors];
+    if (direction > 0 && state.nextCursor) state.cursors.push(state.nextCursor);
+    else if (direction < 0 && state.cursors.length > 1) state.cursors.pop();
+    else return;
+    const hadFocus = document.activeElement === button;
+    state.paging = true;
+    paintPager();
+    const shown = await refresh();
+    state.paging = false;
+    if (shown === false) state.cursors = before; // it failed: still on the page shown
+    paintPager();
+    if (hadFocus || document.activeElement === document.body) focusPager(button);
+  }
+
+  /** Re-read the current page, then plan the next read and the streams: true once the
+   * page is shown, false when the read failed, null when a newer read took over. */
   async function refresh() {
     const generation = ++state.generation;
     clearTimeout(state.timer);
@@ -137,7 +209,12 @@
     if (cursor) query += `&cursor=${encodeURIComponent(cursor)}`;
     try {
       const listing = await pm.api.request(`/v1/batches?${query}`);
-      if (generation !== state.generation) return;
+      if (generation !== state.generation) return null;
+      // The opened batch left the page it was on: deleted or expired? Its GET will say.
+      const opened = pm.gallery.openedId();
+      const wasShown = state.pageCursor === cursor && state.page.some((b) => b.batch_id === opened);
+      if (wasShown && !listing.batches.some((b) => b.batch_id === opened)) pm.gallery.reread(opened);
+      state.pageCursor = cursor;
       state.page = listing.batches;
       state.nextCursor = listing.next_cursor;
       for (const batch of listing.batches) {
@@ -146,13 +223,19 @@
         if (!seen || !(seen.finished_at && !batch.finished_at)) {
           state.known.set(batch.batch_id, { ...seen, ...batch });
         }
+        if (batch.finished_at) pm.gallery.seenFinished(batch.batch_id);
       }
+      pm.ui.requestSucceeded("listing");
       render();
       syncStreams();
+      schedule();
+      return true;
     } catch (error) {
-      if (generation === state.generation) pm.ui.showError(error);
+      if (generation !== state.generation) return null;
+      pm.ui.showError(error, "listing");
+      schedule();
+      return false;
     }
-    if (generation === state.generation) schedule();
   }
 
   function schedule() {
@@ -188,11 +271,15 @@
         if (type === "image") pm.gallery.imageUpdated(batchId, data);
         else if (type === "progress" || type === "done") update(data);
         if (type === "done" || type === "error") state.ended.add(batchId);
+        if (type === "error" && data && data.code === "not_found") pm.router.batchGone(batchId);
       },
       onGone() {
         state.ended.add(batchId);
+        pm.router.batchGone(batchId);
       },
       onClose() {
+        // The gallery may have missed the end (a stream down at the time): re-read it.
+        pm.gallery.seenFinished(batchId);
         if (state.streams.get(batchId) !== stream) return; // stopped on purpose
         state.streams.delete(batchId);
         state.ended.add(batchId);
@@ -213,14 +300,8 @@
   }
 
   function init() {
-    document.getElementById("newer").addEventListener("click", () => {
-      if (state.cursors.length > 1) state.cursors.pop();
-      refresh();
-    });
-    document.getElementById("older").addEventListener("click", () => {
-      if (state.nextCursor) state.cursors.push(state.nextCursor);
-      refresh();
-    });
+    document.getElementById("newer").addEventListener("click", (e) => turnPage(-1, e.currentTarget));
+    document.getElementById("older").addEventListener("click", (e) => turnPage(+1, e.currentTarget));
     document.addEventListener("visibilitychange", () => {
       if (document.hidden) clearTimeout(state.timer);
       else refresh();
@@ -237,6 +318,7 @@
 
   pm.batches = {
     init, refresh, showNewest, update, syncStreams, elapsedText, countsText, shortId, el,
+    isFinal: (batch) => Boolean(batch && batch.finished_at),
     known: (id) => state.known.get(id),
   };
 })((window.pm = window.pm || {}));

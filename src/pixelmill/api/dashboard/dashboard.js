@@ -3,20 +3,38 @@
 "use strict";
 
 (function (pm) {
-  const catalogue = { presets: [], defaultFormats: [] };
+  const catalogue = { presets: [], defaultFormats: [] }; // presets as GET /v1/presets lists them
 
   // --- notices ----------------------------------------------------------------------------
 
-  function notice(text) {
+  // What the shown notice is about: `kind` names the request that failed (a later success
+  // of that kind clears it), `code` the error (network trouble clears once any succeeds).
+  const shown = { kind: null, code: null };
+  const SERVICE_DOWN = new Set(["network", "unavailable", "http_502", "http_503", "http_504"]);
+
+  function notice(text, kind = null, code = null) {
     const box = document.getElementById("notice");
-    box.textContent = text;
+    document.getElementById("notice-text").textContent = text;
     box.hidden = !text;
+    shown.kind = text ? kind : null;
+    shown.code = text ? code : null;
+  }
+
+  /** Take down the notice if it is about `kind`. */
+  function clearNotice(kind) {
+    if (shown.kind === kind) notice("");
+  }
+
+  /** A request of `kind` succeeded: its old failure, and any "service down", are over. */
+  function requestSucceeded(kind) {
+    if (shown.kind === kind || SERVICE_DOWN.has(shown.code)) notice("");
   }
 
   /** An error as the user sees it: the API's code and message, never a raw dump. */
-  function showError(error) {
+  function showError(error, kind = null) {
     if (error && error.name === "AbortError") return;
-    notice(error instanceof pm.api.ApiError ? error.describe() : `error: ${error.message || error}`);
+    if (error instanceof pm.api.ApiError) notice(error.describe(), kind, error.code);
+    else notice(`Something went wrong: ${error.message || error}`, kind, "error");
   }
 
   // --- presets and formats ----------------------------------------------------------------
@@ -32,70 +50,133 @@
     return wrapper;
   }
 
+  const checked = (name) =>
+    [...document.querySelectorAll(`input[type=checkbox][name=${name}]:checked`)].map((i) => i.value);
+  const sameSet = (a, b) => a.length === b.length && a.every((x) => b.includes(x));
+
+  /** A preset limited to formats of its own (the catalogue lists the defaults otherwise). */
+  const ownFormats = (preset) =>
+    sameSet(preset.formats, catalogue.defaultFormats) ? null : preset.formats;
+
+  /** "social (1200x630, cover, attention; webp only)": everything the choice depends on. */
+  function presetLabel(preset) {
+    const how = [`${preset.width}x${preset.height}`, preset.fit];
+    if (preset.gravity) how.push(preset.gravity);
+    const own = ownFormats(preset);
+    return `${preset.name} (${how.join(", ")}${own ? `; ${own.join(", ")} only` : ""})`;
+  }
+
+  /** Say, before the upload, which checked preset the checked formats leave empty. */
+  function updateChoiceHint() {
+    const hint = document.getElementById("choice-hint");
+    const formats = checked("format");
+    const presets = checked("preset");
+    const empty = catalogue.presets.filter((p) => {
+      const own = ownFormats(p);
+      return presets.includes(p.name) && own && formats.length && !own.some((f) => formats.includes(f));
+    });
+    hint.textContent = empty
+      .map((p) => `${p.name} renders nothing with these formats: it makes only ${ownFormats(p).join(", ")}.`)
+      .join(" ");
+    hint.hidden = !empty.length;
+  }
+
   async function loadChoices() {
     const presets = document.getElementById("choice-presets");
     const formats = document.getElementById("choice-formats");
     try {
       const answer = await pm.api.request("/v1/presets");
-      catalogue.presets = answer.presets.map((p) => p.name);
+      catalogue.presets = answer.presets;
       catalogue.defaultFormats = answer.default_formats;
       presets.querySelector(".loading")?.remove();
       formats.querySelector(".loading")?.remove();
-      for (const p of answer.presets) {
-        presets.append(checkbox("preset", p.name, `${p.name} (${p.width}x${p.height}, ${p.fit})`, true));
-      }
+      for (const p of answer.presets) presets.append(checkbox("preset", p.name, presetLabel(p), true));
       for (const f of answer.formats) {
         formats.append(checkbox("format", f, f, answer.default_formats.includes(f)));
       }
+      for (const box of [presets, formats]) box.addEventListener("change", updateChoiceHint);
+      updateChoiceHint();
+      requestSucceeded("presets");
+      pm.gallery.catalogueLoaded();
     } catch (error) {
-      showError(error);
+      showError(error, "presets");
     }
   }
 
-  const checked = (name) =>
-    [...document.querySelectorAll(`input[type=checkbox][name=${name}]:checked`)].map((i) => i.value);
-  const sameSet = (a, b) => a.length === b.length && a.every((x) => b.includes(x));
+  /** How a preset fits its box ("inside", "cover"), or null before the catalogue. */
+  const presetFit = (name) => catalogue.presets.find((p) => p.name === name)?.fit || null;
 
   // --- uploads ----------------------------------------------------------------------------
 
-  let uploading = false;
+  // Files dropped while an upload runs wait here, each with the choice made when dropped.
+  const upload = { running: false, waiting: [] };
 
-  async function uploadFiles(files) {
+  const filesText = (n) => `${n} file${n === 1 ? "" : "s"}`;
+  function waitingText() {
+    const n = upload.waiting.length;
+    return n ? ` (${n} more upload${n === 1 ? "" : "s"} waiting)` : "";
+  }
+
+  /** Take dropped or picked files: upload them now, or after the running upload. */
+  function uploadFiles(files) {
     if (!files.length) return;
-    if (uploading) return notice("An upload is under way: drop the next files when it is done.");
     const presets = checked("preset");
     const formats = checked("format");
     if (!catalogue.presets.length) return notice("The preset catalogue is not loaded yet.");
     if (!presets.length) return notice("Choose at least one preset.");
     if (!formats.length) return notice("Choose at least one format.");
     notice("");
+    upload.waiting.push({ files, presets, formats });
+    document.getElementById("file-input").value = "";
+    if (upload.running) {
+      const status = document.getElementById("upload-status");
+      status.textContent = status.textContent.replace(/ \(\d+ more uploads? waiting\)$/, "") + waitingText();
+      return;
+    }
+    drainUploads();
+  }
+
+  async function drainUploads() {
+    upload.running = true;
+    document.body.classList.add("uploading");
+    while (upload.waiting.length) {
+      const next = upload.waiting.shift();
+      const batchId = await uploadOnce(next);
+      // The gallery follows the last upload of a run, not each one in turn.
+      if (batchId && !upload.waiting.length) openBatch(batchId, { focus: true });
+    }
+    upload.running = false;
+    document.body.classList.remove("uploading");
+  }
+
+  /** One POST /v1/batches; the new batch's id, or null when it failed (said in a notice). */
+  async function uploadOnce({ files, presets, formats }) {
     const form = new FormData();
     for (const file of files) form.append("files", file, file.name);
     // Only what differs from the service's default: the batch then follows the catalogue.
-    if (!sameSet(presets, catalogue.presets)) form.append("presets", presets.join(","));
+    const allPresets = catalogue.presets.map((p) => p.name);
+    if (!sameSet(presets, allPresets)) form.append("presets", presets.join(","));
     if (!sameSet(formats, catalogue.defaultFormats)) form.append("formats", formats.join(","));
     const bar = document.getElementById("upload-progress");
     const status = document.getElementById("upload-status");
-    const what = `${files.length} file${files.length === 1 ? "" : "s"}`;
-    uploading = true;
+    const what = filesText(files.length);
     bar.value = 0;
     bar.hidden = false;
-    status.textContent = `Uploading ${what}…`;
+    status.textContent = `Uploading ${what}…${waitingText()}`;
     try {
       const accepted = await pm.api.upload("/v1/batches", form, (fraction) => {
         bar.value = fraction;
-        status.textContent = `Uploading ${what}: ${Math.round(fraction * 100)}%`;
+        status.textContent = `Uploading ${what}: ${Math.round(fraction * 100)}%${waitingText()}`;
       });
-      status.textContent = `Uploaded ${what}: batch ${pm.batches.shortId(accepted.batch_id)}.`;
+      status.textContent = `Uploaded ${what}: batch ${pm.batches.shortId(accepted.batch_id)}.${waitingText()}`;
       await pm.batches.showNewest();
-      openBatch(accepted.batch_id);
+      return accepted.batch_id;
     } catch (error) {
-      status.textContent = `The upload of ${what} failed.`;
-      showError(error);
+      status.textContent = `The upload of ${what} failed.${waitingText()}`;
+      showError(error, "upload");
+      return null;
     } finally {
-      uploading = false;
       bar.hidden = true;
-      document.getElementById("file-input").value = "";
     }
   }
 
@@ -125,14 +206,27 @@
 
   const HASH = /^#\/batches\/([0-9a-f]{32})(?:\/images\/([0-9a-f]{32}))?$/;
   let pushedDetail = false; // the detail's history entry is ours: closing goes back
+  let hashGeneration = 0; // an applyHash() whose URL has since changed stops after its await
+  let focusGallery = false; // the user asked for the gallery: take them there
 
   function parseHash() {
     const match = HASH.exec(location.hash);
     return match ? { batchId: match[1], imageId: match[2] || null } : { batchId: null, imageId: null };
   }
 
+  /** Scroll the gallery into view and move focus to its heading (keyboard, screen reader). */
+  function takeToGallery() {
+    const heading = document.getElementById("gallery-title");
+    heading.scrollIntoView({ block: "start" });
+    heading.focus({ preventScroll: true });
+  }
+
   async function applyHash() {
+    const generation = ++hashGeneration;
+    const hash = location.hash;
     const { batchId, imageId } = parseHash();
+    clearNotice("hash"); // about a link the user has left
+    clearNotice("gone");
     if (!batchId) {
       pm.detail.hide();
       pm.gallery.close();
@@ -142,19 +236,31 @@
       pm.detail.hide();
       pm.gallery.open(batchId);
     }
+    if (focusGallery) {
+      focusGallery = false;
+      takeToGallery();
+    }
     await pm.gallery.ready();
+    if (generation !== hashGeneration || location.hash !== hash) return; // the user moved on
+    if (pm.gallery.openedId() !== batchId) return; // it failed to open (said already)
     if (!imageId) return pm.detail.hide();
     const image = pm.gallery.image(imageId);
     if (image) pm.detail.show(batchId, image);
     else {
-      notice(`not_found: no image ${imageId.slice(0, 8)} in this batch`);
+      notice(`No image ${imageId.slice(0, 8)} in this batch (not_found)`, "hash");
       history.replaceState(null, "", `#/batches/${batchId}`);
     }
   }
 
-  function openBatch(batchId) {
+  function openBatch(batchId, { focus = false } = {}) {
     pushedDetail = false;
-    location.hash = `#/batches/${batchId}`;
+    const hash = `#/batches/${batchId}`;
+    if (location.hash === hash) {
+      if (focus) takeToGallery(); // no hashchange: already there
+      return;
+    }
+    focusGallery = focus;
+    location.hash = hash;
   }
 
   function openImage(batchId, imageId) {
@@ -162,10 +268,31 @@
     location.hash = `#/batches/${batchId}/images/${imageId}`;
   }
 
+  /** Focus where the gallery was opened from: its row's button, else the list heading. */
+  function focusBatchRow(batchId) {
+    const row = batchId && document.querySelector(`#batches [data-batch-id="${CSS.escape(batchId)}"]`);
+    const target = row?.querySelector(".batch-open") || document.getElementById("batches-title");
+    target.focus();
+  }
+
   function closeBatch() {
+    const batchId = pm.gallery.openedId();
     pushedDetail = false;
     if (location.hash) history.pushState(null, "", location.pathname + location.search);
     applyHash();
+    focusBatchRow(batchId);
+  }
+
+  /** The opened batch no longer exists (deleted, expired): close it and say so. */
+  function batchGone(batchId) {
+    if (pm.gallery.openedId() !== batchId) return;
+    const hadFocus = document.getElementById("gallery-panel").contains(document.activeElement);
+    pushedDetail = false;
+    history.replaceState(null, "", location.pathname + location.search);
+    applyHash();
+    notice(`The batch ${pm.batches.shortId(batchId)} is gone (deleted or expired).`, "gone");
+    if (hadFocus || document.activeElement === document.body) focusBatchRow(null);
+    pm.batches.refresh();
   }
 
   /** The dialog was closed (Escape or Close): leave its URL. */
@@ -177,11 +304,15 @@
     pushedDetail = false;
   }
 
-  pm.ui = { notice, showError };
-  pm.router = { openBatch, openImage, closeBatch, detailClosed };
+  pm.ui = { notice, requestSucceeded, showError, presetFit };
+  pm.router = { openBatch, openImage, closeBatch, batchGone, detailClosed };
 
   function init() {
     document.getElementById("gallery-close").addEventListener("click", closeBatch);
+    document.getElementById("notice-dismiss").addEventListener("click", () => {
+      notice("");
+      document.getElementById("file-input").focus();
+    });
     window.addEventListener("hashchange", applyHash);
     window.addEventListener("unhandledrejection", (event) => {
       if (event.reason && event.reason.name === "AbortError") event.preventDefault();

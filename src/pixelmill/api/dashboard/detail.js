@@ -27,9 +27,14 @@
     return section;
   }
 
-  function timingsSection(timings) {
+  /** This upload's timings; a duplicate has none of its own (`timings_ms` is null), so
+   * the manifest's are shown, headed as what they are: those of the first render. */
+  function timingsSection(timings, firstRender) {
     const section = el("section", "detail-timings");
-    section.append(el("h3", "", "Timings"));
+    section.append(el("h3", "", firstRender ? "Timings of the first render of these bytes" : "Timings"));
+    if (firstRender) {
+      section.append(el("p", "note", "This upload was a duplicate: nothing was rendered for it."));
+    }
     const pairs = STAGES.filter((stage) => timings && timings[stage] != null).map((stage) => [
       stage,
       `${Number(timings[stage]).toFixed(1)} ms`,
@@ -46,6 +51,7 @@
     for (const r of renditions) {
       const row = el("li", "rendition");
       const link = el("a", "rendition-link", r.name);
+      link.setAttribute("aria-label", `${r.name} (${r.format})`);
       link.href = r.path;
       link.target = "_blank";
       link.rel = "noopener";
@@ -64,7 +70,8 @@
   function errorSection(error) {
     const section = el("section", "detail-error");
     section.append(el("h3", "", "Error"));
-    section.append(el("p", "error-code", error.code), el("p", "error-message", error.message));
+    section.append(pm.gallery.codeElement("p", "error-code", error.code));
+    if (error.message && error.message !== error.code) section.append(el("p", "error-message", error.message));
     return section;
   }
 
@@ -92,7 +99,10 @@
       body.replaceChildren(
         status,
         sourceSection(manifest.source),
-        timingsSection(image.timings_ms || manifest.timings_ms),
+        timingsSection(
+          image.timings_ms || manifest.timings_ms,
+          !image.timings_ms && image.status === "duplicate",
+        ),
         renditionsSection(manifest.renditions),
       );
     } catch (error) {

@@ -4,7 +4,15 @@
 
 (function (pm) {
   const FINISHED_OK = new Set(["done", "duplicate"]);
-  const state = { batchId: null, batch: null, images: new Map(), loading: null };
+  const FINAL = new Set(["done", "duplicate", "failed", "cancelled"]);
+  const state = {
+    batchId: null,
+    batch: null,
+    images: new Map(),
+    order: [], // image ids in the batch's order (GET /v1/batches/{id}): the tiles' order
+    loading: null, // the pending GET of the opened batch
+    reread: false, // the opened batch was re-read once after it was seen finished
+  };
   const el = (...args) => pm.batches.el(...args);
 
   function formatBytes(bytes) {
@@ -12,18 +20,29 @@
     return `${(bytes / (1024 * 1024)).toFixed(2)} MB`;
   }
 
-  /** The smallest rendition, WebP when there is one: the tile's thumbnail. */
+  /** The tile's thumbnail: the whole image (a preset that fits `inside`, not a `cover`
+   * crop, whose edges the placeholder would show around it), WebP first, smallest first. */
   function thumbnailOf(image) {
-    const renditions = image.renditions || [];
-    const webp = renditions.filter((r) => r.format === "webp");
-    const pool = webp.length ? webp : renditions;
+    const fit = (r) => pm.ui.presetFit(r.name); // null until the catalogue is loaded
+    const fitRank = (r) => (fit(r) === "inside" ? 0 : fit(r) === null ? 1 : 2);
+    const rank = (r) => [fitRank(r), r.format === "webp" ? 0 : 1, r.width * r.height];
+    const before = (a, b) => {
+      const i = a.findIndex((value, index) => value !== b[index]);
+      return i >= 0 && a[i] < b[i];
+    };
     let best = null;
-    for (const r of pool) if (!best || r.width * r.height < best.width * best.height) best = r;
+    for (const r of image.renditions || []) if (!best || before(rank(r), rank(best))) best = r;
     return best;
   }
 
-  function statusText(image) {
-    return image.status === "processing" ? "processing" : image.status;
+  /** An error code that may wrap after its underscores, its text unchanged (<wbr>). */
+  function codeElement(tag, className, code) {
+    const node = el(tag, className);
+    code.split("_").forEach((part, index, parts) => {
+      node.append(part + (index < parts.length - 1 ? "_" : ""));
+      if (index < parts.length - 1) node.append(document.createElement("wbr"));
+    });
+    return node;
   }
 
   function buildTile(image) {
@@ -39,7 +58,10 @@
     thumb.alt = "";
     thumb.hidden = true;
     thumb.decoding = "async";
-    thumb.addEventListener("load", () => thumb.classList.add("loaded"));
+    thumb.addEventListener("load", () => {
+      thumb.classList.add("loaded");
+      placeholder.hidden = true; // its blur would show around a thumbnail of another shape
+    });
     media.append(placeholder, thumb);
     const caption = el("span", "tile-caption");
     caption.append(el("span", "filename"), el("span", "tile-status pill"));
@@ -51,18 +73,21 @@
     tile.dataset.status = image.status;
     if (image.sha256) tile.dataset.sha256 = image.sha256;
     tile.querySelector(".filename").textContent = image.filename;
-    tile.querySelector(".tile-status").textContent = statusText(image);
-    tile.setAttribute("aria-label", `${image.filename}: ${statusText(image)}`);
+    const status = tile.querySelector(".tile-status");
+    status.textContent = image.status;
+    // Said once: the duplicate badge, or the error code ("cancelled"), says it already.
+    status.hidden = image.status === "duplicate" || image.error?.code === image.status;
+    tile.setAttribute("aria-label", `${image.filename}: ${image.status}`);
     const placeholder = tile.querySelector("img.placeholder");
+    const thumb = tile.querySelector("img.thumb");
     if (image.placeholder && placeholder.dataset.hash !== image.placeholder) {
       const url = pm.thumbhash.placeholderDataUrl(image.placeholder);
       if (url) {
         placeholder.dataset.hash = image.placeholder;
         placeholder.src = url;
-        placeholder.hidden = false;
+        placeholder.hidden = thumb.classList.contains("loaded");
       }
     }
-    const thumb = tile.querySelector("img.thumb");
     const best = FINISHED_OK.has(image.status) ? thumbnailOf(image) : null;
     if (best && thumb.getAttribute("src") !== best.path) {
       thumb.src = best.path; // signed when a key is set: no header needed
@@ -77,8 +102,10 @@
     }
     for (const old of caption.querySelectorAll(".error-code, .error-message")) old.remove();
     if (image.error) {
-      caption.append(el("span", "error-code", image.error.code));
-      caption.append(el("span", "error-message", image.error.message));
+      caption.append(codeElement("span", "error-code", image.error.code));
+      if (image.error.message && image.error.message !== image.error.code) {
+        caption.append(el("span", "error-message", image.error.message));
+      }
     }
   }
 
@@ -94,12 +121,26 @@
   function paintImage(image) {
     state.images.set(image.image_id, image);
     const gallery = document.getElementById("gallery");
-    let tile = gallery.querySelector(`[data-image-id="${CSS.escape(image.image_id)}"]`);
+    let tile = tileOf(image.image_id);
     if (!tile) {
       tile = buildTile(image);
-      gallery.append(tile);
+      gallery.append(tile); // placed by placeTiles() once the batch's order is known
     }
     paintTile(tile, image);
+  }
+
+  const tileOf = (id) => document.querySelector(`#gallery [data-image-id="${CSS.escape(id)}"]`);
+
+  /** Tiles in the batch's image order, whatever order their events came in. */
+  function placeTiles() {
+    const gallery = document.getElementById("gallery");
+    const ordered = state.order.map(tileOf).filter(Boolean);
+    const others = [...gallery.children].filter((tile) => !state.order.includes(tile.dataset.imageId));
+    const wanted = [...ordered, ...others];
+    if (wanted.every((tile, index) => gallery.children[index] === tile)) return;
+    const focused = document.activeElement;
+    gallery.append(...wanted); // moves them
+    if (focused && gallery.contains(focused)) focused.focus({ preventScroll: true });
   }
 
   /** Show the gallery of `batchId` (a no-op if it is already shown). */
@@ -109,6 +150,8 @@
     state.batchId = batchId;
     state.batch = null;
     state.images.clear();
+    state.order = [];
+    state.reread = false;
     const gallery = document.getElementById("gallery");
     gallery.replaceChildren();
     gallery.dataset.batchId = batchId;
@@ -116,7 +159,7 @@
     document.getElementById("gallery-title").textContent =
       `Gallery of batch ${pm.batches.shortId(batchId)}`;
     document.getElementById("gallery-summary").textContent = "Loading…";
-    state.loading = (async () => {
+    const loading = (async () => {
       try {
         const batch = await pm.api.request(`/v1/batches/${batchId}`);
         if (state.batchId !== batchId) return;
@@ -124,19 +167,23 @@
         pm.batches.syncStreams();
       } catch (error) {
         if (state.batchId !== batchId) return;
+        if (error.code === "not_found") return pm.router.batchGone(batchId);
         pm.ui.showError(error);
         pm.router.closeBatch();
       } finally {
-        state.loading = null;
+        // Only our own: a newer open() may be pending by now.
+        if (state.loading === loading) state.loading = null;
       }
     })();
-    return state.loading;
+    state.loading = loading;
+    return loading;
   }
 
   function close() {
     state.batchId = null;
     state.batch = null;
     state.images.clear();
+    state.order = [];
     const gallery = document.getElementById("gallery");
     gallery.replaceChildren();
     delete gallery.dataset.batchId;
@@ -148,8 +195,46 @@
     if (batch.batch_id !== state.batchId) return;
     const { images, ...status } = batch;
     state.batch = { ...state.batch, ...status };
-    if (images) for (const image of images) paintImage(image);
+    if (images) {
+      state.order = images.map((image) => image.image_id);
+      for (const image of images) paintImage(image);
+      placeTiles();
+    }
     paintSummary();
+  }
+
+  /** The gallery's copy of the opened batch is finished, with every image final. */
+  function isFinal() {
+    const batch = state.batch;
+    if (!batch || !batch.finished_at || state.images.size < batch.total) return false;
+    return [...state.images.values()].every((image) => FINAL.has(image.status));
+  }
+
+  /**
+   * `batchId` was seen finished (the listing, a closed stream). If it is the opened batch
+   * and the gallery missed the end (its stream was down then, or stopped), read the batch
+   * once more so the gallery converges instead of showing "processing" for ever.
+   */
+  async function seenFinished(batchId) {
+    if (state.batchId !== batchId || state.reread) return;
+    if (state.loading) await state.loading;
+    if (state.batchId !== batchId || state.reread || isFinal()) return;
+    state.reread = true;
+    if (!(await reread(batchId))) state.reread = false; // try again at the next sighting
+  }
+
+  /** GET the opened batch again; a 404 closes the gallery (the batch is gone). True once
+   * answered (found or gone), false when the request failed. */
+  async function reread(batchId) {
+    try {
+      const batch = await pm.api.request(`/v1/batches/${batchId}`);
+      if (state.batchId === batchId) pm.batches.update(batch);
+    } catch (error) {
+      if (state.batchId !== batchId) return true;
+      if (error.code !== "not_found") return false;
+      pm.router.batchGone(batchId);
+    }
+    return true;
   }
 
   function imageUpdated(batchId, image) {
@@ -158,15 +243,21 @@
     if (pm.detail.shownId() === image.image_id) pm.detail.show(state.batchId, image);
   }
 
+  /** The preset catalogue arrived: thumbnails may now avoid cover crops. */
+  function catalogueLoaded() {
+    for (const image of state.images.values()) paintImage(image);
+  }
+
   function tick() {
     if (state.batch && !state.batch.finished_at) paintSummary();
   }
 
   pm.gallery = {
-    open, close, batchUpdated, imageUpdated, tick, formatBytes,
+    open, close, batchUpdated, imageUpdated, seenFinished, reread, catalogueLoaded, tick,
+    formatBytes,
+    codeElement, tileOf,
     openedId: () => state.batchId,
     image: (id) => state.images.get(id),
     ready: () => state.loading || Promise.resolve(),
-    tileOf: (id) => document.querySelector(`#gallery [data-image-id="${CSS.escape(id)}"]`),
   };
 })((window.pm = window.pm || {}));
