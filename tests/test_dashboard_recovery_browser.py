@@ -22,19 +22,11 @@ from playwright.sync_api import (
     Response,
     Route,
     expect,
-    sync_playwright,
 )
 
 from api_helpers import slow_jpeg, small_jpeg, upload, wait_for_batch
 from api_server import running_in_thread
-from browser import (
-    CHROMIUM_ARGS,
-    DESKTOP,
-    SHOW_TIMEOUT_MS,
-    Watch,
-    chromium_or_skip,
-    watch_page,
-)
+from dashboard_pages import Dash, close_dash, open_dash
 from pixelmill.api.app import create_app
 from pixelmill.config import Settings
 
@@ -74,69 +66,16 @@ def keyed_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from make_service(tmp_path_factory, api_key=API_KEY)
 
 
-def open_chromium(request: pytest.FixtureRequest) -> Browser | None:
-    """The Chromium another module's `chromium` fixture keeps open for the session, if any.
-
-    Playwright's sync API allows one instance per thread, and `chromium` (tests/browser.py)
-    is registered once per module that imports it: a second launch in the same session
-    fails. Until it lives in conftest.py, this module borrows the open one from pytest's
-    fixture cache (an internal of pytest: when it is not there, None, and we launch).
-    """
-    manager = request.session._fixturemanager
-    by_node = getattr(manager, "_arg2node2fixturedefs", {}).get("chromium", {})
-    for definitions in by_node.values():
-        for definition in definitions:
-            cached = getattr(definition, "cached_result", None)
-            if cached and isinstance(cached[0], Browser) and cached[0].is_connected():
-                return cached[0]
-    return None
-
-
-@pytest.fixture(scope="module")
-def chromium(request: pytest.FixtureRequest) -> Iterator[Browser]:
-    """A headless Chromium for this module: the session's one when it is open."""
-    borrowed = open_chromium(request)
-    if borrowed is not None:
-        yield borrowed
-        return
-    executable = chromium_or_skip()
-    expect.set_options(timeout=SHOW_TIMEOUT_MS)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class Tab:
-    """One browser context on the service; fails its test on an unexpected console error."""
-
-    def __init__(self, browser: Browser, base_url: str) -> None:
-        self.base_url = base_url
-        self.context = browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
-        self.context.set_default_timeout(SHOW_TIMEOUT_MS)
-        self.page = self.context.new_page()
-        self.watch = Watch(base_url)
-        watch_page(self.page, self.watch)
-
-    def open(self, fragment: str = "") -> Page:
-        self.page.goto(f"{self.base_url}/{fragment}")
-        return self.page
-
-    def allow_failed_loads(self) -> None:
-        """Chromium's own console line for a request a test makes fail on purpose."""
-        self.watch.allowed.append(lambda text: "Failed to load resource" in text)
-
-    def close(self) -> None:
-        problems = self.watch.problems()
-        self.context.close()
-        assert not problems, "\n".join(problems)
+def allow_failed_loads(dash: Dash) -> None:
+    """Chromium's own console line for a request a test makes fail on purpose."""
+    dash.watch.allowed.append(lambda text: "Failed to load resource" in text)
 
 
 @pytest.fixture
-def tab(chromium: Browser, service: str) -> Iterator[Tab]:
-    opened = Tab(chromium, service)
+def tab(chromium: Browser, service: str) -> Iterator[Dash]:
+    opened = open_dash(chromium, service)
     yield opened
-    opened.close()
+    close_dash(opened)
 
 
 def make_batch(base_url: str, files: list[tuple[str, bytes, str]], wait: bool = True) -> str:
@@ -172,16 +111,16 @@ def test_a_key_outside_visible_ascii_is_refused_in_the_dialog(
 ) -> None:
     """A Cyrillic key would make every request throw: the dialog says why and stays; one
     left in the tab's storage is dropped at load, so the dialog asks again."""
-    tab = Tab(chromium, keyed_service)
+    tab = open_dash(chromium, keyed_service)
     page = tab.open()
     expect(page.locator("#key-dialog")).to_be_visible()
     page.fill("#key-input", "ключ-secret")
     page.click("#key-submit")
     expect(page.locator("#key-error")).to_contain_text("visible ASCII")
     expect(page.locator("#key-dialog")).to_be_visible()
-    tab.close()
+    close_dash(tab)
 
-    tab = Tab(chromium, keyed_service)
+    tab = open_dash(chromium, keyed_service)
     tab.page.add_init_script("sessionStorage.setItem('pixelmill.api_key', 'ключ-secret')")
     page = tab.open()
     expect(page.locator("#key-dialog")).to_be_visible()
@@ -190,10 +129,10 @@ def test_a_key_outside_visible_ascii_is_refused_in_the_dialog(
     expect(page.locator("#key-dialog")).to_be_hidden()
     expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
     assert page.evaluate("document.activeElement.id") == "file-input"
-    tab.close()
+    close_dash(tab)
 
 
-def test_a_late_answer_for_a_batch_left_does_not_take_the_url_back(tab: Tab) -> None:
+def test_a_late_answer_for_a_batch_left_does_not_take_the_url_back(tab: Dash) -> None:
     """Batch A's image is asked for, then B before A's answer: B stays, with no notice."""
     batch_a = make_batch(tab.base_url, [("a.jpg", small_jpeg(101), "image/jpeg")])
     batch_b = make_batch(tab.base_url, [("b.jpg", small_jpeg(102), "image/jpeg")])
@@ -210,7 +149,7 @@ def test_a_late_answer_for_a_batch_left_does_not_take_the_url_back(tab: Tab) -> 
     assert notice_text(page) is None
 
 
-def test_an_image_link_waits_for_its_batch_even_after_another_answered(tab: Tab) -> None:
+def test_an_image_link_waits_for_its_batch_even_after_another_answered(tab: Dash) -> None:
     """A's load finishing must not mark B's (still pending) as done: B's image opens."""
     batch_a = make_batch(tab.base_url, [("a.jpg", small_jpeg(111), "image/jpeg")])
     batch_b = make_batch(tab.base_url, [("b.jpg", small_jpeg(112), "image/jpeg")])
@@ -228,7 +167,7 @@ def test_an_image_link_waits_for_its_batch_even_after_another_answered(tab: Tab)
     assert notice_text(page) is None
 
 
-def test_double_clicking_older_moves_one_page(tab: Tab) -> None:
+def test_double_clicking_older_moves_one_page(tab: Dash) -> None:
     for seed in range(21):
         make_batch(tab.base_url, [(f"p{seed}.jpg", small_jpeg(200 + seed), "image/jpeg")], False)
     page = tab.open()
@@ -244,10 +183,10 @@ def test_double_clicking_older_moves_one_page(tab: Tab) -> None:
     assert page.evaluate("document.activeElement.id") == "older"
 
 
-def test_the_gallery_converges_when_its_stream_was_down(tab: Tab) -> None:
+def test_the_gallery_converges_when_its_stream_was_down(tab: Dash) -> None:
     """No event stream at all: the listing sees the batch finished, and the gallery is
     read once more instead of staying "processing"."""
-    tab.allow_failed_loads()
+    allow_failed_loads(tab)
     page = tab.page
     page.route("**/events", lambda route: route.abort())
     files = [(f"s{i}.jpg", slow_jpeg(300 + i), "image/jpeg") for i in range(4)]
@@ -261,8 +200,8 @@ def test_the_gallery_converges_when_its_stream_was_down(tab: Tab) -> None:
     expect(page.locator("#gallery-summary")).to_contain_text("completed")
 
 
-def test_a_batch_gone_under_its_gallery_closes_it(tab: Tab) -> None:
-    tab.allow_failed_loads()
+def test_a_batch_gone_under_its_gallery_closes_it(tab: Dash) -> None:
+    allow_failed_loads(tab)
     files = [(f"g{i}.jpg", slow_jpeg(400 + i), "image/jpeg") for i in range(8)]
     batch_id = make_batch(tab.base_url, files, wait=False)
     page = tab.page
@@ -276,7 +215,7 @@ def test_a_batch_gone_under_its_gallery_closes_it(tab: Tab) -> None:
     assert page.evaluate("location.hash") == ""
 
 
-def test_files_picked_during_an_upload_wait_their_turn(tab: Tab) -> None:
+def test_files_picked_during_an_upload_wait_their_turn(tab: Dash) -> None:
     page = tab.open()
     expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
     devtools = tab.context.new_cdp_session(page)
@@ -302,7 +241,7 @@ def test_files_picked_during_an_upload_wait_their_turn(tab: Tab) -> None:
 
 
 def test_tiles_follow_the_batch_order_and_thumbnails_show_the_whole_image(
-    tab: Tab, corpus: Path
+    tab: Dash, corpus: Path
 ) -> None:
     """The order of `images`, not of events; the thumbnail is of an `inside` preset (not
     the square cover crop), and the placeholder goes once it has loaded."""
@@ -322,7 +261,7 @@ def test_tiles_follow_the_batch_order_and_thumbnails_show_the_whole_image(
     expect(tile.locator("img.placeholder")).to_be_hidden()
 
 
-def test_a_duplicate_says_so_once_and_whose_timings_it_shows(tab: Tab) -> None:
+def test_a_duplicate_says_so_once_and_whose_timings_it_shows(tab: Dash) -> None:
     data = small_jpeg(700)
     files = [("one.jpg", data, "image/jpeg"), ("again.jpg", data, "image/jpeg")]
     batch_id = make_batch(tab.base_url, files)
@@ -335,8 +274,8 @@ def test_a_duplicate_says_so_once_and_whose_timings_it_shows(tab: Tab) -> None:
     expect(timings).to_contain_text("first render of these bytes")
 
 
-def test_a_network_notice_reads_plainly_and_clears_when_the_service_is_back(tab: Tab) -> None:
-    tab.allow_failed_loads()
+def test_a_network_notice_reads_plainly_and_clears_when_the_service_is_back(tab: Dash) -> None:
+    allow_failed_loads(tab)
     page = tab.open()
     expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
     page.route("**/v1/batches?*", lambda route: route.abort())
@@ -347,7 +286,7 @@ def test_a_network_notice_reads_plainly_and_clears_when_the_service_is_back(tab:
     expect(page.locator("#notice")).to_be_hidden(timeout=20_000)
 
 
-def test_a_preset_the_formats_leave_empty_is_pointed_out(tab: Tab) -> None:
+def test_a_preset_the_formats_leave_empty_is_pointed_out(tab: Dash) -> None:
     page = tab.open()
     square = page.locator("#choice-presets label", has_text="square")
     expect(square).to_have_text("square (100x100, cover, attention; webp only)")
