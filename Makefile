@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 serve: $(SERVE_STAMP)  ## start the service on 127.0.0.1:8000 with the embedded defaults
 	$(BIN)/pixelmill serve --host 127.0.0.1 --port 8000
 
-test: $(STAMP)  ## run every test
-	$(BIN)/pytest
+# Two pytest processes (pytest-xdist): most of the suite waits on subprocesses, services and
+# sockets, so two workers on two cores nearly halve the wall time. A test module runs whole in
+# one worker (--dist loadfile): module fixtures start once, and tests of a module that read
+# what an earlier one left (the fuzz run and its count) stay together.
+TEST_WORKERS ?= 2
+test: $(STAMP)  ## run every test (TEST_WORKERS=0 for one process)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)  ## ruff + mypy
 	$(BIN)/ruff check src tests bench fuzz

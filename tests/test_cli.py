@@ -11,7 +11,9 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -405,14 +407,22 @@ def alive(process: psutil.Process) -> bool:
         return False
 
 
+@pytest.fixture
+def short_temp_dir() -> Iterator[Path]:
+    """An empty TMPDIR with a short path. The worker pool's fork server listens on a Unix
+    socket under TMPDIR, whose path may not pass 107 bytes: ``tmp_path`` under pytest-xdist
+    (/tmp/pytest-of-root/pytest-123/popen-gw0/test_.../tmp) leaves too few for it."""
+    with tempfile.TemporaryDirectory(prefix="pixelmill-", dir="/tmp") as name:
+        yield Path(name)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("to_group", [False, True], ids=["to-process", "to-process-group"])
 def test_ctrl_c_exits_130_cancels_pending_work_and_leaves_nothing_behind(
-    tmp_path: Path, big_images: Path, to_group: bool
+    tmp_path: Path, big_images: Path, to_group: bool, short_temp_dir: Path
 ) -> None:
     """SIGINT midway: exit 130 in seconds, no temp files, no workers left, work cut short."""
-    out, temp = tmp_path / "out", tmp_path / "tmp"
-    temp.mkdir()
+    out, temp = tmp_path / "out", short_temp_dir
     report = tmp_path / "rep.json"
     command = [sys.executable, "-m", "pixelmill.cli", "run", str(big_images), "-o", str(out)]
     command += ["--workers", "2", "--no-progress", "--report", str(report)]
