@@ -5,7 +5,7 @@ the browser tests skip with the reason, except under CI=true where its absence i
 failure (`.ci/run` installs it). Every page a test opens is watched: a console error, an
 uncaught exception or a request to anywhere but the service fails the test at teardown.
 Screenshots go to `test-artifacts/screenshots/`. conftest makes ``chromium`` a fixture
-of every test module (one browser for the session).
+of every test module (one browser per module that uses it).
 """
 
 from __future__ import annotations
@@ -98,9 +98,13 @@ def watch_page(page: Page, watch: Watch) -> None:
     page.on("request", on_request)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """One headless Chromium for the session (each test gets its own context)."""
+    """A headless Chromium for one test module (each test gets its own context).
+
+    Per module, not per session: while Playwright's sync API runs, this thread has an
+    event loop, so a later module's ``asyncio.run`` would fail in the same process.
+    """
     executable = chromium_or_skip()
     expect.set_options(timeout=SHOW_TIMEOUT_MS)
     with sync_playwright() as playwright:

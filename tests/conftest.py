@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from browser import chromium  # noqa: F401  (one Chromium for the session's browser tests)
+from browser import chromium  # noqa: F401  (a Chromium for each browser test module)
 from s3_server import s3_server  # noqa: F401  (the SeaweedFS fixture, for every test)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

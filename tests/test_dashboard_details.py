@@ -188,4 +188,7 @@ def test_focus_returns_to_the_tile_of_a_detail_opened_by_its_url(dash: Dash, cor
     expect(page.locator("#detail .rendition").first).to_be_visible()
     page.keyboard.press("Escape")
     expect(page.locator("#detail")).to_be_hidden()
-    assert page.evaluate("document.activeElement.dataset.imageId") == image["image_id"]
+    page.wait_for_function(
+        "(id) => document.activeElement && document.activeElement.dataset.imageId === id",
+        arg=image["image_id"],
+    )
