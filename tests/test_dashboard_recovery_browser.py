@@ -9,6 +9,7 @@ to WebP, so thumbnails and the choice hint have something to avoid.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -294,3 +295,241 @@ def test_a_preset_the_formats_leave_empty_is_pointed_out(tab: Dash) -> None:
     expect(hint).to_be_hidden()
     page.uncheck("#choice-formats input[value=webp]")
     expect(hint).to_contain_text("square renders nothing")
+
+
+UNAVAILABLE = json.dumps({"error": {"code": "unavailable", "message": "too many connections"}})
+
+
+def refuse_with_503(route: Route) -> None:
+    route.fulfill(status=503, content_type="application/json", body=UNAVAILABLE)
+
+
+def jpeg_payload(name: str, seed: int) -> FilePayload:
+    return FilePayload(name=name, mimeType="image/jpeg", buffer=small_jpeg(seed))
+
+
+def reread_listing(page: Page) -> None:
+    """A listing read that succeeds, now (not at the next poll)."""
+    with page.expect_response(lambda r: "/v1/batches?" in r.url and r.ok):
+        page.evaluate("pm.batches.refresh()")
+
+
+def focused(page: Page) -> str:
+    """The focused element: its id, else its aria-label, else its tag."""
+    return str(
+        page.evaluate(
+            """() => { const e = document.activeElement;
+                       return e.id || e.getAttribute('aria-label') || e.tagName; }"""
+        )
+    )
+
+
+class HeldUploads:
+    """POST /v1/batches held until released; `refuse` names the (1-based) ones refused."""
+
+    def __init__(self, page: Page, refuse: tuple[int, ...] = ()) -> None:
+        self.page = page
+        self.refuse = refuse
+        self.held: list[Route] = []
+        self.count = 0
+        page.route("**/v1/batches", self.handle)
+
+    def handle(self, route: Route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        self.count += 1
+        if self.count in self.refuse:
+            refuse_with_503(route)
+        else:
+            self.held.append(route)
+
+    def wait_for(self, count: int) -> None:
+        for _ in range(100):
+            if self.count >= count:
+                return
+            self.page.wait_for_timeout(50)
+        raise AssertionError(f"{self.count} uploads sent, not {count}")
+
+    def release(self) -> str:
+        """Let the oldest held upload through; the new batch's id."""
+        with self.page.expect_response(
+            lambda r: r.request.method == "POST" and r.url.endswith("/v1/batches")
+        ) as answer:
+            self.held.pop(0).continue_()
+        batch_id: str = answer.value.json()["batch_id"]
+        return batch_id
+
+
+def test_the_catalogue_is_read_again_until_it_loads(tab: Dash) -> None:
+    """Its notice outlives a listing that succeeds (it is not about the listing), and goes
+    when the catalogue itself loads, read again without a reload."""
+    allow_failed_loads(tab)
+    page = tab.page
+    page.route("**/v1/presets", refuse_with_503)
+    tab.open()
+    expect(page.locator("#notice")).to_contain_text("unavailable: too many connections")
+    reread_listing(page)
+    expect(page.locator("#notice")).to_contain_text("unavailable: too many connections")
+    page.set_input_files("#file-input", [jpeg_payload("early.jpg", 800)])
+    expect(page.locator("#notice")).to_contain_text("catalogue is not loaded yet")
+    page.unroute("**/v1/presets")
+    expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3, timeout=20_000)
+    expect(page.locator("#notice")).to_be_hidden()
+
+
+def test_an_accepted_upload_leaves_a_user_who_moved_on_where_they_are(tab: Dash) -> None:
+    """The gallery of the new batch opens only if the user is still where they dropped the
+    files; otherwise the status line offers it."""
+    other = make_batch(tab.base_url, [("other.jpg", small_jpeg(810), "image/jpeg")])
+    page = tab.open()
+    expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
+    uploads = HeldUploads(page)
+    offer = page.locator("#upload-status button")
+
+    # Another gallery opened meanwhile: it stays, with the focus.
+    page.set_input_files("#file-input", [jpeg_payload("moved.jpg", 811)])
+    uploads.wait_for(1)
+    tab.row(other).locator(".batch-open").click()
+    expect(page.locator("#gallery")).to_have_attribute("data-batch-id", other)
+    first = uploads.release()
+    expect(page.locator("#upload-status")).to_contain_text(f"Uploaded 1 file: batch {first[:8]}")
+    expect(offer).to_have_text("open")
+    assert page.evaluate("location.hash") == f"#/batches/{other}"
+    assert focused(page) == "gallery-title"
+    offer.click()
+    expect(page.locator("#gallery")).to_have_attribute("data-batch-id", first)
+    assert page.evaluate("location.hash") == f"#/batches/{first}"
+
+    # Working on the choice meanwhile: the focus stays on the checkbox.
+    page.set_input_files("#file-input", [jpeg_payload("busy.jpg", 812)])
+    uploads.wait_for(2)
+    page.focus("#choice-formats input[name=format]")
+    second = uploads.release()
+    expect(page.locator("#upload-status")).to_contain_text(f"batch {second[:8]} (open)")
+    assert page.evaluate("location.hash") == f"#/batches/{first}"
+    assert page.evaluate("document.activeElement.name") == "format"
+
+    # Nothing touched: the new gallery opens and takes the focus.
+    page.evaluate("document.activeElement.blur()")
+    page.set_input_files("#file-input", [jpeg_payload("idle.jpg", 813)])
+    uploads.wait_for(3)
+    third = uploads.release()
+    expect(page.locator("#gallery")).to_have_attribute("data-batch-id", third)
+    expect(page.locator("#gallery-title")).to_be_focused()
+    assert second != third
+
+
+def test_a_queue_whose_last_upload_fails_reports_all_and_the_failure_stays(tab: Dash) -> None:
+    """2 of 3 accepted, the last refused 503: the notice says so and names the files; the
+    last accepted batch opens; neither a listing read nor the next upload takes it down."""
+    allow_failed_loads(tab)
+    page = tab.open()
+    expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
+    uploads = HeldUploads(page, refuse=(3,))
+    page.set_input_files("#file-input", [jpeg_payload("a.jpg", 820)])
+    uploads.wait_for(1)
+    page.set_input_files("#file-input", [jpeg_payload("b.jpg", 821)])
+    page.set_input_files(
+        "#file-input",
+        [jpeg_payload("c.jpg", 822), jpeg_payload("d.jpg", 823), jpeg_payload("e.jpg", 824)],
+    )
+    uploads.release()
+    uploads.wait_for(2)
+    second = uploads.release()
+    said = (
+        "2 of 3 uploads accepted; the upload of 3 files (c.jpg, d.jpg…) failed: "
+        "unavailable: too many connections"
+    )
+    expect(page.locator("#notice")).to_contain_text(said)
+    expect(page.locator("#gallery")).to_have_attribute("data-batch-id", second)
+
+    reread_listing(page)
+    expect(page.locator("#notice")).to_contain_text(said)
+    page.set_input_files("#file-input", [jpeg_payload("f.jpg", 825)])
+    uploads.wait_for(4)
+    uploads.release()
+    expect(page.locator("#upload-status")).to_contain_text("Uploaded 1 file")
+    expect(page.locator("#notice")).to_contain_text(said)
+    page.click("#notice-dismiss")
+    expect(page.locator("#notice")).to_be_hidden()
+
+
+def test_dismiss_gives_the_focus_back_without_scrolling(chromium: Browser, service: str) -> None:
+    """Back to what had it before the notice, at 375 px: the sticky bar covers nothing
+    focused either (scroll-padding follows its height)."""
+    make_batch(service, [("row.jpg", small_jpeg(830), "image/jpeg")])
+    tab = open_dash(chromium, service, {"width": 375, "height": 600})
+    page = tab.open()
+    open_button = page.locator("#batches .batch-open").last
+    expect(open_button).to_be_visible()
+    page.evaluate("pm.ui.notice('Something to read first.')")
+    open_button.focus()
+    open_button.evaluate("button => button.scrollIntoView({ block: 'center' })")
+    scrolled = page.evaluate("scrollY")
+    assert scrolled > 0
+    label = open_button.get_attribute("aria-label")
+    page.focus("#notice-dismiss")
+    page.keyboard.press("Enter")
+    expect(page.locator("#notice")).to_be_hidden()
+    assert focused(page) == label
+    assert page.evaluate("scrollY") > scrolled / 2  # not back at the top
+    expect(open_button).to_be_in_viewport()
+
+    page.evaluate("pm.ui.notice('More to read.'); scrollTo(0, document.body.scrollHeight)")
+    page.wait_for_timeout(100)  # the bar's height is observed
+    page.focus("#choice-presets input[name=preset]")
+    bar = page.locator(".status-bar").bounding_box()
+    box = page.locator("#choice-presets input[name=preset]").first.bounding_box()
+    assert bar and box and box["y"] >= bar["y"] + bar["height"], (bar, box)
+    close_dash(tab)
+
+
+def test_a_gallery_that_fails_to_load_leaves_no_history_and_the_focus_alone(tab: Dash) -> None:
+    allow_failed_loads(tab)
+    batch_id = make_batch(tab.base_url, [("gone.jpg", small_jpeg(840), "image/jpeg")])
+    page = tab.page
+    page.route(f"**/v1/batches/{batch_id}", refuse_with_503)
+    tab.open()
+    expect(page.locator("#choice-presets input[name=preset]")).to_have_count(3)
+    length = page.evaluate("history.length")
+    page.focus("#choice-presets input[name=preset]")
+    page.evaluate(f"location.hash = '#/batches/{batch_id}'")
+    expect(page.locator("#notice")).to_contain_text("unavailable")
+    expect(page.locator("#gallery-panel")).to_be_hidden()
+    assert page.evaluate("location.hash") == ""
+    assert page.evaluate("history.length") == length + 1  # the link followed, no more
+    assert page.evaluate("document.activeElement.name") == "preset"
+
+    # Opened from its row (the focus went to the gallery): the focus comes back to the row.
+    tab.row(batch_id).locator(".batch-open").click()
+    expect(page.locator("#gallery-panel")).to_be_hidden()
+    expect(tab.row(batch_id).locator(".batch-open")).to_be_focused()
+    assert page.evaluate("history.length") == length + 2
+
+
+def test_a_cancelled_image_says_so_once_and_tiles_name_their_error(tab: Dash) -> None:
+    files = [("notes.txt", b"no pixels\n", "text/plain")]
+    files += [(f"c{i}.jpg", slow_jpeg(850 + i), "image/jpeg") for i in range(4)]
+    batch_id = make_batch(tab.base_url, files, wait=False)
+    with httpx.Client(base_url=tab.base_url, timeout=60) as api:
+        deadline = time.monotonic() + 30
+        while api.get(f"/v1/batches/{batch_id}").json()["images"][0]["status"] != "failed":
+            assert time.monotonic() < deadline, "the text file was not refused"
+            time.sleep(0.05)
+        api.post(f"/v1/batches/{batch_id}/cancel")
+        wait_for_batch(api, batch_id)
+    page = tab.open(f"#/batches/{batch_id}")
+    failed = page.locator('#gallery [data-status="failed"]')
+    expect(failed).to_have_attribute(
+        "aria-label", re.compile("notes.txt: failed, unsupported_format, .+")
+    )
+    cancelled = page.locator('#gallery [data-status="cancelled"]').last
+    expect(cancelled).to_have_attribute(
+        "aria-label", re.compile(r"c\d.jpg: cancelled, the batch was cancelled before")
+    )
+    cancelled.click()
+    detail = page.locator("#detail-body")
+    expect(detail).to_contain_text("the batch was cancelled before this image started")
+    assert re.findall(r"\bcancelled\b", detail.inner_text()) == ["cancelled", "cancelled"]
+    expect(detail.locator(".error-code")).to_have_count(0)

@@ -7,12 +7,18 @@
 
   // --- notices ----------------------------------------------------------------------------
 
-  // What the shown notice is about: `kind` names the request that failed (a later success
-  // of that kind clears it), `code` the error (network trouble clears once any succeeds).
+  // What the shown notice is about: `kind` names what failed, `code` the error. A later
+  // success of a read of that kind clears it, and network trouble clears once any read
+  // succeeds, except for the catalogue's (cleared only when it loads) and an upload's (kept
+  // until dismissed: an upload is not a background read, and it is not retried).
   const shown = { kind: null, code: null };
   const SERVICE_DOWN = new Set(["network", "unavailable", "http_502", "http_503", "http_504"]);
+  const OWN_SUCCESS_ONLY = new Set(["presets", "upload"]);
+  const BACKGROUND = new Set(["listing", "presets"]); // reads that never replace an upload's
+  let focusBeforeNotice = null; // what had the focus before it went into the notice
 
   function notice(text, kind = null, code = null) {
+    if (text && shown.kind === "upload" && BACKGROUND.has(kind)) return; // read it first
     const box = document.getElementById("notice");
     document.getElementById("notice-text").textContent = text;
     box.hidden = !text;
@@ -27,14 +33,49 @@
 
   /** A request of `kind` succeeded: its old failure, and any "service down", are over. */
   function requestSucceeded(kind) {
-    if (shown.kind === kind || SERVICE_DOWN.has(shown.code)) notice("");
+    if (shown.kind === kind) notice("");
+    else if (SERVICE_DOWN.has(shown.code) && !OWN_SUCCESS_ONLY.has(shown.kind)) notice("");
   }
 
   /** An error as the user sees it: the API's code and message, never a raw dump. */
+  function errorText(error) {
+    if (error instanceof pm.api.ApiError) return error.describe();
+    return `Something went wrong: ${error.message || error}`;
+  }
+
   function showError(error, kind = null) {
     if (error && error.name === "AbortError") return;
-    if (error instanceof pm.api.ApiError) notice(error.describe(), kind, error.code);
-    else notice(`Something went wrong: ${error.message || error}`, kind, "error");
+    notice(errorText(error), kind, error instanceof pm.api.ApiError ? error.code : "error");
+  }
+
+  /** Dismiss: the focus goes back where it was before it entered the notice (never to the
+   * top of the page), and the page does not scroll. */
+  function initNotice() {
+    const box = document.getElementById("notice");
+    box.addEventListener("focusin", (event) => {
+      if (!box.contains(event.relatedTarget)) focusBeforeNotice = event.relatedTarget;
+    });
+    document.getElementById("notice-dismiss").addEventListener("click", () => {
+      const hadFocus = box.contains(document.activeElement);
+      const back = focusBeforeNotice;
+      focusBeforeNotice = null;
+      notice("");
+      if (!hadFocus) return;
+      const shownStill = back && back.isConnected && back.getClientRects().length > 0;
+      (shownStill ? back : document.getElementById("file-input")).focus({ preventScroll: true });
+    });
+  }
+
+  /** The status bar is sticky while it shows something: keep focused controls clear of it
+   * (scroll-padding-top follows its height). */
+  function trackStatusBar() {
+    const bar = document.querySelector(".status-bar");
+    const sync = () => {
+      const height = getComputedStyle(bar).position === "sticky" ? bar.offsetHeight : 0;
+      document.documentElement.style.setProperty("--status-bar-height", `${height}px`);
+    };
+    new ResizeObserver(sync).observe(bar);
+    sync();
   }
 
   // --- presets and formats ----------------------------------------------------------------
@@ -81,6 +122,9 @@
     hint.hidden = !empty.length;
   }
 
+  const CATALOGUE_RETRY_MAX_MS = 30000;
+  let catalogueRetryMs = 2000;
+
   async function loadChoices() {
     const presets = document.getElementById("choice-presets");
     const formats = document.getElementById("choice-formats");
@@ -97,9 +141,17 @@
       for (const box of [presets, formats]) box.addEventListener("change", updateChoiceHint);
       updateChoiceHint();
       requestSucceeded("presets");
+      clearNotice("choice"); // "not loaded yet": it is now
       pm.gallery.catalogueLoaded();
     } catch (error) {
+      // Nothing can be uploaded without it: ask again, less and less often.
       showError(error, "presets");
+      for (const box of [presets, formats]) {
+        const loading = box.querySelector(".loading");
+        if (loading) loading.textContent = "Not loaded yet: trying again…";
+      }
+      setTimeout(loadChoices, catalogueRetryMs);
+      catalogueRetryMs = Math.min(catalogueRetryMs * 2, CATALOGUE_RETRY_MAX_MS);
     }
   }
 
@@ -109,7 +161,8 @@
   // --- uploads ----------------------------------------------------------------------------
 
   // Files dropped while an upload runs wait here, each with the choice made when dropped.
-  const upload = { running: false, waiting: [] };
+  // `hashAtDrop`: where the user was at the last drop (the gallery opens only if still there).
+  const upload = { running: false, waiting: [], hashAtDrop: "" };
 
   const filesText = (n) => `${n} file${n === 1 ? "" : "s"}`;
   function waitingText() {
@@ -117,15 +170,22 @@
     return n ? ` (${n} more upload${n === 1 ? "" : "s"} waiting)` : "";
   }
 
+  /** "2 files (a.jpg, b.jpg…)": which upload, by the names of its first files. */
+  function uploadText(files) {
+    const names = files.slice(0, 2).map((file) => file.name).join(", ");
+    return `${filesText(files.length)} (${names}${files.length > 2 ? "…" : ""})`;
+  }
+
   /** Take dropped or picked files: upload them now, or after the running upload. */
   function uploadFiles(files) {
     if (!files.length) return;
     const presets = checked("preset");
     const formats = checked("format");
-    if (!catalogue.presets.length) return notice("The preset catalogue is not loaded yet.");
-    if (!presets.length) return notice("Choose at least one preset.");
-    if (!formats.length) return notice("Choose at least one format.");
-    notice("");
+    if (!catalogue.presets.length) return notice("The preset catalogue is not loaded yet.", "choice");
+    if (!presets.length) return notice("Choose at least one preset.", "choice");
+    if (!formats.length) return notice("Choose at least one format.", "choice");
+    clearNotice("choice"); // an upload's failure stays until dismissed
+    upload.hashAtDrop = location.hash;
     upload.waiting.push({ files, presets, formats });
     document.getElementById("file-input").value = "";
     if (upload.running) {
@@ -136,20 +196,68 @@
     drainUploads();
   }
 
+  /** Upload what waits, one at a time; then say how the run went, once. */
   async function drainUploads() {
     upload.running = true;
     document.body.classList.add("uploading");
+    const run = { accepted: [], failed: [] };
     while (upload.waiting.length) {
       const next = upload.waiting.shift();
-      const batchId = await uploadOnce(next);
-      // The gallery follows the last upload of a run, not each one in turn.
-      if (batchId && !upload.waiting.length) openBatch(batchId, { focus: true });
+      try {
+        run.accepted.push({ files: next.files, batchId: await uploadOnce(next) });
+      } catch (error) {
+        run.failed.push({ files: next.files, error });
+        notice(failureText(run, false), "upload", error.code || "error");
+      }
     }
     upload.running = false;
     document.body.classList.remove("uploading");
+    if (run.failed.length) notice(failureText(run, true), "upload", run.failed.at(-1).error.code || "error");
+    const last = run.accepted.at(-1);
+    if (last) followUpload(last);
   }
 
-  /** One POST /v1/batches; the new batch's id, or null when it failed (said in a notice). */
+  /** Every failure of the run so far, named by its files; once the run is over and it had
+   * more than one upload, headed by how many were accepted ("2 of 3 uploads accepted; the
+   * upload of 1 file (c.jpg) failed: file_too_large: …"). */
+  function failureText(run, finished) {
+    const total = run.accepted.length + run.failed.length;
+    const failures = run.failed
+      .map(({ files, error }) => `The upload of ${uploadText(files)} failed: ${errorText(error)}`)
+      .join(" ");
+    if (!finished || total === 1) return failures;
+    return `${run.accepted.length} of ${total} uploads accepted; t${failures.slice(1)}`;
+  }
+
+  /** The user is still where they dropped the files (no other batch or image opened, the
+   * focus not taken elsewhere): the new gallery may take them there. */
+  function stayedSinceDrop() {
+    const focused = document.activeElement;
+    const idle =
+      !focused ||
+      focused === document.body ||
+      focused.id === "file-input" ||
+      document.getElementById("dropzone").contains(focused);
+    return idle && location.hash === upload.hashAtDrop;
+  }
+
+  /** The run's last accepted batch: open its gallery, or offer to when the user moved on. */
+  function followUpload({ files, batchId }) {
+    const status = document.getElementById("upload-status");
+    const text = `Uploaded ${filesText(files.length)}: batch ${pm.batches.shortId(batchId)}`;
+    if (stayedSinceDrop()) {
+      status.textContent = `${text}.`;
+      openBatch(batchId, { focus: true });
+      return;
+    }
+    const open = pm.batches.el("button", "inline-button", "open");
+    open.type = "button";
+    open.setAttribute("aria-label", `Open gallery of batch ${pm.batches.shortId(batchId)}`);
+    open.addEventListener("click", () => openBatch(batchId, { focus: true }));
+    status.replaceChildren(`${text} (`, open, ")");
+  }
+
+  /** One POST /v1/batches: the new batch's id; throws when it was refused or failed. */
   async function uploadOnce({ files, presets, formats }) {
     const form = new FormData();
     for (const file of files) form.append("files", file, file.name);
@@ -173,8 +281,7 @@
       return accepted.batch_id;
     } catch (error) {
       status.textContent = `The upload of ${what} failed.${waitingText()}`;
-      showError(error, "upload");
-      return null;
+      throw error;
     } finally {
       bar.hidden = true;
     }
@@ -283,16 +390,30 @@
     focusBatchRow(batchId);
   }
 
-  /** The opened batch no longer exists (deleted, expired): close it and say so. */
-  function batchGone(batchId) {
-    if (pm.gallery.openedId() !== batchId) return;
+  /** Leave the opened batch's URL without a history entry (Back must leave the page, not
+   * return to a gallery that cannot be shown); true if the focus was in the gallery. */
+  function leaveBatch() {
     const hadFocus = document.getElementById("gallery-panel").contains(document.activeElement);
     pushedDetail = false;
     history.replaceState(null, "", location.pathname + location.search);
     applyHash();
+    return hadFocus;
+  }
+
+  /** The opened batch no longer exists (deleted, expired): close it and say so. */
+  function batchGone(batchId) {
+    if (pm.gallery.openedId() !== batchId) return;
+    const hadFocus = leaveBatch();
     notice(`The batch ${pm.batches.shortId(batchId)} is gone (deleted or expired).`, "gone");
     if (hadFocus || document.activeElement === document.body) focusBatchRow(null);
     pm.batches.refresh();
+  }
+
+  /** The opened batch could not be read (said in a notice): close its gallery; the focus
+   * moves, to the batch's row, only if it was in the gallery. */
+  function galleryFailed(batchId) {
+    if (pm.gallery.openedId() !== batchId) return;
+    if (leaveBatch()) focusBatchRow(batchId);
   }
 
   /** The dialog was closed (Escape or Close): leave its URL. */
@@ -305,14 +426,12 @@
   }
 
   pm.ui = { notice, requestSucceeded, showError, presetFit };
-  pm.router = { openBatch, openImage, closeBatch, batchGone, detailClosed };
+  pm.router = { openBatch, openImage, closeBatch, batchGone, galleryFailed, detailClosed };
 
   function init() {
     document.getElementById("gallery-close").addEventListener("click", closeBatch);
-    document.getElementById("notice-dismiss").addEventListener("click", () => {
-      notice("");
-      document.getElementById("file-input").focus();
-    });
+    initNotice();
+    trackStatusBar();
     window.addEventListener("hashchange", applyHash);
     window.addEventListener("unhandledrejection", (event) => {
       if (event.reason && event.reason.name === "AbortError") event.preventDefault();

@@ -67,10 +67,13 @@
     return section;
   }
 
-  function errorSection(error) {
+  /** The error's code (unless the status above says it already, as "cancelled" does) and
+   * its message (unless it only repeats the code). */
+  function errorSection(error, status) {
     const section = el("section", "detail-error");
-    section.append(el("h3", "", "Error"));
-    section.append(pm.gallery.codeElement("p", "error-code", error.code));
+    const ownCode = error.code && error.code !== status;
+    section.append(el("h3", "", ownCode ? "Error" : "Why"));
+    if (ownCode) section.append(pm.gallery.codeElement("p", "error-code", error.code));
     if (error.message && error.message !== error.code) section.append(el("p", "error-message", error.message));
     return section;
   }
@@ -86,7 +89,7 @@
     const status = el("p", "detail-status");
     status.append("Status: ", el("span", "pill", image.status));
     const parts = [status];
-    if (image.error) parts.push(errorSection(image.error));
+    if (image.error) parts.push(errorSection(image.error, image.status));
     else if (image.sha256 && (image.status === "done" || image.status === "duplicate")) {
       parts.push(el("p", "loading", "Loading the manifest…"));
     }

@@ -45,6 +45,16 @@
     return node;
   }
 
+  /** An image's error as shown: its code unless the status says it, its message unless
+   * the code does. */
+  function errorParts(image) {
+    const { code, message } = image.error || {};
+    const parts = [];
+    if (code && code !== image.status) parts.push(code);
+    if (message && message !== code) parts.push(message);
+    return parts;
+  }
+
   function buildTile(image) {
     const tile = el("button", "tile");
     tile.type = "button";
@@ -77,7 +87,8 @@
     status.textContent = image.status;
     // Said once: the duplicate badge, or the error code ("cancelled"), says it already.
     status.hidden = image.status === "duplicate" || image.error?.code === image.status;
-    tile.setAttribute("aria-label", `${image.filename}: ${image.status}`);
+    // The label replaces the tile's text for screen readers: it says all the text does.
+    tile.setAttribute("aria-label", `${image.filename}: ${[image.status, ...errorParts(image)].join(", ")}`);
     const placeholder = tile.querySelector("img.placeholder");
     const thumb = tile.querySelector("img.thumb");
     if (image.placeholder && placeholder.dataset.hash !== image.placeholder) {
@@ -169,7 +180,7 @@
         if (state.batchId !== batchId) return;
         if (error.code === "not_found") return pm.router.batchGone(batchId);
         pm.ui.showError(error);
-        pm.router.closeBatch();
+        pm.router.galleryFailed(batchId);
       } finally {
         // Only our own: a newer open() may be pending by now.
         if (state.loading === loading) state.loading = null;
@@ -255,7 +266,7 @@
   pm.gallery = {
     open, close, batchUpdated, imageUpdated, seenFinished, reread, catalogueLoaded, tick,
     formatBytes,
-    codeElement, tileOf,
+    codeElement, tileOf, errorParts,
     openedId: () => state.batchId,
     image: (id) => state.images.get(id),
     ready: () => state.loading || Promise.resolve(),
