@@ -34,6 +34,7 @@ ASSET_TYPES = {
     "batches.js": "text/javascript; charset=utf-8",
     "gallery.js": "text/javascript; charset=utf-8",
     "detail.js": "text/javascript; charset=utf-8",
+    "uploads.js": "text/javascript; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
 }
 HTML_TYPE = "text/html; charset=utf-8"
