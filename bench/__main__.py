@@ -24,7 +24,9 @@ from bench.speed import (
     run_startup,
 )
 
-PARTS = ("speed", "memory", "api", "load", "distributed")
+PARTS = ("speed", "memory", "api", "load", "distributed", "encoders")
+# The encoder table takes about a quarter of an hour: it runs only when asked for by name.
+DEFAULT_PARTS = PARTS[:-1]
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -39,7 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=2, help="pool size for every contender")
     parser.add_argument(
-        "--only", choices=PARTS, action="append", help="run only this part (repeatable)"
+        "--only",
+        choices=PARTS,
+        action="append",
+        help="run only this part (repeatable); encoders runs only when named",
     )
     parser.add_argument(
         "--baselines-only", action="store_true", help="leave pixelmill out (harness check)"
@@ -73,7 +78,7 @@ def log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    parts = args.only or list(PARTS)
+    parts = args.only or list(DEFAULT_PARTS)
     rounds = min(args.rounds, 3) if args.quick else args.rounds
     with_pixelmill = not args.baselines_only and cli_available()
     if not with_pixelmill and not args.baselines_only:
@@ -124,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     if "distributed" in parts and with_pixelmill:
         results["distributed"] = _distributed(args, photos)
 
+    if "encoders" in parts:
+        from bench import encoders  # numpy, scipy: imported only for this part
+
+        quick = ["--repeats", "1", "--check-rounds", "1", "--no-ssimulacra2"] if args.quick else []
+        options = encoders.parse_args([*quick, "--workers", str(args.workers)])
+        results["encoders"] = encoders.run(photos, options)
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
@@ -131,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + summary_line(results["load"]))
     if "distributed" in results:
         print("\n" + distributed_table(results["distributed"]))
+    if "encoders" in results:
+        from bench.encoders import render as encoders_table
+
+        print("\n" + encoders_table(results["encoders"]))
     print(f"\nJSON: {args.json}")
     return 0
 
