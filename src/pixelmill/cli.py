@@ -1,4 +1,9 @@
-"""``pixelmill run`` and ``pixelmill serve``: the command-line composition root."""
+"""``pixelmill run`` and ``pixelmill serve``: the command-line composition root.
+
+A command imports what it needs when it runs: ``run`` never loads the settings model
+(pydantic), the HTTP stack or the progress bar it does not show, as every import is paid
+on each run (tests/test_cli_imports.py keeps it so).
+"""
 
 from __future__ import annotations
 
@@ -9,28 +14,23 @@ import signal
 import sys
 import time
 from enum import StrEnum
-from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from pixelmill.config import ConfigError, Settings, load_settings
 from pixelmill.core.specs import RenderSpec, parse_quality
 from pixelmill.engine.base import ImageOutcome
 from pixelmill.mirror import MirrorClash, MirrorLayout, mirror_folders
+from pixelmill.render_settings import load_render_settings
 from pixelmill.run_recorder import RunRecorder
 from pixelmill.runner import EngineOptions, iter_files, render_paths
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from pixelmill.config import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -64,6 +64,8 @@ app = typer.Typer(
 def _print_version(value: bool) -> None:
     """``--version``: the installed distribution's version, so it never drifts from a release."""
     if value:
+        from importlib import metadata
+
         typer.echo(f"pixelmill {metadata.version('pixelmill')}")
         raise typer.Exit(EXIT_OK)
 
@@ -134,7 +136,7 @@ def run(
     _check_processes(console, "--workers", workers)
     try:
         # The env's presets file is checked only when --presets does not replace it.
-        settings = load_settings(check_spec=False, check_deployment=False)
+        settings = load_render_settings()
         spec = settings.render_spec(presets, formats)
         if quality is not None:
             spec = spec.with_quality(parse_quality(quality))
@@ -194,19 +196,11 @@ def _run_with_progress(
     show_progress: bool,
     mirror: MirrorLayout | None = None,
 ) -> int:
-    total = sum(1 for _ in iter_files(sources, skip=out))
-    progress = Progress(
-        TextColumn("[bold]rendering"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not (show_progress and console.is_terminal),
-    )
+    progress: Progress | _NoProgress = _NoProgress()
+    total: int | None = None
+    if show_progress and console.is_terminal:
+        progress = _progress_bar(console)
+        total = sum(1 for _ in iter_files(sources, skip=out))  # the bar's default is 100
     task = progress.add_task("images", total=total, rate="")
     started = time.monotonic()
 
@@ -241,6 +235,50 @@ def _run_with_progress(
             return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # rendering is over: nothing to clean up
     return EXIT_OK
+
+
+class _NoProgress:
+    """Stands in for the progress bar when none is shown (Rich's would be imported and
+    the sources walked once more, for nothing)."""
+
+    def add_task(self, description: str, **fields: Any) -> TaskID:
+        return cast("TaskID", 0)
+
+    def update(self, task: TaskID, **changes: Any) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _progress_bar(console: Console) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]rendering"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 def _print_summary(console: Console, recorder: RunRecorder, elapsed: float) -> None:
@@ -282,6 +320,8 @@ def serve(
     ] = None,
 ) -> None:
     """Start the HTTP service (settings from PIXELMILL_* environment variables)."""
+    from pixelmill.config import ConfigError, load_settings
+
     console = Console(stderr=True, soft_wrap=True)
     _check_processes(console, "--workers", workers)
     try:
@@ -332,6 +372,8 @@ def worker(
     ] = None,
 ) -> None:
     """Run a render worker of the celery engine (settings from PIXELMILL_* variables)."""
+    from pixelmill.config import ConfigError, load_settings
+
     console = Console(stderr=True, soft_wrap=True)
     _check_processes(console, "--concurrency", concurrency)
     try:

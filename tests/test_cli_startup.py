@@ -1,0 +1,159 @@
+"""``pixelmill run`` starts light: what it imports, the settings it reads without pydantic-
+settings, and a fork server that starts whatever the length of ``TMPDIR``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pixelmill.config import ConfigError, Settings
+from pixelmill.engine.forkserver import SOCKET_PATH_LIMIT, socket_folder_root
+from pixelmill.render_settings import RenderSettings, load_render_settings
+
+# Modules a local run has no use for; each costs tens of milliseconds on every run. (pydantic
+# itself stays: typer coerces every option through a pydantic TypeAdapter, and pydantic's
+# plugin loader imports importlib.metadata.)
+NOT_FOR_RUN = (
+    "pydantic_settings",
+    "pixelmill.config",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "redis",
+    "celery",
+    "kombu",
+    "boto3",
+    "botocore",
+    "httpx",
+    "rich.progress",  # no bar is shown off a terminal or with --no-progress
+    "pixelmill.api",
+)
+
+# Runs `pixelmill run` in this process, then lists which of the modules it loaded.
+_RUN_AND_LIST = """
+import json, sys
+import pixelmill.cli
+try:
+    pixelmill.cli.app(sys.argv[1:], standalone_mode=False)
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in json.loads({names!r}) if m in sys.modules)))
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PIXELMILL_")}
+    env.update(extra)
+    return env
+
+
+def _photo(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "a.jpg"
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(path, "JPEG")
+    return path
+
+
+def _modules_loaded_by(code: str, *args: str, env: dict[str, str]) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_a_run_imports_no_settings_model_no_service_and_no_progress_bar(tmp_path: Path) -> None:
+    """A whole run in one process (pool, workers, report) loads none of NOT_FOR_RUN."""
+    source = _photo(tmp_path / "photos")
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    code = _RUN_AND_LIST.format(names=json.dumps(NOT_FOR_RUN))
+    args = ["run", str(source), "-o", str(out), "--workers", "1", "--report", str(report)]
+    loaded = _modules_loaded_by(code, *args, env=_env())
+    assert json.loads(report.read_text())["summary"]["done"] == 1  # it did run
+    assert loaded == []
+
+
+def test_the_fork_server_preloads_the_worker_without_the_settings_model() -> None:
+    """What every worker inherits: the codecs, not pydantic."""
+    code = (
+        "import json, sys\n"
+        "import pixelmill.engine.worker_preload\n"
+        "from PIL import Image\n"
+        "heavy = [m for m in ('pydantic', 'pydantic_settings', 'typer', 'rich') "
+        "if m in sys.modules]\n"
+        "print(json.dumps(heavy + ([] if Image._initialized == 2 else ['no Image.init'])))"
+    )
+    assert _modules_loaded_by(code, env=_env()) == []
+
+
+def test_render_settings_default_to_the_settings_models_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One source of defaults: with nothing set, the light path and the model agree."""
+    for name in list(os.environ):
+        if name.upper().startswith("PIXELMILL_"):
+            monkeypatch.delenv(name)
+    assert load_render_settings() == RenderSettings() == Settings().render_settings()
+    assert RenderSettings().render_spec() == Settings().render_spec()
+
+
+@pytest.mark.parametrize("name", ["PIXELMILL_WORKERS", "pixelmill_workers"])
+def test_any_setting_in_the_environment_is_read_and_checked_by_the_model(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """pydantic-settings matches names whatever their case; a bad value is one line."""
+    monkeypatch.setenv(name, "3")
+    assert load_render_settings().workers == 3
+    monkeypatch.setenv(name, "abc")
+    with pytest.raises(ConfigError, match="PIXELMILL_WORKERS"):
+        load_render_settings()
+
+
+def test_an_unrelated_bad_setting_still_stops_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As before: ``run`` checks every PIXELMILL_* variable, not only those it reads."""
+    monkeypatch.setenv("PIXELMILL_STORE", "postgres://nope")
+    with pytest.raises(ConfigError, match="PIXELMILL_STORE"):
+        load_render_settings()
+
+
+def test_the_socket_folder_moves_to_tmp_only_when_the_path_would_be_too_long() -> None:
+    assert socket_folder_root("/tmp") is None
+    assert socket_folder_root("/" + "x" * 70) is None  # 71 + 32 bytes: fits
+    assert socket_folder_root("/" + "x" * 80) == "/tmp"
+    assert len("/tmp") + len("/pymp-XXXXXXXX/listener-XXXXXXXX") <= SOCKET_PATH_LIMIT
+
+
+def test_a_run_under_a_long_tmpdir_renders_and_leaves_nothing(tmp_path: Path) -> None:
+    """The fork server's socket would pass the 107-byte limit under this TMPDIR: every
+    worker failed to start. Its folder goes to /tmp instead and is removed at exit."""
+    long_tmp = Path(tempfile.mkdtemp(prefix="pixelmill-" + "t" * 90))
+    try:
+        assert len(str(long_tmp)) > 100
+        source = _photo(tmp_path / "photos")
+        out, report = tmp_path / "out", tmp_path / "report.json"
+        options = ["-o", str(out), "--workers", "2", "--no-progress", "--report", str(report)]
+        done = subprocess.run(
+            [sys.executable, "-m", "pixelmill", "run", str(source), *options],
+            env=_env(TMPDIR=str(long_tmp)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(report.read_text())["summary"]["done"] == 1
+        assert list(long_tmp.iterdir()) == []
+    finally:
+        os.rmdir(long_tmp)
