@@ -1,21 +1,28 @@
-"""``pixelmill run`` starts light: what it imports, the settings it reads without pydantic-
-settings, and a fork server that starts whatever the length of ``TMPDIR``."""
+"""``pixelmill run`` starts light: what it imports, the command lines it parses without
+Typer (as Typer would), the settings it reads without pydantic-settings, and a fork server
+that starts whatever the length of ``TMPDIR``."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+import pixelmill.cli
 from pixelmill.config import ConfigError, Settings
 from pixelmill.engine.forkserver import SOCKET_PATH_LIMIT, socket_folder_root
 from pixelmill.render_settings import RenderSettings, load_render_settings
+from pixelmill.run_args import parse_run_args
+from pixelmill.run_command import run_images
 
 # Modules a local run has no use for; each costs tens of milliseconds on every run. (pydantic
 # itself stays: typer coerces every option through a pydantic TypeAdapter, and pydantic's
@@ -42,6 +49,19 @@ import json, sys
 import pixelmill.cli
 try:
     pixelmill.cli.app(sys.argv[1:], standalone_mode=False)
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in json.loads({names!r}) if m in sys.modules)))
+"""
+
+
+# The same, through the console script's entry point: a plain command line skips Typer.
+_MAIN_AND_LIST = """
+import json, sys
+from pixelmill.__main__ import main
+sys.argv = ["pixelmill", *sys.argv[1:]]
+try:
+    main()
 except SystemExit:
     pass
 print(json.dumps(sorted(m for m in json.loads({names!r}) if m in sys.modules)))
@@ -83,6 +103,97 @@ def test_a_run_imports_no_settings_model_no_service_and_no_progress_bar(tmp_path
     loaded = _modules_loaded_by(code, *args, env=_env())
     assert json.loads(report.read_text())["summary"]["done"] == 1  # it did run
     assert loaded == []
+
+
+def test_a_plain_run_command_line_imports_neither_typer_nor_pydantic(tmp_path: Path) -> None:
+    source = _photo(tmp_path / "photos")
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    code = _MAIN_AND_LIST.format(names=json.dumps([*NOT_FOR_RUN, "typer", "pydantic"]))
+    args = ["run", str(source), "-o", str(out), "--workers", "1", "--report", str(report)]
+    loaded = _modules_loaded_by(code, *args, env=_env())
+    assert json.loads(report.read_text())["summary"]["done"] == 1
+    assert loaded == []
+
+
+# Command lines the quick parse takes: it must read them exactly as Typer does.
+PLAIN_COMMAND_LINES = [
+    ["a.jpg", "-o", "out"],
+    ["-o", "out", "a", "b"],
+    ["a", "--out=out", "--workers", "3", "--no-progress"],
+    ["my photos/ä.jpg", "--out", "out dir", "--workers=12"],
+    ["a", "-o", "o", "--report", "r.json", "--presets", "p.json", "--formats", "jpeg,avif"],
+    ["a", "-o", "o", "--quality", "jpeg=80,webp=70", "--layout", "mirror", "b"],
+    ["a", "-o", "o", "--layout=content", "--report=x/r.json"],
+]
+# Command lines it leaves to Typer (help, errors, forms it does not read).
+OTHER_COMMAND_LINES = [
+    [],
+    ["--help"],
+    ["a"],
+    ["-o", "out"],
+    ["a", "-o"],
+    ["a", "-o", ""],
+    ["a", "-o", "-x"],
+    ["a", "-oout"],
+    ["a", "-o=out"],
+    ["a", "-o", "o", "-o", "p"],
+    ["a", "-o", "o", "--workers", "0"],
+    ["a", "-o", "o", "--workers", "+3"],
+    ["a", "-o", "o", "--workers", "x"],
+    ["a", "-o", "o", "--layout", "Mirror"],
+    ["a", "-o", "o", "--no-progress=1"],
+    ["a", "-o", "o", "--bogus"],
+    ["--", "-a", "-o", "o"],
+    ["-", "-o", "o"],
+]
+
+
+def _as_typer_reads(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The arguments Typer's ``run`` hands to ``run_images`` for ``pixelmill run ARGS``."""
+    seen: list[inspect.BoundArguments] = []
+
+    def capture(*given: Any, **named: Any) -> int:
+        seen.append(inspect.signature(run_images).bind(*given, **named))
+        return 0
+
+    monkeypatch.setattr(pixelmill.cli, "run_images", capture)
+    result = CliRunner().invoke(pixelmill.cli.app, ["run", *args])
+    assert result.exit_code == 0 and len(seen) == 1, result.output
+    seen[0].apply_defaults()
+    return dict(seen[0].arguments)
+
+
+@pytest.mark.parametrize("args", PLAIN_COMMAND_LINES, ids=" ".join)
+def test_a_plain_command_line_is_read_as_typer_reads_it(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed = parse_run_args(args)
+    assert parsed is not None
+    bound = inspect.signature(run_images).bind(**parsed)
+    bound.apply_defaults()
+    assert dict(bound.arguments) == _as_typer_reads(args, monkeypatch)
+
+
+@pytest.mark.parametrize("args", OTHER_COMMAND_LINES, ids=" ".join)
+def test_any_other_command_line_goes_to_typer(args: list[str]) -> None:
+    assert parse_run_args(args) is None
+
+
+def test_both_paths_answer_a_usage_error_alike(tmp_path: Path) -> None:
+    """The console script's quick path and Typer's: same line, same exit code."""
+    answers = []
+    for module in ("pixelmill", "pixelmill.cli"):
+        done = subprocess.run(
+            [sys.executable, "-m", module, "run", "missing.jpg", "-o", "out"],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        answers.append((done.returncode, done.stdout, done.stderr))
+    assert answers[0] == answers[1] == (2, "", "error: no such file or folder: missing.jpg\n")
 
 
 def test_the_fork_server_preloads_the_worker_without_the_settings_model() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -9,15 +10,42 @@ def main() -> None:
     """Start the workers' fork server first, then load and run the command line.
 
     The server imports Pillow and the core on another core while this process imports
-    Typer, Rich and the settings: about a tenth of a second off every ``pixelmill run``.
+    what the command needs. A plain ``run`` command line skips Typer (``run_args``).
     """
     if sys.argv[1:2] == ["run"]:
         from pixelmill.engine.forkserver import start_early
 
         start_early()
+        from pixelmill.run_args import parse_run_args
+
+        arguments = parse_run_args(sys.argv[2:])
+        if arguments is not None:
+            sys.exit(_run(arguments))
     from pixelmill.cli import main as cli_main
 
     cli_main()
+
+
+def _run(arguments: dict[str, object]) -> int:
+    """``run_images`` ended as Typer's standalone mode ends a command: Ctrl-C before the
+    render began (during it, ``run_images`` handles it) exits 130 quietly, end of input
+    prints "Aborted!" and exits 1, a closed pipe exits 1."""
+    import errno
+
+    from pixelmill.run_command import run_images
+
+    try:
+        return run_images(**arguments)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        return 130
+    except EOFError:
+        print("\nAborted!", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (for the exit)
+        return 1
 
 
 if __name__ == "__main__":
