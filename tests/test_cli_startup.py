@@ -196,6 +196,22 @@ def test_both_paths_answer_a_usage_error_alike(tmp_path: Path) -> None:
     assert answers[0] == answers[1] == (2, "", "error: no such file or folder: missing.jpg\n")
 
 
+def test_both_paths_say_the_version_alike() -> None:
+    answers = [
+        subprocess.run(
+            [sys.executable, "-m", module, "--version"],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        for module in ("pixelmill", "pixelmill.cli")
+    ]
+    assert [(a.returncode, a.stdout, a.stderr) for a in answers] == 2 * [(0, answers[1].stdout, "")]
+    assert answers[0].stdout.startswith("pixelmill ")
+
+
 def test_the_fork_server_preloads_the_worker_without_the_settings_model() -> None:
     """What every worker inherits: the codecs, not pydantic."""
     code = (

@@ -10,8 +10,14 @@ def main() -> None:
     """Start the workers' fork server first, then load and run the command line.
 
     The server imports Pillow and the core on another core while this process imports
-    what the command needs. A plain ``run`` command line skips Typer (``run_args``).
+    what the command needs. A plain ``run`` command line skips Typer (``run_args``), and
+    so does ``--version`` alone.
     """
+    if sys.argv[1:] == ["--version"]:  # as the CLI's --version says it, without loading it
+        from importlib import metadata
+
+        print(f"pixelmill {metadata.version('pixelmill')}")
+        return
     if sys.argv[1:2] == ["run"]:
         from pixelmill.engine.forkserver import start_early
 
