@@ -284,3 +284,33 @@ def test_a_run_under_a_long_tmpdir_renders_and_leaves_nothing(tmp_path: Path) ->
         assert list(long_tmp.iterdir()) == []
     finally:
         os.rmdir(long_tmp)
+
+
+def test_the_fork_server_is_a_fork_of_the_command_and_ends_with_it(tmp_path: Path) -> None:
+    """No second interpreter to start: the server runs the command's own program (so it
+    shows the same command line), its workers are its children, and every one of them
+    is gone once the run has exited."""
+    psutil = pytest.importorskip("psutil")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        Image.new("RGB", (1600, 1200), (i * 30, 90, 160)).save(photos / f"{i}.jpg", "JPEG")
+    command = [sys.executable, "-m", "pixelmill", "run", str(photos), "-o", str(tmp_path / "o")]
+    proc = subprocess.Popen([*command, "--workers", "2"], env=_env(), stderr=subprocess.PIPE)
+    seen: dict[int, Any] = {}
+    try:
+        main = psutil.Process(proc.pid)
+        while proc.poll() is None and not any(p.children() for p in main.children()):
+            for child in main.children(recursive=True):
+                seen[child.pid] = child
+        servers = [p for p in main.children() if p.children()]
+        assert servers, "no fork server with workers seen"
+        assert servers[0].cmdline() == main.cmdline()
+        seen.update((p.pid, p) for p in servers[0].children())
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    _, alive = psutil.wait_procs(list(seen.values()), timeout=5)
+    assert alive == []

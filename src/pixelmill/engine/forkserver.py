@@ -4,7 +4,10 @@
 ``spawn`` would re-import Pillow and the core for every recycled worker. A fork server that
 has preloaded them (``worker_preload``) forks a new worker in milliseconds. Starting it
 first thing lets it do its imports on another core while the command line is still
-importing its own.
+importing its own. ``start_early`` forks it from the command itself, while that is still
+one thread, rather than have multiprocessing start a new interpreter: the server then
+needs neither an interpreter's start nor multiprocessing's imports, which were most of
+the wait for the first worker of a short run.
 
 The server listens on a Unix socket in a folder multiprocessing makes under the temp
 folder; a socket's path may not pass 107 bytes, so under a long ``TMPDIR`` that folder is
@@ -15,10 +18,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
+import sys
 import tempfile
 import threading
-from multiprocessing import forkserver, util
+from multiprocessing import connection, forkserver, resource_tracker, util
 from multiprocessing.context import BaseContext
+from typing import Any, NoReturn
 
 PRELOAD = ["pixelmill.engine.worker_preload"]
 
@@ -38,9 +44,70 @@ def worker_context() -> BaseContext:
 
 
 def start_early() -> None:
-    """Launch the fork server now (it preloads in the background); safe to call twice."""
+    """Launch the fork server now (it preloads in the background); safe to call twice.
+
+    Call it while this process has a single thread (a fork copies only the caller's).
+    """
     worker_context()
-    forkserver.ensure_running()
+    if not _fork_the_server():
+        forkserver.ensure_running()
+
+
+# What ``ForkServer.ensure_running`` keeps (Python 3.11, 3.12): another layout (3.13's
+# authentication key, say) and the server is started the standard way.
+_SERVER_STATE = ("_lock", "_preload_modules", "_forkserver_address", "_forkserver_alive_fd")
+_NEWER_STATE = ("_forkserver_authkey",)
+
+
+def _fork_the_server() -> bool:
+    """Start the fork server as a fork of this process; False where it cannot be done so.
+
+    The same server (``forkserver.main``), set up as ``ensure_running`` sets it up: a
+    listening socket, and an "alive" pipe whose end this process keeps, so the server
+    exits once this process and its workers are gone.
+    """
+    server: Any = forkserver._forkserver  # private: the state ensure_running would set
+    if (
+        not sys.platform.startswith("linux")
+        or threading.active_count() != 1
+        or not all(hasattr(server, name) for name in _SERVER_STATE)
+        or any(hasattr(server, name) for name in _NEWER_STATE)
+        or getattr(server, "_forkserver_pid", None) is not None
+    ):
+        return False
+    with server._lock:
+        resource_tracker.ensure_running()
+        with socket.socket(socket.AF_UNIX) as listener:
+            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+            listener.bind(address)
+            os.chmod(address, 0o600)
+            listener.listen()
+            alive_r, alive_w = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(alive_r)
+                os.close(alive_w)
+                raise
+            if pid == 0:
+                _serve(listener.fileno(), alive_r, alive_w, list(server._preload_modules))
+            os.close(alive_r)
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+        server._forkserver_pid = pid
+    return True
+
+
+def _serve(listener_fd: int, alive_r: int, alive_w: int, preload: list[str]) -> NoReturn:
+    """The forked server's whole life: never returns into the command's code."""
+    code = 1
+    try:
+        os.close(alive_w)  # else it would wait for its own end of the pipe to close
+        forkserver.main(listener_fd, alive_r, preload)
+    except SystemExit as exc:  # how it ends once every client is gone
+        code = exc.code if isinstance(exc.code, int) else 0
+    finally:
+        os._exit(code)
 
 
 def socket_folder_root(temp_dir: str) -> str | None:
