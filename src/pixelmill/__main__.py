@@ -7,11 +7,11 @@ import sys
 
 
 def main() -> None:
-    """Start the workers' fork server first, then load and run the command line.
+    """For ``run``, start the workers' fork server before anything else runs, then load
+    and run the command line.
 
-    The server imports Pillow and the core on another core while this process imports
-    what the command needs. A plain ``run`` command line skips Typer (``run_args``), and
-    so does ``--version`` alone.
+    A plain ``run`` command line skips Typer (``run_args``), and so does ``--version``
+    alone.
     """
     if sys.argv[1:] == ["--version"]:  # as the CLI's --version says it, without loading it
         from importlib import metadata
@@ -20,11 +20,12 @@ def main() -> None:
         return
     if sys.argv[1:2] == ["run"]:
         from pixelmill.engine.forkserver import start_early
-
-        start_early()
         from pixelmill.run_args import parse_run_args
 
+        # Imports what the run needs (Pillow and the engine too), then forks the server:
+        # it starts with them loaded, not importing them again beside this process.
         arguments = parse_run_args(sys.argv[2:])
+        start_early()
         if arguments is not None:
             sys.exit(_run(arguments))
     from pixelmill.cli import main as cli_main
