@@ -97,11 +97,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         runs = run_speed(config)
         r = ratios(runs)
-        startup = None
+        startup = small_set = None
         if with_pixelmill:
+            startup_rounds = 5 if args.quick else 10
             tiny = min(photos, key=lambda p: p.stat().st_size)
             try:
-                startup = run_startup(tiny, args.workers, 3 if args.quick else 5, _quiet_wait(args))
+                startup = run_startup([tiny], args.workers, startup_rounds, _quiet_wait(args))
+                small_set = run_startup(
+                    inputs.small_jpegs(),
+                    args.workers,
+                    startup_rounds,
+                    _quiet_wait(args),
+                    label=f"{inputs.SMALL_COUNT} small photos",
+                )
             except RuntimeError as exc:
                 log(f"start-up measurement failed: {exc}")
         results["speed"] = {
@@ -113,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             "noise_limit_cores": NOISE_LIMIT_CORES,
             "headline": headline(r),
             "startup": startup,
+            "startup_small_set": small_set,
         }
 
     if "memory" in parts:

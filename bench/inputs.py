@@ -104,3 +104,30 @@ def many_jpegs() -> list[Path]:
 
         _cached(path, make)
     return paths
+
+
+SMALL_COUNT = 10
+SMALL_SIZE = (1024, 768)
+
+
+def small_jpegs() -> list[Path]:
+    """Ten distinct 1024 x 768 JPEGs (a phone picture sent by a messenger): the seed photo
+    cropped at different offsets and halved. A run of them is a fraction of a second of
+    work, so a command's fixed cost (imports, pool start, shutdown) shows."""
+    folder = CACHE / f"small-{SMALL_COUNT}"
+    paths = [folder / f"small-{i:02d}.jpg" for i in range(SMALL_COUNT)]
+    if all(p.exists() for p in paths):
+        return paths
+    seed = _seed()
+    crop_w, crop_h = SMALL_SIZE[0] * 2, SMALL_SIZE[1] * 2
+    span_x, span_y = seed.width - crop_w, seed.height - crop_h
+    for i, path in enumerate(paths):
+        left = (i * 61) % span_x
+        top = (i * 43) % span_y
+
+        def make(temp: Path, left: int = left, top: int = top) -> None:
+            crop = seed.crop((left, top, left + crop_w, top + crop_h))
+            crop.resize(SMALL_SIZE, Image.Resampling.LANCZOS).save(temp, "JPEG", quality=88)
+
+        _cached(path, make)
+    return paths

@@ -2,22 +2,57 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main() -> None:
-    """Start the workers' fork server first, then load and run the command line.
+    """For ``run``, start the workers' fork server before anything else runs, then load
+    and run the command line.
 
-    The server imports Pillow and the core on another core while this process imports
-    Typer, Rich and the settings: about a tenth of a second off every ``pixelmill run``.
+    A plain ``run`` command line skips Typer (``run_args``), and so does ``--version``
+    alone.
     """
+    if sys.argv[1:] == ["--version"]:  # as the CLI's --version says it, without loading it
+        from importlib import metadata
+
+        print(f"pixelmill {metadata.version('pixelmill')}")
+        return
     if sys.argv[1:2] == ["run"]:
         from pixelmill.engine.forkserver import start_early
+        from pixelmill.run_args import parse_run_args
 
+        # Imports what the run needs (Pillow and the engine too), then forks the server:
+        # it starts with them loaded, not importing them again beside this process.
+        arguments = parse_run_args(sys.argv[2:])
         start_early()
+        if arguments is not None:
+            sys.exit(_run(arguments))
     from pixelmill.cli import main as cli_main
 
     cli_main()
+
+
+def _run(arguments: dict[str, object]) -> int:
+    """``run_images`` ended as Typer's standalone mode ends a command: Ctrl-C before the
+    render began (during it, ``run_images`` handles it) exits 130 quietly, end of input
+    prints "Aborted!" and exits 1, a closed pipe exits 1."""
+    import errno
+
+    from pixelmill.run_command import run_images
+
+    try:
+        return run_images(**arguments)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        return 130
+    except EOFError:
+        print("\nAborted!", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (for the exit)
+        return 1
 
 
 if __name__ == "__main__":

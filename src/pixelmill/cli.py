@@ -1,55 +1,33 @@
-"""``pixelmill run`` and ``pixelmill serve``: the command-line composition root."""
+"""``pixelmill run``, ``serve`` and ``worker``: the command-line composition root.
+
+A command imports what it needs when it runs: ``run`` (``pixelmill.run_command``) never
+loads the settings model, the HTTP stack or the progress bar it does not show.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import sys
-import time
-from enum import StrEnum
-from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
+
+from pixelmill.run_command import (
+    EXIT_OK,
+    EXIT_USAGE,
+    MAX_PROCESSES,
+    MIN_PROCESSES,
+    Layout,
+    UsageError,
+    check_processes,
+    run_images,
 )
 
-from pixelmill.config import ConfigError, Settings, load_settings
-from pixelmill.core.specs import RenderSpec, parse_quality
-from pixelmill.engine.base import ImageOutcome
-from pixelmill.mirror import MirrorClash, MirrorLayout, mirror_folders
-from pixelmill.run_recorder import RunRecorder
-from pixelmill.runner import EngineOptions, iter_files, render_paths
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXIT_TERMINATED = 128 + signal.SIGTERM
-MIN_PROCESSES, MAX_PROCESSES = 1, 256
-
-
-class Layout(StrEnum):
-    CONTENT = "content"
-    MIRROR = "mirror"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM during a run: stopped as on Ctrl-C (pending images cancelled, temp files
-    removed, the summary and report written), not killed half way."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
-
+if TYPE_CHECKING:
+    from pixelmill.config import Settings
 
 app = typer.Typer(
     help="Turn images into every rendition a product needs, on all cores.",
@@ -64,6 +42,8 @@ app = typer.Typer(
 def _print_version(value: bool) -> None:
     """``--version``: the installed distribution's version, so it never drifts from a release."""
     if value:
+        from importlib import metadata
+
         typer.echo(f"pixelmill {metadata.version('pixelmill')}")
         raise typer.Exit(EXIT_OK)
 
@@ -130,136 +110,8 @@ def run(
     Files in folders that are not images (by their first bytes) are skipped. Exit codes: 0
     nothing failed, 1 some image failed, 2 usage error, 130 interrupted.
     """
-    console = Console(stderr=True, soft_wrap=True)  # a log line stays one line
-    _check_processes(console, "--workers", workers)
-    try:
-        # The env's presets file is checked only when --presets does not replace it.
-        settings = load_settings(check_spec=False, check_deployment=False)
-        spec = settings.render_spec(presets, formats)
-        if quality is not None:
-            spec = spec.with_quality(parse_quality(quality))
-    except ValueError as exc:
-        raise _usage_error(console, str(exc)) from None
-    missing = [s for s in sources if not os.path.exists(s)]
-    if missing:
-        raise _usage_error(console, f"no such file or folder: {', '.join(missing)}")
-    try:
-        folders = mirror_folders(sources, out) if layout is Layout.MIRROR else None
-    except MirrorClash as exc:
-        raise _usage_error(console, str(exc)) from None
-    try:
-        Path(out).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _usage_error(console, f"cannot use {out} as the output folder: {exc}") from None
-    if report is not None:
-        try:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            if report.is_dir():
-                raise IsADirectoryError(f"{report} is a folder")
-        except OSError as exc:
-            raise _usage_error(console, f"cannot write the report to {report}: {exc}") from None
-    mirror = MirrorLayout(out, sources, folders) if folders is not None else None
-    options = EngineOptions(
-        workers=workers or settings.workers,
-        memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024,
-        max_tasks_per_child=settings.max_tasks_per_child,
-    )
-    recorder = RunRecorder(
-        out, keep_entries=report is not None, folder_of=mirror.folder_of if mirror else None
-    )
-    started = time.monotonic()
-    try:
-        code = _run_with_progress(
-            sources, out, spec, options, recorder, console, not no_progress, mirror
-        )
-    finally:
-        if mirror is not None:
-            mirror.close()
-    elapsed = time.monotonic() - started
-    _print_summary(console, recorder, elapsed)
-    if report is not None:
-        report.write_text(json.dumps(recorder.report(elapsed), indent=2))
-    if code == EXIT_OK and recorder.statuses["failed"]:
-        code = EXIT_FAILED
+    code = run_images(sources, out, workers, report, presets, formats, quality, layout, no_progress)
     raise typer.Exit(code)
-
-
-def _run_with_progress(
-    sources: list[str],
-    out: str,
-    spec: RenderSpec,
-    options: EngineOptions,
-    recorder: RunRecorder,
-    console: Console,
-    show_progress: bool,
-    mirror: MirrorLayout | None = None,
-) -> int:
-    total = sum(1 for _ in iter_files(sources, skip=out))
-    progress = Progress(
-        TextColumn("[bold]rendering"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not (show_progress and console.is_terminal),
-    )
-    task = progress.add_task("images", total=total, rate="")
-    started = time.monotonic()
-
-    def on_outcome(outcome: ImageOutcome) -> None:
-        recorder.record(mirror.place(outcome) if mirror is not None else outcome)
-        rate = recorder.total / max(time.monotonic() - started, 1e-6)
-        progress.update(task, advance=1, rate=f"{rate:.1f} img/s")
-
-    def on_skipped(index: int, path: str) -> None:
-        recorder.record_skipped(index, path)
-        progress.update(task, advance=1)
-
-    with progress:
-        try:
-            signal.signal(signal.SIGTERM, _raise_terminated)
-            render_paths(
-                sources,
-                mirror.work_dir if mirror is not None else out,
-                on_outcome,
-                spec=spec,
-                options=options,
-                on_skipped=on_skipped,
-                skip=out,
-            )
-        except KeyboardInterrupt as exc:
-            # Cleaned up and every image counted: another Ctrl-C must not cost the summary,
-            # the report and the exit code.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            progress.stop()
-            console.print("[yellow]interrupted: pending images cancelled[/yellow]")
-            return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # rendering is over: nothing to clean up
-    return EXIT_OK
-
-
-def _print_summary(console: Console, recorder: RunRecorder, elapsed: float) -> None:
-    summary = recorder.summary(elapsed)
-    rate = summary["total"] / elapsed if elapsed > 0 else 0.0
-    console.print(
-        f"[bold]{summary['total']} images[/bold] in {elapsed:.2f} s ({rate:.1f} images/s): "
-        f"[green]{summary['done']} done[/green], {summary['duplicate']} duplicate, "
-        f"[red]{summary['failed']} failed[/red], {summary['cancelled']} cancelled, "
-        f"{summary['skipped']} skipped"
-    )
-    for code, count in sorted(recorder.failures.items()):
-        console.print(f"  failed {code}: {count}")
-    if recorder.rendered:
-        stages = ", ".join(
-            f"{stage} {recorder.stage_ms[stage] / recorder.rendered:.0f} ms"
-            for stage in ("read", "decode", "resize", "encode")
-        )
-        console.print(f"  mean per rendered image: {stages}")
 
 
 @app.command(short_help="Start the HTTP service.")
@@ -282,6 +134,8 @@ def serve(
     ] = None,
 ) -> None:
     """Start the HTTP service (settings from PIXELMILL_* environment variables)."""
+    from pixelmill.config import ConfigError, load_settings
+
     console = Console(stderr=True, soft_wrap=True)
     _check_processes(console, "--workers", workers)
     try:
@@ -332,6 +186,8 @@ def worker(
     ] = None,
 ) -> None:
     """Run a render worker of the celery engine (settings from PIXELMILL_* variables)."""
+    from pixelmill.config import ConfigError, load_settings
+
     console = Console(stderr=True, soft_wrap=True)
     _check_processes(console, "--concurrency", concurrency)
     try:
@@ -354,10 +210,10 @@ def worker(
 
 def _check_processes(console: Console, option: str, value: int | None) -> None:
     """A process count out of range: one line and exit 2 (not typer's boxed message)."""
-    if value is not None and not MIN_PROCESSES <= value <= MAX_PROCESSES:
-        raise _usage_error(
-            console, f"{option} must be {MIN_PROCESSES}-{MAX_PROCESSES}, not {value}"
-        )
+    try:
+        check_processes(option, value)
+    except UsageError as exc:
+        raise _usage_error(console, str(exc)) from None
 
 
 def _check_parts(console: Console, settings: Settings, *, check_broker: bool) -> None:

@@ -13,10 +13,31 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pixelmill.core.specs import DEFAULT_FORMATS, Limits, OutputFormat, RenderSpec
+from pixelmill.core.specs import Limits, RenderSpec
 from pixelmill.presets_file import ConfigError, load_presets
+from pixelmill.render_settings import (
+    DEFAULT_FORMAT_NAMES,
+    DEFAULT_IMAGE_TIMEOUT_S,
+    DEFAULT_JPEG_BACKGROUND,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_TASKS_PER_CHILD,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_MEMORY_BUDGET_MB,
+    RenderSettings,
+    default_workers,
+    parse_colour,
+    parse_formats,
+)
 
-__all__ = ["ConfigError", "Settings", "get_settings", "load_presets", "load_settings"]
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "get_settings",
+    "load_presets",
+    "load_settings",
+    "parse_colour",
+    "parse_formats",
+]
 
 # A segment of an S3 key prefix: no "." or "..", no separators, no control characters.
 _PLAIN_SEGMENT = re.compile(r"(?!\.{1,2}$)[^/\\\x00-\x1f\x7f]{1,255}")
@@ -30,7 +51,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./pixelmill-data"), description="Renditions, spool, store file.")
     store: str = Field("sqlite", description="'sqlite' or a redis:// URL.")
     redis_prefix: str = Field("pixelmill:", description="Key prefix in Redis.")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    workers: int = Field(default_factory=default_workers, ge=1, le=256)
     api_key: str | None = Field(None, description="When set, /v1 needs 'Bearer <key>'.")
     # -- serving to browsers (docs/api.md, "Signed URLs, public renditions and CORS") -----
     url_signing_previous_keys: str | None = Field(
@@ -43,23 +64,29 @@ class Settings(BaseSettings):
     public_renditions: bool = Field(False, description="Renditions, manifests need no auth.")
     cors_origins: str | None = Field(None, description="Comma-separated CORS origins, or *.")
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for callbacks.")
-    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1, description="Per file.")
+    max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, description="Per file.")
     max_batch_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1, description="Per request body.")
     max_pixels: int = Field(
-        100_000_000,
+        DEFAULT_MAX_PIXELS,
         ge=1,
         # Pillow refuses more than 2 x Image.MAX_IMAGE_PIXELS at open, whatever we allow.
         le=178_956_970,
         description="width x height, inclusive.",
     )
-    image_timeout_s: float = Field(60.0, gt=0)
+    image_timeout_s: float = Field(DEFAULT_IMAGE_TIMEOUT_S, gt=0)
     memory_budget_mb: int = Field(
-        640, ge=64, description="Estimated decode memory allowed in flight across workers."
+        DEFAULT_MEMORY_BUDGET_MB,
+        ge=64,
+        description="Estimated decode memory allowed in flight across workers.",
     )
-    max_tasks_per_child: int = Field(200, ge=1, description="Recycle a worker after this many.")
+    max_tasks_per_child: int = Field(
+        DEFAULT_MAX_TASKS_PER_CHILD, ge=1, description="Recycle a worker after this many."
+    )
     presets_file: Path | None = Field(None, description="JSON presets, replaces the defaults.")
-    formats: str = Field("jpeg,webp", description="Comma-separated output formats.")
-    jpeg_background: str = Field("#ffffff", description="Colour behind transparency in JPEG.")
+    formats: str = Field(DEFAULT_FORMAT_NAMES, description="Comma-separated output formats.")
+    jpeg_background: str = Field(
+        DEFAULT_JPEG_BACKGROUND, description="Colour behind transparency in JPEG."
+    )
     keep_metadata: bool = Field(False, description="Keep EXIF (minus orientation).")
     batch_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="Finished batches expire (redis).")
     webhook_attempts: int = Field(5, ge=1, le=20)
@@ -229,24 +256,28 @@ class Settings(BaseSettings):
 
     @cached_property
     def limits(self) -> Limits:
-        return Limits(
-            max_bytes=self.max_upload_bytes,
+        return self.render_settings().limits
+
+    def render_settings(self) -> RenderSettings:
+        """The part of these settings a render reads (``pixelmill run`` needs no more)."""
+        return RenderSettings(
+            workers=self.workers,
+            memory_budget_mb=self.memory_budget_mb,
+            max_tasks_per_child=self.max_tasks_per_child,
+            presets_file=self.presets_file,
+            formats=self.formats,
+            jpeg_background=self.jpeg_background,
+            keep_metadata=self.keep_metadata,
+            max_upload_bytes=self.max_upload_bytes,
             max_pixels=self.max_pixels,
-            timeout_s=self.image_timeout_s,
+            image_timeout_s=self.image_timeout_s,
         )
 
     def render_spec(
         self, presets_file: Path | None = None, formats: str | None = None
     ) -> RenderSpec:
         """The render spec these settings describe (CLI flags may override two parts)."""
-        presets = load_presets(presets_file or self.presets_file)
-        return RenderSpec(
-            presets=presets,
-            formats=parse_formats(formats or self.formats),
-            limits=self.limits,
-            background=parse_colour(self.jpeg_background),
-            keep_metadata=self.keep_metadata,
-        )
+        return self.render_settings().render_spec(presets_file, formats)
 
 
 # An origin as browsers send it: scheme://host[:port], no path, no trailing slash.
@@ -275,32 +306,6 @@ def parse_origins(value: str) -> tuple[str, ...]:
         if item not in origins:
             origins.append(item)
     return ("*",) if "*" in origins else tuple(origins)
-
-
-def parse_colour(value: str) -> tuple[int, int, int]:
-    """``"#rrggbb"`` -> (r, g, b); raises ValueError otherwise."""
-    text = value.strip().lstrip("#")
-    if len(text) != 6 or not all(c in "0123456789abcdefABCDEF" for c in text):
-        raise ValueError(f"{value!r} is not a #rrggbb colour")
-    red, green, blue = (int(text[i : i + 2], 16) for i in (0, 2, 4))
-    return red, green, blue
-
-
-def parse_formats(value: str) -> tuple[OutputFormat, ...]:
-    """``"jpeg,webp"`` -> (JPEG, WEBP); raises ValueError naming the unknown format."""
-    names = [n.strip().lower() for n in value.split(",") if n.strip()]
-    if not names:
-        return DEFAULT_FORMATS
-    aliases = {"jpg": "jpeg"}
-    known = {f.value for f in OutputFormat}
-    formats: list[OutputFormat] = []
-    for name in names:
-        name = aliases.get(name, name)
-        if name not in known:
-            raise ValueError(f"unknown format {name!r}; choose from {', '.join(sorted(known))}")
-        if OutputFormat(name) not in formats:
-            formats.append(OutputFormat(name))
-    return tuple(formats)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

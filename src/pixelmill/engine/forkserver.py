@@ -2,26 +2,135 @@
 
 ``max_tasks_per_child`` rules out the ``fork`` start method (Python 3.11 refuses it), and
 ``spawn`` would re-import Pillow and the core for every recycled worker. A fork server that
-has preloaded them forks a new worker in milliseconds. Starting it first thing lets it do
-its imports on another core while the command line is still importing its own.
+has preloaded them (``worker_preload``) forks a new worker in milliseconds. Starting it
+first thing lets it do its imports on another core while the command line is still
+importing its own. ``start_early`` forks it from the command itself, while that is still
+one thread, rather than have multiprocessing start a new interpreter: the server then
+needs neither an interpreter's start nor multiprocessing's imports, which were most of
+the wait for the first worker of a short run.
+
+The server listens on a Unix socket in a folder multiprocessing makes under the temp
+folder; a socket's path may not pass 107 bytes, so under a long ``TMPDIR`` that folder is
+made in ``/tmp`` instead (private, and removed at exit like the default one).
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from multiprocessing import forkserver
+import os
+import socket
+import sys
+import tempfile
+import threading
+from multiprocessing import connection, forkserver, resource_tracker, util
 from multiprocessing.context import BaseContext
+from typing import Any, NoReturn
 
-PRELOAD = ["pixelmill.engine.worker"]
+PRELOAD = ["pixelmill.engine.worker_preload"]
+
+SOCKET_PATH_LIMIT = 107  # bytes in sockaddr_un.sun_path, less the final NUL (Linux)
+# What multiprocessing adds to the temp folder: "/pymp-XXXXXXXX/listener-XXXXXXXX".
+_SOCKET_PATH_SUFFIX = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
+SHORT_TEMP_ROOT = "/tmp"
+
+_socket_folder_lock = threading.Lock()
 
 
 def worker_context() -> BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
+    _settle_socket_folder()
     return context
 
 
 def start_early() -> None:
-    """Launch the fork server now (it preloads in the background); safe to call twice."""
+    """Launch the fork server now (it preloads in the background); safe to call twice.
+
+    Call it while this process has a single thread (a fork copies only the caller's).
+    """
     worker_context()
-    forkserver.ensure_running()
+    if not _fork_the_server():
+        forkserver.ensure_running()
+
+
+# What ``ForkServer.ensure_running`` keeps (Python 3.11, 3.12): another layout (3.13's
+# authentication key, say) and the server is started the standard way.
+_SERVER_STATE = ("_lock", "_preload_modules", "_forkserver_address", "_forkserver_alive_fd")
+_NEWER_STATE = ("_forkserver_authkey",)
+
+
+def _fork_the_server() -> bool:
+    """Start the fork server as a fork of this process; False where it cannot be done so.
+
+    The same server (``forkserver.main``), set up as ``ensure_running`` sets it up: a
+    listening socket, and an "alive" pipe whose end this process keeps, so the server
+    exits once this process and its workers are gone.
+    """
+    server: Any = forkserver._forkserver  # private: the state ensure_running would set
+    if (
+        not sys.platform.startswith("linux")
+        or threading.active_count() != 1
+        or not all(hasattr(server, name) for name in _SERVER_STATE)
+        or any(hasattr(server, name) for name in _NEWER_STATE)
+        or getattr(server, "_forkserver_pid", None) is not None
+    ):
+        return False
+    with server._lock:
+        resource_tracker.ensure_running()
+        with socket.socket(socket.AF_UNIX) as listener:
+            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+            listener.bind(address)
+            os.chmod(address, 0o600)
+            listener.listen()
+            alive_r, alive_w = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(alive_r)
+                os.close(alive_w)
+                raise
+            if pid == 0:
+                _serve(listener.fileno(), alive_r, alive_w, list(server._preload_modules))
+            os.close(alive_r)
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+        server._forkserver_pid = pid
+    return True
+
+
+def _serve(listener_fd: int, alive_r: int, alive_w: int, preload: list[str]) -> NoReturn:
+    """The forked server's whole life: never returns into the command's code."""
+    code = 1
+    try:
+        os.close(alive_w)  # else it would wait for its own end of the pipe to close
+        forkserver.main(listener_fd, alive_r, preload)
+    except SystemExit as exc:  # how it ends once every client is gone
+        code = exc.code if isinstance(exc.code, int) else 0
+    finally:
+        os._exit(code)
+
+
+def socket_folder_root(temp_dir: str) -> str | None:
+    """Where the server's socket folder goes instead of ``temp_dir``, or None to keep it:
+    ``/tmp`` when a socket under ``temp_dir`` would pass the path limit."""
+    if len(os.fsencode(temp_dir)) + _SOCKET_PATH_SUFFIX <= SOCKET_PATH_LIMIT:
+        return None
+    return SHORT_TEMP_ROOT
+
+
+def _settle_socket_folder() -> None:
+    """Make multiprocessing's temp folder (it holds the server's socket) in a short place.
+
+    ``util.get_temp_dir`` makes it once per process, under ``tempfile.gettempdir()``, and
+    removes it at exit; pointing ``tempfile`` elsewhere for that one call is all it takes.
+    """
+    with _socket_folder_lock:
+        root = socket_folder_root(tempfile.gettempdir())
+        if root is None:
+            return
+        saved = tempfile.tempdir
+        tempfile.tempdir = root
+        try:
+            util.get_temp_dir()
+        finally:
+            tempfile.tempdir = saved

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pixelmill.config import ConfigError, Settings
+from pixelmill.presets_file import ConfigError
 from pixelmill.storage.base import (
     RENDITIONS_NOT_STORED,
     SHA256_PATTERN,
@@ -18,6 +19,9 @@ from pixelmill.storage.folder import (
     LocalStorage,
     remove_unlisted_renditions,
 )
+
+if TYPE_CHECKING:  # the settings model (pydantic) is not for the workers to import
+    from pixelmill.config import Settings
 
 S3_EXTRA_MISSING = "PIXELMILL_STORAGE=s3://... needs the s3 extra: pip install 'pixelmill[s3]'"
 
