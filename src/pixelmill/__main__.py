@@ -7,11 +7,9 @@ import sys
 
 
 def main() -> None:
-    """For ``run``, start the workers' fork server before anything else runs, then load
-    and run the command line.
-
-    A plain ``run`` command line skips Typer (``run_args``), and so does ``--version``
-    alone.
+    """A plain ``run`` command line (``run_args``) is run without Typer, its workers' fork
+    server started as soon as the run's imports are done; ``--version`` alone answers
+    without Typer too. Anything else goes to the Typer command line.
     """
     if sys.argv[1:] == ["--version"]:  # as the CLI's --version says it, without loading it
         from importlib import metadata
@@ -25,8 +23,8 @@ def main() -> None:
         # Imports what the run needs (Pillow and the engine too), then forks the server:
         # it starts with them loaded, not importing them again beside this process.
         arguments = parse_run_args(sys.argv[2:])
-        start_early()
-        if arguments is not None:
+        if arguments is not None:  # else Typer parses (or refuses) first: no server yet
+            start_early()
             sys.exit(_run(arguments))
     from pixelmill.cli import main as cli_main
 
