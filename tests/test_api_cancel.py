@@ -54,8 +54,9 @@ def test_a_batch_whose_images_are_all_queued_ends_cancelled_and_the_webhook_says
     client = one_worker_client
     with webhook_receiver() as receiver:
         # One worker busy with a slow image: every image of the next batch stays queued.
-        blocker = client.post("/v1/batches", files=[upload("slow.jpg", slow_jpeg(42))]).json()
+        blockers: list[str] = []
         for attempt in range(ATTEMPTS):
+            keep_the_worker_busy(client, blockers)
             files = [upload(f"{i}.jpg", small_jpeg(7000 + 10 * attempt + i)) for i in range(SIZE)]
             created = client.post(
                 "/v1/batches", files=files, data={"callback_url": receiver.url}
@@ -73,7 +74,23 @@ def test_a_batch_whose_images_are_all_queued_ends_cancelled_and_the_webhook_says
             for image in final["images"]:
                 assert image["status"] == "cancelled"
                 assert image["error"]["code"] == "cancelled" and image["error"]["message"]
-        wait_for_batch(client, blocker["batch_id"], timeout_s=120)
+        for blocker in blockers:
+            wait_for_batch(client, blocker, timeout_s=120)
+
+
+def keep_the_worker_busy(client: httpx.Client, blockers: list[str]) -> None:
+    """Make sure the one worker is rendering a slow image now: a new one when the last has
+    finished (quicker encoders can end it before every attempt has run)."""
+    if blockers and client.get(f"/v1/batches/{blockers[-1]}").json()["finished_at"] is None:
+        return
+    image = slow_jpeg(42 + len(blockers), (2400, 1600))
+    blockers.append(
+        client.post("/v1/batches", files=[upload("slow.jpg", image)]).json()["batch_id"]
+    )
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/batches/{blockers[-1]}").json()["images"][0]["status"] != "processing":
+        assert time.monotonic() < deadline, "the slow image never started"
+        time.sleep(0.01)
 
 
 def test_every_cancelled_image_has_a_cancelled_error_and_metrics_match_the_batches(
