@@ -9,6 +9,7 @@ import struct
 import time
 from pathlib import Path
 
+from pixelmill.core.encode import TEMP_PREFIX
 from pixelmill.engine.task import RenderTask, TaskResult, run_render_task
 
 
@@ -88,12 +89,17 @@ def cancel_midway_task(task: RenderTask) -> TaskResult:
 
     engine_says_stop = task_module._cancel_check
     checks = 0
+    folder = task.storage.local_dir(task.sha256)
 
     def stop_after_first_rendition() -> bool:
         nonlocal checks
         checks += 1
         if checks < 3:  # before it starts, and before the first rendition
             return engine_says_stop()
+        # On several cores the first rendition may still be encoding on a helper thread.
+        deadline = time.monotonic() + 20
+        while not _has_rendition(folder) and time.monotonic() < deadline:
+            time.sleep(0.01)
         Path(task.source).with_suffix(".midway").touch()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -104,6 +110,12 @@ def cancel_midway_task(task: RenderTask) -> TaskResult:
 
     task_module.set_cancel_check(stop_after_first_rendition)
     return run_render_task(task)
+
+
+def _has_rendition(folder: Path) -> bool:
+    return folder.is_dir() and any(
+        p.suffix != ".json" and not p.name.startswith(TEMP_PREFIX) for p in folder.iterdir()
+    )
 
 
 def torn_result_task(task: RenderTask) -> TaskResult:
@@ -122,3 +134,12 @@ def torn_result_task(task: RenderTask) -> TaskResult:
     conn._send(struct.pack("!i", 4096) + b"half a result")  # the header promises 4096 bytes
     os.kill(os.getpid(), signal.SIGKILL)
     raise AssertionError("unreachable")
+
+
+def threads_recording_task(task: RenderTask) -> TaskResult:
+    """Leave the cores the engine gave the task beside the source (``slow*`` images take
+    half a second first, so others are queued or running meanwhile), then render."""
+    Path(task.source).with_suffix(".threads").write_text(str(task.threads))
+    if Path(task.source).name.startswith("slow"):
+        time.sleep(0.5)
+    return run_render_task(task)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 from PIL import Image
 
@@ -13,11 +15,20 @@ from pixelmill.core import imaging
 from pixelmill.core.crop import ANALYSIS_SIDE, Framing, analysis_copy, crop_box, framing
 from pixelmill.core.encode import save_rendition
 from pixelmill.core.header import DECODER_ERRORS, describe, raised_by_library
+from pixelmill.core.parallel import Lanes, timed
 from pixelmill.core.placeholder import PLACEHOLDER_SIDE, thumbhash_of
 from pixelmill.core.sniff import SourceFormat
 from pixelmill.core.source import Probe, jpeg_draft_scale, open_source, source_info
-from pixelmill.core.specs import Gravity, Preset, RenderResult, RenderSpec, Rendition, Timings
-from pixelmill.errors import Cancelled, CorruptImage
+from pixelmill.core.specs import (
+    Gravity,
+    OutputFormat,
+    Preset,
+    RenderResult,
+    RenderSpec,
+    Rendition,
+    Timings,
+)
+from pixelmill.errors import CorruptImage
 
 
 def render_renditions(
@@ -28,15 +39,18 @@ def render_renditions(
     *,
     only: frozenset[str] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    threads: int = 1,
 ) -> RenderResult:
     """Decode ``source_path`` once and write each rendition of ``spec`` into ``out_dir``.
 
     ``only`` limits the work to those file names (e.g. ``{"large.avif"}``); the result then
     lists just those (the placeholder is computed all the same). ``should_cancel`` is asked
-    between renditions. Raises an ImageError subclass for a bad image (``Cancelled`` when
-    asked to stop); never leaves a partial file behind. An ``OSError`` from creating or
-    writing files in ``out_dir`` (read-only folder, full disk) propagates unchanged: it is
-    no fault of the image, so callers must not report it as one.
+    between renditions. ``threads`` > 1 resizes the largest rendition in strips and encodes
+    side by side on that many threads (the same files as one thread). Raises an ImageError
+    subclass for a bad image (``Cancelled`` when asked to stop); never leaves a partial file
+    behind. An ``OSError`` from creating or writing files in ``out_dir`` (read-only folder,
+    full disk) propagates unchanged: it is no fault of the image, so callers must not report
+    it as one.
     """
     started = time.perf_counter()
     largest = max(max(p.width, p.height) for p in spec.presets)
@@ -65,9 +79,10 @@ def render_renditions(
             if base is not image:
                 image.close()  # free the full-size pixels before encoding
             prepare_done = time.perf_counter()
-        renditions, placeholder, resize_s, encode_s = _write_renditions(
-            base, upright, framings, spec, Path(out_dir), only, should_cancel, exif
-        )
+        with Lanes(threads, should_cancel) as lanes:
+            renditions, placeholder, resize_s, encode_s = _write_renditions(
+                base, upright, framings, spec, Path(out_dir), only, lanes, exif
+            )
     timings = Timings(
         read=(read_done - started) * 1000,
         decode=(decode_done - read_done) * 1000,
@@ -85,21 +100,21 @@ def _write_renditions(
     spec: RenderSpec,
     out: Path,
     only: frozenset[str] | None,
-    should_cancel: Callable[[], bool] | None,
+    lanes: Lanes,
     exif: bytes | None,
 ) -> tuple[list[Rendition], str, float, float]:
     """Resize in a cascade (largest output first, each from a big enough earlier one), encode.
 
     Whole-image renditions come first, so a cover crop (and the placeholder) can be taken
-    from the smallest of them that still has the detail, never from a crop.
+    from the smallest of them that still has the detail, never from a crop. Resizes run on
+    this thread; encodes run on ``lanes`` (here at once, or side by side with the resizes).
+    The encode time returned is the sum of every encode's own time.
     """
-    resize_s = encode_s = 0.0
-    written: list[Rendition] = []
+    resize_s = 0.0
     made: list[Image.Image] = []  # whole-image renditions resized so far, largest first
     analysis: Image.Image | None = None
     for preset in _rendering_order(spec.presets, framings):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled("cancelled between renditions")
+        lanes.check_cancel()
         t0 = time.perf_counter()
         framed = framings[preset.name]
         if framed.crops:
@@ -108,25 +123,49 @@ def _write_renditions(
             box = crop_box(*upright, framed, preset.gravity, analysis)
             current = _cropped(_cascade_source(base, made, framed.frame), upright, box, framed.size)
         else:
-            current = _resized(_cascade_source(base, made, framed.size), framed.size)
+            current = _resized(_cascade_source(base, made, framed.size), framed.size, lanes)
             made.append(current)
-        t1 = time.perf_counter()
-        resize_s += t1 - t0
-        for fmt in spec.formats_of(preset):
+        resize_s += time.perf_counter() - t0
+        for fmt in sorted(spec.formats_of(preset), key=_SLOWEST_FIRST.__getitem__):
             filename = f"{preset.name}.{fmt.extension}"
-            if only is not None and filename not in only:
-                continue
-            encoded = current if fmt.keeps_alpha else imaging.flatten(current, spec.background)
-            quality = spec.quality_of(fmt, preset)
-            nbytes = save_rendition(encoded, out / filename, fmt, quality, exif)
-            written.append(Rendition(preset.name, fmt, *framed.size, nbytes, filename))
-        encode_s += time.perf_counter() - t1
+            if only is None or filename in only:
+                # Pillow keeps each save's options on the image object: one object per
+                # encode, sharing the pixels (which encoders only read).
+                own = current if lanes.threads == 1 else current._new(current.im)
+                encode = partial(_encode, own, preset, fmt, framed.size, spec, out, exif)
+                lanes.run(timed(encode))
     t0 = time.perf_counter()
     placeholder = thumbhash_of(_smallest_at_least(base, made, PLACEHOLDER_SIDE))
     resize_s += time.perf_counter() - t0
+    encoded = cast(list[tuple[Rendition, float]], lanes.results())
+    written = [rendition for rendition, _ in encoded]
     order = {name: i for i, name in enumerate(spec.rendition_names())}
     written.sort(key=lambda r: order[r.filename])
-    return written, placeholder, resize_s, encode_s
+    return written, placeholder, resize_s, sum(seconds for _, seconds in encoded)
+
+
+# Encodes of one rendition start with the slowest, so a helper thread takes that one first.
+_SLOWEST_FIRST = {
+    OutputFormat.AVIF: 0,
+    OutputFormat.WEBP: 1,
+    OutputFormat.PNG: 2,
+    OutputFormat.JPEG: 3,
+}
+
+
+def _encode(
+    image: Image.Image,
+    preset: Preset,
+    fmt: OutputFormat,
+    size: tuple[int, int],
+    spec: RenderSpec,
+    out: Path,
+    exif: bytes | None,
+) -> Rendition:
+    filename = f"{preset.name}.{fmt.extension}"
+    encoded = image if fmt.keeps_alpha else imaging.flatten(image, spec.background)
+    nbytes = save_rendition(encoded, out / filename, fmt, spec.quality_of(fmt, preset), exif)
+    return Rendition(preset.name, fmt, *size, nbytes, filename)
 
 
 def _rendering_order(presets: tuple[Preset, ...], framings: dict[str, Framing]) -> list[Preset]:
@@ -188,10 +227,10 @@ def _cascade_source(
     return base
 
 
-def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+def _resized(image: Image.Image, size: tuple[int, int], lanes: Lanes) -> Image.Image:
     if image.size == size:
         return image
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=imaging.REDUCING_GAP)
+    return lanes.resize(image, size, imaging.REDUCING_GAP)
 
 
 def _kept_exif(image: Image.Image) -> bytes | None:

@@ -385,10 +385,11 @@ class LocalEngine(Outcomes):
         job = entry.job
         spec = self._chosen.of(job)
         only = None if len(missing) == len(spec.rendition_names()) else missing
-        task = RenderTask(job.job_id, job.source, job.sha256, self.storage, spec, only)
         with self._cond:
             self._queue.take(entry)
             self._cond.notify_all()
+            threads = self._idle_cores()
+        task = RenderTask(job.job_id, job.source, job.sha256, self.storage, spec, only, threads)
         try:
             worker = self._pool.run(task)
         except RuntimeError as exc:  # no worker process can be started at all
@@ -405,6 +406,13 @@ class LocalEngine(Outcomes):
         if self._on_start is not None:
             self._call(self._on_start, job)
         return True
+
+    def _idle_cores(self) -> int:
+        """The cores a job starting now may use: its own, plus those of the idle workers
+        when nothing else waits (the caller holds ``_cond``). Under load that is one."""
+        if self._queue:
+            return 1
+        return max(1, self.workers - len(self._running))
 
     def _remove(self, entry: Entry) -> None:
         with self._cond:

@@ -33,6 +33,7 @@ class RenderTask:
     storage: Storage  # picklable: it travels to the worker process with the task
     spec: RenderSpec
     only: frozenset[str] | None  # None: every rendition of the spec
+    threads: int = 1  # cores it may use: more than one when it started on an idle engine
 
     def targets(self) -> frozenset[str]:
         """The file names this task may write (and must remove again if it does not finish)."""
@@ -102,6 +103,7 @@ def run_render_task(task: RenderTask) -> TaskResult:
             task.sha256,
             only=task.only,
             should_cancel=cancel_requested,
+            threads=task.threads,
         )
         fresh = [r.filename for r in result.renditions]
         result = _merge_with_existing(result, storage, task.spec)

@@ -1,0 +1,150 @@
+"""One image on several cores: the big resize in strips, the encodes side by side.
+
+Pillow lets go of the GIL while it resamples and while libjpeg, libwebp and libavif encode,
+so threads in one worker process use the cores the engine found idle, with no pixels copied
+between processes. With one thread everything runs at once, in order, on the caller's
+thread: exactly the serial render.
+
+Only the thread that made a ``Lanes`` asks ``should_cancel`` (a worker's cancel check reads
+its pipe, which one thread at a time may do); the encodes see a plain flag.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from PIL import Image
+
+from pixelmill.errors import Cancelled
+
+T = TypeVar("T")
+
+# How often a render waiting for its encodes asks whether it was cancelled.
+_CANCEL_POLL_S = 0.05
+# A resize to at least this many pixels runs in STRIPS bands, on as many threads as are free.
+_MIN_SPLIT_PIXELS = 250_000
+STRIPS = 4
+
+
+class Lanes:
+    """Runs the encodes of one render: at once (one thread), or on ``threads`` threads (this
+    one and ``threads - 1`` helpers; this thread takes on any job no helper has started).
+
+    Use as a context manager: leaving it waits for every encode that started, so no file is
+    written after the render returned or raised.
+    """
+
+    def __init__(self, threads: int, should_cancel: Callable[[], bool] | None = None) -> None:
+        self.threads = max(1, threads)
+        self._should_cancel = should_cancel
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._done: list[object] = []  # the values of jobs already run on this thread
+        self._jobs: list[tuple[Callable[[], object], Future[object]]] = []
+        if self.threads > 1:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="pixelmill-render")
+
+    def __enter__(self) -> Lanes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def check_cancel(self) -> None:
+        """Raise ``Cancelled`` if the render was asked to stop (caller's thread only)."""
+        if self._should_cancel is not None and self._should_cancel():
+            self._stop.set()
+            raise Cancelled("cancelled between renditions")
+
+    def run(self, job: Callable[[], T]) -> None:
+        """Run ``job`` now (one thread) or hand it to a helper; ``results`` gives its value."""
+        if self._pool is None:
+            self._done.append(job())
+            return
+        self._jobs.append((job, self._pool.submit(self._guarded, job)))
+
+    def _guarded(self, job: Callable[[], T]) -> T:
+        if self._stop.is_set():
+            raise Cancelled("cancelled between renditions")
+        return job()
+
+    def results(self) -> list[object]:
+        """Every job's value, in the order they were given. Jobs no helper has started run
+        here first, then the running ones are waited for; a failure is raised as it is."""
+        values: dict[int, object] = dict(enumerate(self._done))
+        given = len(values)
+        for index, (job, future) in enumerate(self._jobs, start=given):
+            if future.cancel():
+                self.check_cancel()
+                values[index] = job()
+        for index, (_, future) in enumerate(self._jobs, start=given):
+            if index not in values:
+                values[index] = self._wait(future)
+        return [values[index] for index in range(len(values))]
+
+    def _wait(self, future: Future[object]) -> object:
+        while True:
+            try:
+                return future.result(timeout=_CANCEL_POLL_S)
+            except TimeoutError:
+                self.check_cancel()
+
+    def resize(self, image: Image.Image, size: tuple[int, int], reducing_gap: float) -> Image.Image:
+        """LANCZOS ``image`` to ``size``; a big one in ``STRIPS`` bands of rows.
+
+        The bands are the same whatever the thread count, so the pixels are too (a band's
+        edge rounds differently from one resize: within a level or so, no less exact).
+        Bands no free thread has started are resized on this thread.
+        """
+        if not _splittable(image.size, size, reducing_gap):
+            return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
+        mode = image.mode
+        if mode in ("LA", "RGBA"):  # Pillow resizes these premultiplied: do that once
+            image = image.convert("La" if mode == "LA" else "RGBa")
+        width, height = size
+        scale = image.height / height
+        bounds = [height * i // STRIPS for i in range(STRIPS + 1)]
+
+        def band(top: int, bottom: int) -> Image.Image:
+            box = (0.0, top * scale, float(image.width), bottom * scale)
+            return image.resize((width, bottom - top), Image.Resampling.LANCZOS, box, reducing_gap)
+
+        pairs = list(itertools.pairwise(bounds))
+        later = [None if self._pool is None else self._pool.submit(band, *p) for p in pairs[1:]]
+        bands = {0: band(*pairs[0])}
+        for index, future in enumerate(later, start=1):  # bands no helper has started
+            if future is None or future.cancel():
+                bands[index] = band(*pairs[index])
+        for index, future in enumerate(later, start=1):
+            if index not in bands and future is not None:
+                bands[index] = future.result()
+        out = Image.new(image.mode, size)
+        for index, top in enumerate(bounds[:-1]):
+            out.paste(bands[index], (0, top))
+        return out if out.mode == mode else out.convert(mode)
+
+
+def _splittable(source: tuple[int, int], size: tuple[int, int], reducing_gap: float) -> bool:
+    """Big enough to be worth it, and shrunk by less than twice the reducing gap (beyond
+    that Pillow reduces first, in blocks aligned to each band rather than to the image)."""
+    width, height = size
+    if width * height < _MIN_SPLIT_PIXELS or height < 2 * STRIPS:
+        return False
+    return all(s / t < 2 * reducing_gap for s, t in zip(source, size, strict=True))
+
+
+def timed(job: Callable[[], T]) -> Callable[[], tuple[T, float]]:
+    """``job`` that also returns how long it ran (each thread times its own work)."""
+
+    def run() -> tuple[T, float]:
+        began = time.perf_counter()
+        return job(), time.perf_counter() - began
+
+    return run
