@@ -8,10 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench import inputs
 from bench.api import api_available, run_api_vs_cli, run_upload_memory
 from bench.contenders import DESCRIPTIONS, cli_available
 from bench.distributed import distributed_available, distributed_table, run_distributed
+from bench.idle import MAX_ROUNDS as IDLE_MAX_ROUNDS
+from bench.idle import QUICK_ROUNDS as IDLE_QUICK_ROUNDS
+from bench.idle import ROUNDS as IDLE_ROUNDS
+from bench.idle import run_idle
 from bench.load import DEFAULT_CLIENTS, DEFAULT_SECONDS, run_load, summary_line
 from bench.memory import run_memory
 from bench.report import machine, render
@@ -24,8 +30,9 @@ from bench.speed import (
     run_startup,
 )
 
-PARTS = ("speed", "memory", "api", "load", "distributed", "encoders")
+PARTS = ("speed", "memory", "api", "load", "distributed", "idle", "encoders")
 # The encoder table takes about a quarter of an hour: it runs only when asked for by name.
+# (It stays last: every part before it runs by default.)
 DEFAULT_PARTS = PARTS[:-1]
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -37,7 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=5, help="speed rounds (default 5)")
     parser.add_argument(
-        "--quick", action="store_true", help="3 speed rounds, 1 API round, fewer memory runs"
+        "--quick",
+        action="store_true",
+        help="3 speed rounds, 1 API round, 3 idle rounds, fewer memory runs",
     )
     parser.add_argument("--workers", type=int, default=2, help="pool size for every contender")
     parser.add_argument(
@@ -62,9 +71,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--clients", type=int, default=DEFAULT_CLIENTS, help="load: concurrent uploaders"
     )
+    parser.add_argument(
+        "--idle-rounds",
+        type=int,
+        default=None,
+        help=f"idle: rounds, one upload to each service a round (default {IDLE_ROUNDS}, "
+        f"{IDLE_QUICK_ROUNDS} when --quick, at most {IDLE_MAX_ROUNDS})",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.idle_rounds is not None and not 1 <= args.idle_rounds <= IDLE_MAX_ROUNDS:
+        parser.error(f"--idle-rounds must be from 1 to {IDLE_MAX_ROUNDS}")
     return args
 
 
@@ -138,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     if "distributed" in parts and with_pixelmill:
         results["distributed"] = _distributed(args, photos)
 
+    if "idle" in parts:
+        results["idle"] = _idle(args, with_pixelmill)
+
     if "encoders" in parts:
         from bench import encoders  # numpy, scipy: imported only for this part
 
@@ -169,6 +190,22 @@ def _distributed(args: argparse.Namespace, photos: list[Path]) -> dict[str, Any]
     try:
         return run_distributed(photos, rounds, quiet_wait_s=_quiet_wait(args))
     except (RuntimeError, OSError) as exc:
+        return {"skipped": f"failed: {exc}"}
+
+
+def _idle(args: argparse.Namespace, with_pixelmill: bool) -> dict[str, Any]:
+    if not with_pixelmill:
+        return {"skipped": "needs the pixelmill CLI"}
+    if not api_available():
+        return {"skipped": "pixelmill.api.app (create_app, serve) is not available yet"}
+    rounds = args.idle_rounds or (IDLE_QUICK_ROUNDS if args.quick else IDLE_ROUNDS)
+    log(
+        f"idle: one 12-MP photo at a time, 1 vs 2 workers, {rounds} rounds (inputs under "
+        f"{inputs.CACHE})"
+    )
+    try:
+        return run_idle(rounds, quiet_wait_s=_quiet_wait(args))
+    except (RuntimeError, OSError, ValueError, KeyError, httpx.HTTPError) as exc:
         return {"skipped": f"failed: {exc}"}
 
 

@@ -131,3 +131,44 @@ def small_jpegs() -> list[Path]:
 
         _cached(path, make)
     return paths
+
+
+TWELVE_MP_SIZE = (4000, 3000)  # a 12-MP camera photo
+TWELVE_MP_QUALITY = 90
+
+
+def twelve_mp_jpegs(count: int = 20) -> list[Path]:
+    """``count`` distinct 4000 x 3000 JPEGs (q90): the seed photo upscaled from a 4:3 crop.
+
+    Each one is a slightly different crop, every other one mirrored, and tinted a little
+    differently (the red channel scaled by up to ±3 %), so no two share a SHA-256 and no
+    upload is answered as a duplicate. Cached one file at a time: asking for more later
+    makes only the missing ones.
+    """
+    folder = CACHE / "twelve-mp"
+    paths = [folder / f"twelve-{i:02d}-4000x3000-q90.jpg" for i in range(count)]
+    if all(p.exists() for p in paths):
+        return paths
+    seed = _seed()
+    for i, path in enumerate(paths):
+        crop_w = min(seed.width, seed.height * 4 // 3) - (i % 5) * 40
+        crop_h = crop_w * 3 // 4
+        left = (i * 37) % (seed.width - crop_w + 1)
+        top = (i * 53) % (seed.height - crop_h + 1)
+        red = 1 + ((i % 7) - 3) / 100
+
+        def make(
+            temp: Path,
+            box: tuple[int, int, int, int] = (left, top, left + crop_w, top + crop_h),
+            mirror: bool = i % 2 == 1,
+            red: float = red,
+        ) -> None:
+            image = seed.crop(box).resize(TWELVE_MP_SIZE, Image.Resampling.BICUBIC)
+            if mirror:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            r, g, b = image.split()
+            image = Image.merge("RGB", (r.point(lambda v: min(255, round(v * red))), g, b))
+            image.save(temp, "JPEG", quality=TWELVE_MP_QUALITY)
+
+        _cached(path, make)
+    return paths

@@ -70,6 +70,9 @@ def render(results: dict[str, Any]) -> str:
     api = results.get("api")
     if api:
         lines += ["", _api_table(api)]
+    idle = results.get("idle")
+    if idle:
+        lines += ["", _idle_table(idle)]
     return "\n".join(lines)
 
 
@@ -227,4 +230,49 @@ def _api_table(api: dict[str, Any]) -> str:
         )
     for error in api.get("errors", []):
         rows.append(f"  ! {error}")
+    return "\n".join(rows)
+
+
+def _idle_table(idle: dict[str, Any]) -> str:
+    """One 12-MP photo on an idle service, 2 workers against 1, and where the time goes."""
+    if idle.get("skipped"):
+        return f"Idle: skipped — {idle['skipped']}"
+    one, two = idle["one_worker"], idle["two_workers"]
+    nbytes = idle["source"].get("bytes")
+    size = "-" if nbytes is None else f"{nbytes / 2**20:.1f} MiB"
+    rows = [
+        f"Idle service, one image at a time: POST /v1/images?wait=true of a {idle['photo']} "
+        f"({size}), {idle['rounds']} rounds alternating, medians",
+        f"  {'workers':<8} {'median s':>9} {'min s':>7} {'max s':>7} {'quiet':>6} "
+        f"{'quiet s':>8} {'cores':>6} {'noise':>6}",
+    ]
+    for label, side in (("1", one), ("2", two)):
+        rows.append(
+            f"  {label:<8} {side['median_s']:>9.3f} {min(side['seconds']):>7.3f} "
+            f"{max(side['seconds']):>7.3f} {side['quiet_requests']:>6} "
+            f"{_fmt(side['quiet_median_s'], digits=3):>8} {side['median_cores_used']:>6.2f} "
+            f"{_fmt(sorted(side['others_cores'])[len(side['others_cores']) // 2]):>6}"
+        )
+    rows += [
+        "  cores: server CPU seconds per second of answer time; noise: cores other work kept"
+        " busy meanwhile",
+        f"  2 workers / 1 worker: {idle['ratio']:.3f}x on {idle['basis']} (all requests "
+        f"{idle['ratio_all_requests']:.3f}x, per round {idle['ratio_paired']:.3f}x); "
+        f"aim {idle['ratio_aim']}: {_verdict(idle['meets_aim'])}",
+    ]
+    if idle["basis"] != "quiet requests":
+        rows.append("  ! fewer than half the requests were quiet: the verdict rests on noisy ones")
+    for label, side in (("1 worker", one), ("2 workers", two)):
+        ms = {k: _fmt(v, digits=0) for k, v in side["stages_median_ms"].items()}
+        outside = _fmt(side["outside_render_median_ms"], digits=0)
+        rows.append(
+            f"  {label} render ({side['renditions']} renditions), ms: read {ms['read']} + decode "
+            f"{ms['decode']} + resize {ms['resize']} + encode {ms['encode']} = {ms['total']}; "
+            f"outside the render (upload, queue, answer) {outside}"
+        )
+    if idle.get("ratio_if_split_evenly") is not None:
+        rows.append(
+            f"  were resize + encode split evenly over 2 cores (decode not split): about "
+            f"{idle['ratio_if_split_evenly']:.2f}x"
+        )
     return "\n".join(rows)
