@@ -82,10 +82,10 @@ def test_a_read_only_tmp_puts_the_socket_folder_in_var_tmp_and_leaves_nothing(
     out, report = tmp_path / "out", tmp_path / "report.json"
     run = [sys.executable, "-m", "pixelmill", "run", str(photos), "-o", str(out)]
     run += ["--workers", "2", "--no-progress", "--report", str(report)]
-    done = _in_namespace(tmp_path, ["/tmp"], ["/var/tmp"], run, long_tmp)
+    done = _in_namespace(tmp_path, ["/tmp"], ["/var/tmp", "/dev/shm"], run, long_tmp)
     assert done.returncode == 0, done.stderr
     assert json.loads(report.read_text())["summary"]["done"] == 1
-    assert done.stdout == ""  # nothing left in /var/tmp
+    assert done.stdout == ""  # nothing left in /var/tmp or /dev/shm
     assert list(long_tmp.iterdir()) == []
 
 
@@ -112,3 +112,23 @@ def test_no_writable_short_folder_is_one_line_and_exit_2(tmp_path: Path, name: s
     assert lines[0].endswith("set TMPDIR to a writable folder of at most 75 bytes")
     assert not out.exists()
     assert list(long_tmp.iterdir()) == []
+
+
+def test_a_folder_made_earlier_under_a_long_tmpdir_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Other multiprocessing use in the process made its folder under a long TMPDIR first:
+    the check says so, rather than passing and letting the first worker fail."""
+    long_tmp = _long_tmpdir(tmp_path)
+    script = (
+        "from multiprocessing import util; util.get_temp_dir()\n"
+        "from pixelmill.engine import forkserver\n"
+        "try:\n"
+        "    forkserver.worker_context()\n"
+        "except forkserver.NoSocketFolder as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(long_tmp)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused: this process already made"), done.stdout

@@ -139,8 +139,15 @@ def _settle_socket_folder() -> None:
     NoSocketFolder if it can be made nowhere (nothing is left behind then).
     """
     with _socket_folder_lock:
-        if multiprocessing.current_process()._config.get("tempdir"):  # type: ignore[attr-defined]
-            return  # made already
+        made = multiprocessing.current_process()._config.get("tempdir")  # type: ignore[attr-defined]
+        if made:  # made already (by us, or by other multiprocessing use in this process)
+            if len(os.fsencode(os.path.dirname(made))) <= MAX_TEMP_DIR_BYTES:
+                return
+            raise NoSocketFolder(
+                f"this process already made its multiprocessing folder {made}, too long for "
+                f"a socket path; set TMPDIR to a writable folder of at most "
+                f"{MAX_TEMP_DIR_BYTES} bytes"
+            )
         try:
             temp_dir: str | None = tempfile.gettempdir()
         except OSError:  # no usable temp folder at all
