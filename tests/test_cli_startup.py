@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import pixelmill.cli
 from pixelmill.config import ConfigError, Settings
-from pixelmill.engine.forkserver import SOCKET_PATH_LIMIT, socket_folder_root
+from pixelmill.engine.forkserver import MAX_TEMP_DIR_BYTES, SOCKET_PATH_LIMIT, socket_folder_roots
 from pixelmill.render_settings import RenderSettings, load_render_settings
 from pixelmill.run_args import parse_run_args
 from pixelmill.run_command import run_images
@@ -256,10 +256,14 @@ def test_an_unrelated_bad_setting_still_stops_a_run(monkeypatch: pytest.MonkeyPa
 
 
 def test_the_socket_folder_moves_to_tmp_only_when_the_path_would_be_too_long() -> None:
-    assert socket_folder_root("/tmp") is None
-    assert socket_folder_root("/" + "x" * 70) is None  # 71 + 32 bytes: fits
-    assert socket_folder_root("/" + "x" * 80) == "/tmp"
-    assert len("/tmp") + len("/pymp-XXXXXXXX/listener-XXXXXXXX") <= SOCKET_PATH_LIMIT
+    """Then /var/tmp and /dev/shm, should /tmp not take it (test_cli_socket_folder.py)."""
+    assert socket_folder_roots("/tmp") == ("/tmp", "/var/tmp", "/dev/shm")
+    fits = "/" + "x" * 70  # 71 + 32 bytes
+    assert socket_folder_roots(fits) == (fits, "/tmp", "/var/tmp", "/dev/shm")
+    assert socket_folder_roots("/" + "x" * 80) == ("/tmp", "/var/tmp", "/dev/shm")
+    assert socket_folder_roots(None) == ("/tmp", "/var/tmp", "/dev/shm")
+    assert MAX_TEMP_DIR_BYTES == 75
+    assert len("/var/tmp") + len("/pymp-XXXXXXXX/listener-XXXXXXXX") <= SOCKET_PATH_LIMIT
 
 
 def test_a_run_under_a_long_tmpdir_renders_and_leaves_nothing(tmp_path: Path) -> None:

@@ -217,8 +217,9 @@ def _check_processes(console: Console, option: str, value: int | None) -> None:
 
 
 def _check_parts(console: Console, settings: Settings, *, check_broker: bool) -> None:
-    """The storage, the store and (``check_broker``) the broker answer: else one line and
-    exit 3 (2 for a login they refuse), before any work is taken (see pixelmill.preflight)."""
+    """The storage, the store and (``check_broker``) the broker answer, and the local
+    engine's workers can start: else one line and exit 3 (2 for a login they refuse or a
+    TMPDIR to change), before any work is taken (see pixelmill.preflight)."""
     from pixelmill import preflight
 
     try:
@@ -226,6 +227,7 @@ def _check_parts(console: Console, settings: Settings, *, check_broker: bool) ->
         preflight.check_store(settings)
         if check_broker:
             preflight.check_broker(settings)
+        preflight.check_workers(settings)
     except preflight.CannotStart as exc:
         console.print(f"error: {exc.message}", style="red", markup=False)
         raise typer.Exit(exc.exit_code) from None

@@ -3,8 +3,9 @@ they need answers, so a wrong setting or a part that is down is one line and an 
 not a service that takes work it can never finish.
 
 Exit codes, the same for both commands: 2 for settings that are wrong (a bad value, a
-broker refusing the login or the vhost), 3 for a part that does not answer (the storage,
-the store, the broker). Every check is bounded: the command says why within seconds.
+broker refusing the login or the vhost, a TMPDIR no worker socket can go under), 3 for a
+part that does not answer (the storage, the store, the broker). Every check
+is bounded: the command says why within seconds.
 """
 
 from __future__ import annotations
@@ -131,6 +132,19 @@ def check_broker(settings: Settings) -> None:
     if code == EXIT_WRONG_SETTINGS:
         raise CannotStart(code, f"the broker {url} refuses this service: {why}")
     raise CannotStart(code, f"the broker {url} does not answer: {why}")
+
+
+def check_workers(settings: Settings) -> None:
+    """The local engine's worker processes can start: their fork server has a folder for
+    its socket (a TMPDIR too long, with /tmp read-only, is a setting to fix: 2)."""
+    if settings.engine != "local":
+        return
+    from pixelmill.engine.forkserver import NoSocketFolder, worker_context
+
+    try:
+        worker_context()
+    except NoSocketFolder as exc:
+        raise CannotStart(EXIT_WRONG_SETTINGS, str(exc)) from None
 
 
 def celery_missing(exc: ImportError) -> str:

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from pixelmill.core.specs import RenderSpec, parse_quality
 from pixelmill.engine.base import ImageOutcome
+from pixelmill.engine.forkserver import NoSocketFolder, worker_context
 from pixelmill.mirror import MirrorClash, MirrorLayout, mirror_folders
 from pixelmill.render_settings import load_render_settings
 from pixelmill.run_recorder import RunRecorder
@@ -95,6 +96,10 @@ def run_images(
     try:
         folders = mirror_folders(sources, out) if layout is Layout.MIRROR else None
     except MirrorClash as exc:
+        return usage_error(console, str(exc))
+    try:
+        worker_context()  # a fork server with nowhere for its socket: no worker would start
+    except NoSocketFolder as exc:
         return usage_error(console, str(exc))
     try:
         Path(out).mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,9 @@ the wait for the first worker of a short run.
 
 The server listens on a Unix socket in a folder multiprocessing makes under the temp
 folder; a socket's path may not pass 107 bytes, so under a long ``TMPDIR`` that folder is
-made in ``/tmp`` instead (private, and removed at exit like the default one).
+made in ``/tmp`` instead (private, and removed at exit like the default one), or in
+``/var/tmp`` or ``/dev/shm`` where ``/tmp`` cannot take it (read-only, full, missing).
+Where none can, ``NoSocketFolder`` says so in one line.
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ PRELOAD = ["pixelmill.engine.worker_preload"]
 SOCKET_PATH_LIMIT = 107  # bytes in sockaddr_un.sun_path, less the final NUL (Linux)
 # What multiprocessing adds to the temp folder: "/pymp-XXXXXXXX/listener-XXXXXXXX".
 _SOCKET_PATH_SUFFIX = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
-SHORT_TEMP_ROOT = "/tmp"
+MAX_TEMP_DIR_BYTES = SOCKET_PATH_LIMIT - _SOCKET_PATH_SUFFIX  # 75
+SHORT_TEMP_ROOTS = ("/tmp", "/var/tmp", "/dev/shm")  # tried in turn under a long TMPDIR
 
 _socket_folder_lock = threading.Lock()
+
+
+class NoSocketFolder(RuntimeError):
+    """No folder can hold the fork server's socket: no worker process can start."""
 
 
 def worker_context() -> BaseContext:
@@ -47,8 +54,13 @@ def start_early() -> None:
     """Launch the fork server now (it preloads in the background); safe to call twice.
 
     Call it while this process has a single thread (a fork copies only the caller's).
+    Without a folder for its socket it starts nothing: the run says why after checking
+    its command line.
     """
-    worker_context()
+    try:
+        worker_context()
+    except NoSocketFolder:
+        return
     if not _fork_the_server():
         forkserver.ensure_running()
 
@@ -110,12 +122,13 @@ def _serve(listener_fd: int, alive_r: int, alive_w: int, preload: list[str]) -> 
         os._exit(code)
 
 
-def socket_folder_root(temp_dir: str) -> str | None:
-    """Where the server's socket folder goes instead of ``temp_dir``, or None to keep it:
-    ``/tmp`` when a socket under ``temp_dir`` would pass the path limit."""
-    if len(os.fsencode(temp_dir)) + _SOCKET_PATH_SUFFIX <= SOCKET_PATH_LIMIT:
-        return None
-    return SHORT_TEMP_ROOT
+def socket_folder_roots(temp_dir: str | None) -> tuple[str, ...]:
+    """Where the server's socket folder may go, in order: ``temp_dir`` where a socket under
+    it fits the path limit, then the short system folders (``temp_dir`` None: there is no
+    usable temp folder)."""
+    if temp_dir is not None and len(os.fsencode(temp_dir)) <= MAX_TEMP_DIR_BYTES:
+        return (temp_dir, *(root for root in SHORT_TEMP_ROOTS if root != temp_dir))
+    return SHORT_TEMP_ROOTS
 
 
 def _settle_socket_folder() -> None:
@@ -123,14 +136,48 @@ def _settle_socket_folder() -> None:
 
     ``util.get_temp_dir`` makes it once per process, under ``tempfile.gettempdir()``, and
     removes it at exit; pointing ``tempfile`` elsewhere for that one call is all it takes.
+    NoSocketFolder if it can be made nowhere (nothing is left behind then).
     """
     with _socket_folder_lock:
-        root = socket_folder_root(tempfile.gettempdir())
-        if root is None:
-            return
-        saved = tempfile.tempdir
-        tempfile.tempdir = root
+        made = multiprocessing.current_process()._config.get("tempdir")  # type: ignore[attr-defined]
+        if made:  # made already (by us, or by other multiprocessing use in this process)
+            if len(os.fsencode(os.path.dirname(made))) <= MAX_TEMP_DIR_BYTES:
+                return
+            raise NoSocketFolder(
+                f"this process already made its multiprocessing folder {made}, too long for "
+                f"a socket path; set TMPDIR to a writable folder of at most "
+                f"{MAX_TEMP_DIR_BYTES} bytes"
+            )
         try:
-            util.get_temp_dir()
-        finally:
-            tempfile.tempdir = saved
+            temp_dir: str | None = tempfile.gettempdir()
+        except OSError:  # no usable temp folder at all
+            temp_dir = None
+        failures = []
+        saved = tempfile.tempdir
+        for root in socket_folder_roots(temp_dir):
+            tempfile.tempdir = root
+            try:
+                util.get_temp_dir()
+                return
+            except OSError as exc:
+                failures.append(f"{root}: {exc.strerror or exc}")
+            finally:
+                tempfile.tempdir = saved
+        raise NoSocketFolder(_no_folder_message(temp_dir, failures))
+
+
+def _no_folder_message(temp_dir: str | None, failures: list[str]) -> str:
+    size = len(os.fsencode(temp_dir)) if temp_dir is not None else 0
+    if temp_dir is None:
+        why = "there is no usable temp folder; "
+    elif size > MAX_TEMP_DIR_BYTES:
+        why = (
+            f"the temp folder {temp_dir} is too long for a socket path "
+            f"({size} bytes, at most {MAX_TEMP_DIR_BYTES}); "
+        )
+    else:
+        why = ""
+    return (
+        f"cannot make a folder for the worker processes' socket: {why}{'; '.join(failures)}; "
+        f"set TMPDIR to a writable folder of at most {MAX_TEMP_DIR_BYTES} bytes"
+    )
