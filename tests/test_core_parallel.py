@@ -4,6 +4,7 @@ cancellable, and failures raised as they are."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,30 @@ def test_a_write_error_on_a_thread_is_raised_unchanged(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         render_renditions(source, blocked, RenderSpec(), SHA, threads=2)
     assert not [t for t in threading.enumerate() if t.name.startswith("pixelmill-render")]
+
+
+def test_a_helper_failure_stops_the_render_before_the_next_rendition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed encode on a helper is raised at the next rendition, not after every later
+    resize and encode has run for nothing."""
+    source = save(pattern(2400, 1600), tmp_path / "p.jpg", "JPEG")
+    saved: list[str] = []
+    real_save = render_module.save_rendition
+    real_cascade = render_module._cascade_source
+
+    def failing_save(image: Image.Image, path: Path, *args: object) -> int:
+        saved.append(path.name)
+        if path.name == "large.webp":
+            raise OSError(28, "No space left on device")
+        return real_save(image, path, *args)  # type: ignore[arg-type]
+
+    def slow_cascade(*args: object) -> Image.Image:
+        time.sleep(0.2)  # the helper has failed long before the next rendition starts
+        return real_cascade(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(render_module, "save_rendition", failing_save)
+    monkeypatch.setattr(render_module, "_cascade_source", slow_cascade)
+    with pytest.raises(OSError, match="No space"):
+        render_renditions(source, tmp_path / "out", RenderSpec(), SHA, threads=2)
+    assert not [name for name in saved if name.startswith("thumbnail")]

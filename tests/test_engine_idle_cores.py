@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from engine_faults import threads_recording_task
+from pixelmill.engine.admission import SPREAD_MEMORY_FACTOR, decode_cost
 from pixelmill.states import ImageStatus
-from test_engine import Run, make_photo
+from test_engine import SMALL_SPEC, Run, make_photo
 
 
 def _threads(path: Path) -> int:
@@ -44,3 +47,35 @@ def test_under_load_every_image_gets_one_core(tmp_path: Path) -> None:
     results = run.finish()
     assert {o.status for o in results.values()} == {ImageStatus.DONE}
     assert _threads(later) == 2
+
+
+def test_cores_lent_to_a_running_image_are_not_lent_again(tmp_path: Path) -> None:
+    """Four workers, images arriving one by one while the first still renders: the first
+    gets the idle cores, the next ones one each (the idle workers' cores are taken)."""
+    photos = [make_photo(tmp_path / f"slow{i}.jpg", (1600, 1200), seed=i) for i in range(3)]
+    run = Run(tmp_path / "out", workers=4, task_function=threads_recording_task)
+    for path in photos:
+        run.submit(path)
+        deadline = time.monotonic() + 10
+        while not path.with_suffix(".threads").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert {o.status for o in run.finish().values()} == {ImageStatus.DONE}
+    cores = min(4, len(os.sched_getaffinity(0)))
+    assert [_threads(p) for p in photos] == [cores, 1, 1]
+
+
+def test_an_image_whose_spread_would_pass_the_memory_budget_gets_one_core(
+    tmp_path: Path,
+) -> None:
+    photo = make_photo(tmp_path / "alone.jpg", (1600, 1200))
+    cost = decode_cost(str(photo), SMALL_SPEC)
+    budget = int(cost * SPREAD_MEMORY_FACTOR) - 1
+    run = Run(
+        tmp_path / "out",
+        workers=2,
+        memory_budget_bytes=budget,
+        task_function=threads_recording_task,
+    )
+    run.submit(photo)
+    assert run.finish()["alone.jpg"].status is ImageStatus.DONE
+    assert _threads(photo) == 1

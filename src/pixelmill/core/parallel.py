@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from PIL import Image
 
@@ -58,7 +58,12 @@ class Lanes:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def check_cancel(self) -> None:
-        """Raise ``Cancelled`` if the render was asked to stop (caller's thread only)."""
+        """Raise ``Cancelled`` if the render was asked to stop, or a helper's failure as it
+        is: no more work for a render that cannot finish (caller's thread only)."""
+        for _, future in self._jobs:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                self._stop.set()
+                raise cast(BaseException, future.exception())
         if self._should_cancel is not None and self._should_cancel():
             self._stop.set()
             raise Cancelled("cancelled between renditions")

@@ -130,7 +130,9 @@ def _write_renditions(
             filename = f"{preset.name}.{fmt.extension}"
             if only is None or filename in only:
                 # Pillow keeps each save's options on the image object: one object per
-                # encode, sharing the pixels (which encoders only read).
+                # encode, sharing the pixels (which encoders only read). ``_new`` is how
+                # Pillow itself wraps pixels; pyproject pins Pillow 13, where it is checked
+                # by tests/test_core_parallel.py.
                 own = current if lanes.threads == 1 else current._new(current.im)
                 encode = partial(_encode, own, preset, fmt, framed.size, spec, out, exif)
                 lanes.run(timed(encode))

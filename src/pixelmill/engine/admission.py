@@ -8,6 +8,7 @@ met late does not leave one worker idle at the end of a run.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +29,28 @@ def decode_cost(source: str, spec: RenderSpec) -> int:
     if side <= largest_box:
         return found.decode_bytes
     return estimate_decode_bytes(found.width, found.height, found.mode, found.format, side)
+
+
+# A render on several threads holds more at once (encodes beside the next resize): its
+# estimated cost counts this much more against the memory budget.
+SPREAD_MEMORY_FACTOR = 1.5
+
+
+def cores_for(*, workers: int, lent: int, queued: int, in_use: int, cost: int, budget: int) -> int:
+    """The cores a job starting now may use: its own, plus those no running job holds
+    (``lent``: the threads running jobs were given) when nothing waits behind it and its
+    memory budget allows for the extra a spread render holds. Under load: one."""
+    spare = min(workers, _usable_cpus()) - lent
+    if queued or spare <= 1 or in_use + cost * SPREAD_MEMORY_FACTOR > budget:
+        return 1
+    return spare
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(eq=False)  # compared by identity: the queue removes this very entry

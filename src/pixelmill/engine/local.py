@@ -17,7 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pixelmill.core.specs import RenderSpec
-from pixelmill.engine.admission import AdmissionQueue, Entry, decode_cost
+from pixelmill.engine.admission import (
+    SPREAD_MEMORY_FACTOR,
+    AdmissionQueue,
+    Entry,
+    cores_for,
+    decode_cost,
+)
 from pixelmill.engine.base import ErrorInfo, ImageJob, ImageOutcome, OutcomeCallback, StartCallback
 from pixelmill.engine.cancel import CancelRegistry, remove_orphaned_flag_folders
 from pixelmill.engine.choices import ChosenSpecs
@@ -388,7 +394,14 @@ class LocalEngine(Outcomes):
         with self._cond:
             self._queue.take(entry)
             self._cond.notify_all()
-            threads = self._idle_cores()
+            queued = len(self._queue)
+        lent = sum(r.task.threads for r in self._running.values())
+        budget = self.memory_budget_bytes
+        threads = cores_for(
+            workers=self.workers, lent=lent, queued=queued, in_use=in_use, cost=cost, budget=budget
+        )
+        if threads > 1:
+            cost = int(cost * SPREAD_MEMORY_FACTOR)
         task = RenderTask(job.job_id, job.source, job.sha256, self.storage, spec, only, threads)
         try:
             worker = self._pool.run(task)
@@ -406,13 +419,6 @@ class LocalEngine(Outcomes):
         if self._on_start is not None:
             self._call(self._on_start, job)
         return True
-
-    def _idle_cores(self) -> int:
-        """The cores a job starting now may use: its own, plus those of the idle workers
-        when nothing else waits (the caller holds ``_cond``). Under load that is one."""
-        if self._queue:
-            return 1
-        return max(1, self.workers - len(self._running))
 
     def _remove(self, entry: Entry) -> None:
         with self._cond:
