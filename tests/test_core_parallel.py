@@ -208,3 +208,16 @@ def test_a_helper_failure_stops_the_render_before_the_next_rendition(
     with pytest.raises(OSError, match="No space"):
         render_renditions(source, tmp_path / "out", RenderSpec(), SHA, threads=2)
     assert not [name for name in saved if name.startswith("thumbnail")]
+
+
+def test_a_cancel_wins_over_a_helper_failure() -> None:
+    """Cancelled by the user while a helper failed: the image ends cancelled, as asked."""
+
+    def fail() -> None:
+        raise OSError(28, "No space left on device")
+
+    with Lanes(2, should_cancel=lambda: True) as lanes:
+        lanes.run(fail)
+        time.sleep(0.1)  # the helper has failed
+        with pytest.raises(Cancelled):
+            lanes.check_cancel()

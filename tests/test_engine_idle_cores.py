@@ -6,10 +6,15 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from engine_faults import threads_recording_task
+from pixelmill.engine import admission
 from pixelmill.engine.admission import SPREAD_MEMORY_FACTOR, decode_cost
 from pixelmill.states import ImageStatus
 from test_engine import SMALL_SPEC, Run, make_photo
+
+CPUS = len(os.sched_getaffinity(0))
 
 
 def _threads(path: Path) -> int:
@@ -21,7 +26,7 @@ def test_an_image_alone_on_an_idle_engine_gets_every_core(tmp_path: Path) -> Non
     run = Run(tmp_path / "out", workers=2, task_function=threads_recording_task)
     run.submit(photo)
     assert run.finish()["alone.jpg"].status is ImageStatus.DONE
-    assert _threads(photo) == 2
+    assert _threads(photo) == min(2, CPUS)
 
 
 def test_one_worker_means_one_core(tmp_path: Path) -> None:
@@ -46,7 +51,7 @@ def test_under_load_every_image_gets_one_core(tmp_path: Path) -> None:
     run.submit(later)
     results = run.finish()
     assert {o.status for o in results.values()} == {ImageStatus.DONE}
-    assert _threads(later) == 2
+    assert _threads(later) == min(2, CPUS)
 
 
 def test_cores_lent_to_a_running_image_are_not_lent_again(tmp_path: Path) -> None:
@@ -60,8 +65,7 @@ def test_cores_lent_to_a_running_image_are_not_lent_again(tmp_path: Path) -> Non
         while not path.with_suffix(".threads").exists() and time.monotonic() < deadline:
             time.sleep(0.01)
     assert {o.status for o in run.finish().values()} == {ImageStatus.DONE}
-    cores = min(4, len(os.sched_getaffinity(0)))
-    assert [_threads(p) for p in photos] == [cores, 1, 1]
+    assert [_threads(p) for p in photos] == [min(4, CPUS), 1, 1]
 
 
 def test_an_image_whose_spread_would_pass_the_memory_budget_gets_one_core(
@@ -79,3 +83,59 @@ def test_an_image_whose_spread_would_pass_the_memory_budget_gets_one_core(
     run.submit(photo)
     assert run.finish()["alone.jpg"].status is ImageStatus.DONE
     assert _threads(photo) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ({}, 4),  # idle: every worker's core
+        ({"lent": 3}, 1),  # three cores lent to a running image: none left to lend
+        ({"lent": 2}, 2),
+        ({"queued": 1}, 1),  # an image waits: it gets the core
+        ({"cpus": 2}, 2),  # no more threads than CPUs to run them
+        ({"in_use": 500, "cost": 100}, 1),  # 500 + 150 > 600: not spread
+        ({"in_use": 440, "cost": 100}, 4),  # 440 + 150 <= 600
+    ],
+)
+def test_cores_for_lends_only_free_cores_within_the_budget(
+    monkeypatch: pytest.MonkeyPatch, case: dict[str, int], expected: int
+) -> None:
+    monkeypatch.setattr(admission, "_usable_cpus", lambda: case.get("cpus", 8))
+    chosen = admission.cores_for(
+        workers=4,
+        lent=case.get("lent", 0),
+        queued=case.get("queued", 0),
+        in_use=case.get("in_use", 0),
+        cost=case.get("cost", 100),
+        budget=600,
+    )
+    assert chosen == expected
+
+
+def test_a_spread_image_does_not_hold_back_the_next_one(tmp_path: Path) -> None:
+    """Spreading is not charged against the budget afterwards: a second image that fits
+    beside the first one's estimate starts at once on the other worker, as before."""
+    first, second = (make_photo(tmp_path / f"slow{i}.jpg", (1600, 1200), seed=i) for i in (1, 2))
+    cost = decode_cost(str(first), SMALL_SPEC)
+    # Room for the first one spread (1.5 x its cost), and for two side by side (2 x), but
+    # not for the second beside the first charged as spread (2.5 x).
+    budget = int(cost * (1 + SPREAD_MEMORY_FACTOR) - cost // 4)
+    run = Run(
+        tmp_path / "out",
+        workers=2,
+        memory_budget_bytes=budget,
+        task_function=threads_recording_task,
+    )
+    run.submit(first)
+    deadline = time.monotonic() + 10
+    while not first.with_suffix(".threads").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.submit(second)
+    deadline = time.monotonic() + 10
+    while not second.with_suffix(".threads").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started_second = second.with_suffix(".threads").stat().st_mtime
+    results = run.finish()
+    assert {o.status for o in results.values()} == {ImageStatus.DONE}
+    # The first sleeps half a second before rendering: the second started well before.
+    assert started_second - first.with_suffix(".threads").stat().st_mtime < 0.4

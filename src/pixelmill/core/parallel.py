@@ -58,15 +58,16 @@ class Lanes:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def check_cancel(self) -> None:
-        """Raise ``Cancelled`` if the render was asked to stop, or a helper's failure as it
-        is: no more work for a render that cannot finish (caller's thread only)."""
+        """Raise ``Cancelled`` if the render was asked to stop (a cancel wins), else a
+        helper's failure as it is: no more work for a render that cannot finish (caller's
+        thread only)."""
+        if self._should_cancel is not None and self._should_cancel():
+            self._stop.set()
+            raise Cancelled("cancelled between renditions")
         for _, future in self._jobs:
             if future.done() and not future.cancelled() and future.exception() is not None:
                 self._stop.set()
                 raise cast(BaseException, future.exception())
-        if self._should_cancel is not None and self._should_cancel():
-            self._stop.set()
-            raise Cancelled("cancelled between renditions")
 
     def run(self, job: Callable[[], T]) -> None:
         """Run ``job`` now (one thread) or hand it to a helper; ``results`` gives its value."""

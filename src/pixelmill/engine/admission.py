@@ -31,8 +31,9 @@ def decode_cost(source: str, spec: RenderSpec) -> int:
     return estimate_decode_bytes(found.width, found.height, found.mode, found.format, side)
 
 
-# A render on several threads holds more at once (encodes beside the next resize): its
-# estimated cost counts this much more against the memory budget.
+# A render on several threads holds more at once (encodes beside the next resize): it is
+# spread only if its estimated cost, this much larger, fits the memory budget. (It is not
+# charged for it afterwards: an image arriving meanwhile is admitted as before.)
 SPREAD_MEMORY_FACTOR = 1.5
 
 

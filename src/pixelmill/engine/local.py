@@ -18,7 +18,6 @@ from pathlib import Path
 
 from pixelmill.core.specs import RenderSpec
 from pixelmill.engine.admission import (
-    SPREAD_MEMORY_FACTOR,
     AdmissionQueue,
     Entry,
     cores_for,
@@ -400,8 +399,6 @@ class LocalEngine(Outcomes):
         threads = cores_for(
             workers=self.workers, lent=lent, queued=queued, in_use=in_use, cost=cost, budget=budget
         )
-        if threads > 1:
-            cost = int(cost * SPREAD_MEMORY_FACTOR)
         task = RenderTask(job.job_id, job.source, job.sha256, self.storage, spec, only, threads)
         try:
             worker = self._pool.run(task)
