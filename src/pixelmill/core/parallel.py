@@ -12,6 +12,7 @@ its pipe, which one thread at a time may do); the encodes see a plain flag.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ _CANCEL_POLL_S = 0.05
 # A resize to at least this many pixels runs in STRIPS bands, on as many threads as are free.
 _MIN_SPLIT_PIXELS = 250_000
 STRIPS = 4
+_LANCZOS_SUPPORT = 3.0  # Pillow's LANCZOS reads 3 source pixels each side, times the scale
 
 
 class Lanes:
@@ -105,8 +107,9 @@ class Lanes:
     def resize(self, image: Image.Image, size: tuple[int, int], reducing_gap: float) -> Image.Image:
         """LANCZOS ``image`` to ``size``; a big one in ``STRIPS`` bands of rows.
 
-        The bands are the same whatever the thread count, so the pixels are too (a band's
-        edge rounds differently from one resize: within a level or so, no less exact).
+        The bands are the same whatever the thread count, so the pixels are too. Each band
+        resizes across and then down, as one resize does, so it matches one resize to
+        within a level (a band's box places its rows with its own rounding).
         Bands no free thread has started are resized on this thread.
         """
         if not _splittable(image.size, size, reducing_gap):
@@ -118,9 +121,19 @@ class Lanes:
         scale = image.height / height
         bounds = [height * i // STRIPS for i in range(STRIPS + 1)]
 
+        # What LANCZOS reads above and below an output row, in source rows, plus a spare.
+        reach = math.ceil(_LANCZOS_SUPPORT * max(scale, 1.0)) + 2
+
         def band(top: int, bottom: int) -> Image.Image:
-            box = (0.0, top * scale, float(image.width), bottom * scale)
-            return image.resize((width, bottom - top), Image.Resampling.LANCZOS, box, reducing_gap)
+            # As one resize does it: across first (an 8-bit image between the passes), then
+            # down, over the source rows this band's output reads (its neighbours' edges).
+            first = max(0, math.floor(top * scale) - reach)
+            last = min(image.height, math.ceil(bottom * scale) + reach)
+            across = image.crop((0, first, image.width, last)).resize(
+                (width, last - first), Image.Resampling.LANCZOS
+            )
+            box = (0.0, top * scale - first, float(width), bottom * scale - first)
+            return across.resize((width, bottom - top), Image.Resampling.LANCZOS, box)
 
         pairs = list(itertools.pairwise(bounds))
         later = [None if self._pool is None else self._pool.submit(band, *p) for p in pairs[1:]]
