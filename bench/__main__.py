@@ -30,10 +30,11 @@ from bench.speed import (
     run_startup,
 )
 
-PARTS = ("speed", "memory", "api", "load", "distributed", "idle", "encoders")
-# The encoder table takes about a quarter of an hour: it runs only when asked for by name.
-# (It stays last: every part before it runs by default.)
-DEFAULT_PARTS = PARTS[:-1]
+PARTS = ("speed", "memory", "api", "load", "distributed", "idle", "quality", "encoders")
+# The quality comparison (1.5-2.5 minutes here) and the encoder table (about a quarter of an
+# hour) run only when asked for by name. (They stay last: every part before them runs by
+# default.)
+DEFAULT_PARTS = PARTS[:-2]
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         choices=PARTS,
         action="append",
-        help="run only this part (repeatable); encoders runs only when named",
+        help="run only this part (repeatable); quality and encoders run only when named",
     )
     parser.add_argument(
         "--baselines-only", action="store_true", help="leave pixelmill out (harness check)"
@@ -159,6 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     if "idle" in parts:
         results["idle"] = _idle(args, with_pixelmill)
 
+    if "quality" in parts:
+        from bench import quality  # numpy, scipy: imported only for this part
+
+        results["quality"] = {"skipped": "needs the pixelmill CLI"}
+        if with_pixelmill:
+            ssim2 = not args.quick  # --quick: PSNR only (about 10 s instead of 90)
+            try:
+                results["quality"] = quality.run(photos, args.workers, args.workers, ssim2)
+            except (RuntimeError, OSError, ValueError, KeyError) as exc:
+                results["quality"] = {"skipped": f"failed: {exc}"}
+
     if "encoders" in parts:
         from bench import encoders  # numpy, scipy: imported only for this part
 
@@ -173,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + summary_line(results["load"]))
     if "distributed" in results:
         print("\n" + distributed_table(results["distributed"]))
+    if "quality" in results and "skipped" not in results["quality"]:
+        from bench.quality import render as quality_table
+
+        print("\n" + quality_table(results["quality"]))
     if "encoders" in results:
         from bench.encoders import render as encoders_table
 
