@@ -30,6 +30,8 @@ _CANCEL_POLL_S = 0.05
 # A resize to at least this many pixels runs in STRIPS bands, on as many threads as are free.
 _MIN_SPLIT_PIXELS = 250_000
 STRIPS = 4
+_LANCZOS = Image.Resampling.LANCZOS
+_ORDER_UNSURE = 0.01  # how close to 2:1 (height to width) Pillow's pass order is not known
 _LANCZOS_SUPPORT = 3.0  # Pillow's LANCZOS reads 3 source pixels each side, times the scale
 
 
@@ -108,12 +110,12 @@ class Lanes:
         """LANCZOS ``image`` to ``size``; a big one in ``STRIPS`` bands of rows.
 
         The bands are the same whatever the thread count, so the pixels are too. Each band
-        resizes across and then down, as one resize does, so it matches one resize to
-        within a level (a band's box places its rows with its own rounding).
+        runs the two passes in the order one resize does, so it matches one resize to within
+        a level (a band's box places its rows with its own rounding).
         Bands no free thread has started are resized on this thread.
         """
         if not _splittable(image.size, size, reducing_gap):
-            return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=reducing_gap)
+            return image.resize(size, _LANCZOS, reducing_gap=reducing_gap)
         mode = image.mode
         if mode in ("LA", "RGBA"):  # Pillow resizes these premultiplied: do that once
             image = image.convert("La" if mode == "LA" else "RGBa")
@@ -124,16 +126,19 @@ class Lanes:
         # What LANCZOS reads above and below an output row, in source rows, plus a spare.
         reach = math.ceil(_LANCZOS_SUPPORT * max(scale, 1.0)) + 2
 
+        across_first = _across_first(image.size)
+
         def band(top: int, bottom: int) -> Image.Image:
-            # As one resize does it: across first (an 8-bit image between the passes), then
-            # down, over the source rows this band's output reads (its neighbours' edges).
+            # The two passes in the order one resize would run them (an 8-bit image lies
+            # between them), over the source rows this band's output reads.
             first = max(0, math.floor(top * scale) - reach)
             last = min(image.height, math.ceil(bottom * scale) + reach)
-            across = image.crop((0, first, image.width, last)).resize(
-                (width, last - first), Image.Resampling.LANCZOS
-            )
-            box = (0.0, top * scale - first, float(width), bottom * scale - first)
-            return across.resize((width, bottom - top), Image.Resampling.LANCZOS, box)
+            rows = image.crop((0, first, image.width, last))
+            if across_first:
+                rows = rows.resize((width, last - first), _LANCZOS)
+            box = (0.0, top * scale - first, float(rows.width), bottom * scale - first)
+            down = rows.resize((rows.width, bottom - top), _LANCZOS, box)
+            return down if across_first else down.resize((width, bottom - top), _LANCZOS)
 
         pairs = list(itertools.pairwise(bounds))
         later = [None if self._pool is None else self._pool.submit(band, *p) for p in pairs[1:]]
@@ -150,12 +155,20 @@ class Lanes:
         return out if out.mode == mode else out.convert(mode)
 
 
+def _across_first(source: tuple[int, int]) -> bool:
+    """Whether Pillow 13 resizes an image of this shape across first (measured: it goes down
+    first once the image is more than twice as tall as wide; see ``_splittable``)."""
+    return source[1] < 2 * source[0]
+
+
 def _splittable(source: tuple[int, int], size: tuple[int, int], reducing_gap: float) -> bool:
     """Big enough to be worth it, and shrunk by less than twice the reducing gap (beyond
     that Pillow reduces first, in blocks aligned to each band rather than to the image)."""
     width, height = size
     if width * height < _MIN_SPLIT_PIXELS or height < 2 * STRIPS:
         return False
+    if abs(source[1] / source[0] - 2) < _ORDER_UNSURE:
+        return False  # near 2:1 Pillow's pass order depends on the exact sizes: one piece
     return all(s / t < 2 * reducing_gap for s, t in zip(source, size, strict=True))
 
 
