@@ -10,7 +10,7 @@ import pytest
 
 from engine_faults import threads_recording_task
 from pixelmill.engine import admission
-from pixelmill.engine.admission import SPREAD_MEMORY_FACTOR, decode_cost
+from pixelmill.engine.admission import decode_cost, spread_cost
 from pixelmill.states import ImageStatus
 from test_engine import SMALL_SPEC, Run, make_photo
 
@@ -73,7 +73,7 @@ def test_an_image_whose_spread_would_pass_the_memory_budget_gets_one_core(
 ) -> None:
     photo = make_photo(tmp_path / "alone.jpg", (1600, 1200))
     cost = decode_cost(str(photo), SMALL_SPEC)
-    budget = int(cost * SPREAD_MEMORY_FACTOR) - 1
+    budget = spread_cost(cost, 2) - 1
     run = Run(
         tmp_path / "out",
         workers=2,
@@ -94,7 +94,9 @@ def test_an_image_whose_spread_would_pass_the_memory_budget_gets_one_core(
         ({"queued": 1}, 1),  # an image waits: it gets the core
         ({"cpus": 2}, 2),  # no more threads than CPUs to run them
         ({"in_use": 500, "cost": 100}, 1),  # 500 + 150 > 600: not spread
-        ({"in_use": 440, "cost": 100}, 4),  # 440 + 150 <= 600
+        ({"in_use": 440, "cost": 100}, 2),  # 440 + 150 <= 600, but 440 + 175 > 600
+        ({"in_use": 400, "cost": 100}, 4),  # 400 + 200 <= 600: four threads
+        ({"in_use": 420, "cost": 100}, 3),  # 420 + 175 <= 600 < 420 + 200
     ],
 )
 def test_cores_for_lends_only_free_cores_within_the_budget(
@@ -119,7 +121,7 @@ def test_a_spread_image_does_not_hold_back_the_next_one(tmp_path: Path) -> None:
     cost = decode_cost(str(first), SMALL_SPEC)
     # Room for the first one spread (1.5 x its cost), and for two side by side (2 x), but
     # not for the second beside the first charged as spread (2.5 x).
-    budget = int(cost * (1 + SPREAD_MEMORY_FACTOR) - cost // 4)
+    budget = spread_cost(cost, 2) + cost - cost // 4
     run = Run(
         tmp_path / "out",
         workers=2,

@@ -31,20 +31,28 @@ def decode_cost(source: str, spec: RenderSpec) -> int:
     return estimate_decode_bytes(found.width, found.height, found.mode, found.format, side)
 
 
-# A render on several threads holds more at once (encodes beside the next resize): it is
-# spread only if its estimated cost, this much larger, fits the memory budget. (It is not
-# charged for it afterwards: an image arriving meanwhile is admitted as before.)
-SPREAD_MEMORY_FACTOR = 1.5
+# A render on several threads holds more at once (each band's rows, encodes beside the next
+# resize): with n threads it is estimated at (1 + n/4) times its decode cost, 1.5 times on
+# two, and gets only as many threads as that fits in the memory budget. (It is not charged
+# for them afterwards: an image arriving meanwhile is admitted as before.)
+SPREAD_MEMORY_PER_THREAD = 0.25
+
+
+def spread_cost(cost: int, threads: int) -> int:
+    """The estimated peak of a render of decode cost ``cost`` on ``threads`` threads."""
+    return cost if threads <= 1 else int(cost * (1 + SPREAD_MEMORY_PER_THREAD * threads))
 
 
 def cores_for(*, workers: int, lent: int, queued: int, in_use: int, cost: int, budget: int) -> int:
     """The cores a job starting now may use: its own, plus those no running job holds
-    (``lent``: the threads running jobs were given) when nothing waits behind it and its
-    memory budget allows for the extra a spread render holds. Under load: one."""
-    spare = min(workers, _usable_cpus()) - lent
-    if queued or spare <= 1 or in_use + cost * SPREAD_MEMORY_FACTOR > budget:
+    (``lent``: the threads running jobs were given) when nothing waits behind it, as many
+    as its memory budget allows for the extra a spread render holds. Under load: one."""
+    if queued:
         return 1
-    return spare
+    spare = min(workers, _usable_cpus()) - lent
+    while spare > 1 and in_use + spread_cost(cost, spare) > budget:
+        spare -= 1
+    return max(1, spare)
 
 
 def _usable_cpus() -> int:
