@@ -283,3 +283,22 @@ def test_manifest_has_the_shape_of_the_design(tmp_path: Path) -> None:
     assert list(manifest["timings_ms"]) == ["read", "decode", "resize", "encode", "total"]
     assert all(isinstance(v, float) and v >= 0 for v in manifest["timings_ms"].values())
     assert manifest["timings_ms"]["total"] >= manifest["timings_ms"]["encode"]
+
+
+def test_exif_too_long_for_a_jpeg_is_left_out_of_jpegs_only(tmp_path: Path) -> None:
+    """EXIF over 64 KB (a PNG may carry it) used to fail the image `internal` when kept:
+    Pillow refuses it in a JPEG. JPEGs now go without it; WebP keeps it."""
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 70_000  # ImageDescription
+    source = tmp_path / "long-exif.png"
+    pattern(400, 300).save(source, "PNG", exif=exif.tobytes())
+    spec = RenderSpec(
+        presets=(Preset("small", 200, 200),),
+        formats=(OutputFormat.JPEG, OutputFormat.WEBP),
+        keep_metadata=True,
+    )
+    render_renditions(source, tmp_path / "out", spec, SHA)
+    with Image.open(tmp_path / "out" / "small.jpg") as jpeg:
+        assert not jpeg.getexif()
+    with Image.open(tmp_path / "out" / "small.webp") as webp:
+        assert webp.getexif()[0x010E] == "x" * 70_000

@@ -89,17 +89,22 @@ def write_atomically(path: Path, write: Any) -> int:
     return size
 
 
+# The most EXIF bytes one JPEG APP1 segment holds (Pillow refuses more).
+JPEG_EXIF_LIMIT = 65533
+
+
 def save_rendition(
     image: Image.Image, path: Path, fmt: OutputFormat, quality: int, exif: bytes | None = None
 ) -> int:
     """Encode ``image`` as ``fmt`` into ``path`` atomically; return the byte count.
 
     Only ``exif`` (when given) is written: nothing of the source's metadata rides along.
+    EXIF longer than a JPEG segment holds (64 KB) is left out of JPEGs, kept in the others.
     """
     image.info = {}
     options = encoder_options(fmt, quality, image.width * image.height)
-    if exif:
-        options["exif"] = exif
+    if exif and not (fmt is OutputFormat.JPEG and len(exif) > JPEG_EXIF_LIMIT):
+        options["exif"] = exif  # too long for a JPEG's one EXIF segment: left out of JPEGs
     return write_atomically(path, lambda file: image.save(file, _PILLOW_NAME[fmt], **options))
 
 
