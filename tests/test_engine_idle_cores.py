@@ -21,6 +21,22 @@ def _threads(path: Path) -> int:
     return int(path.with_suffix(".threads").read_text())
 
 
+def _two_workers_with_budget(tmp_path: Path, budget: int) -> Run:
+    return Run(
+        tmp_path / "out",
+        workers=2,
+        memory_budget_bytes=budget,
+        task_function=threads_recording_task,
+    )
+
+
+def _wait_until_started(path: Path) -> None:
+    """Until the task of ``path`` has started (it leaves its thread count first)."""
+    deadline = time.monotonic() + 10
+    while not path.with_suffix(".threads").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_an_image_alone_on_an_idle_engine_gets_every_core(tmp_path: Path) -> None:
     photo = make_photo(tmp_path / "alone.jpg", (1600, 1200))
     run = Run(tmp_path / "out", workers=2, task_function=threads_recording_task)
@@ -61,9 +77,7 @@ def test_cores_lent_to_a_running_image_are_not_lent_again(tmp_path: Path) -> Non
     run = Run(tmp_path / "out", workers=4, task_function=threads_recording_task)
     for path in photos:
         run.submit(path)
-        deadline = time.monotonic() + 10
-        while not path.with_suffix(".threads").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_until_started(path)
     assert {o.status for o in run.finish().values()} == {ImageStatus.DONE}
     assert [_threads(p) for p in photos] == [min(4, CPUS), 1, 1]
 
@@ -74,12 +88,7 @@ def test_an_image_whose_spread_would_pass_the_memory_budget_gets_one_core(
     photo = make_photo(tmp_path / "alone.jpg", (1600, 1200))
     cost = decode_cost(str(photo), SMALL_SPEC)
     budget = spread_cost(cost, 2) - 1
-    run = Run(
-        tmp_path / "out",
-        workers=2,
-        memory_budget_bytes=budget,
-        task_function=threads_recording_task,
-    )
+    run = _two_workers_with_budget(tmp_path, budget)
     run.submit(photo)
     assert run.finish()["alone.jpg"].status is ImageStatus.DONE
     assert _threads(photo) == 1
@@ -122,20 +131,11 @@ def test_a_spread_image_does_not_hold_back_the_next_one(tmp_path: Path) -> None:
     # Room for the first one spread (1.5 x its cost), and for two side by side (2 x), but
     # not for the second beside the first charged as spread (2.5 x).
     budget = spread_cost(cost, 2) + cost - cost // 4
-    run = Run(
-        tmp_path / "out",
-        workers=2,
-        memory_budget_bytes=budget,
-        task_function=threads_recording_task,
-    )
+    run = _two_workers_with_budget(tmp_path, budget)
     run.submit(first)
-    deadline = time.monotonic() + 10
-    while not first.with_suffix(".threads").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_until_started(first)
     run.submit(second)
-    deadline = time.monotonic() + 10
-    while not second.with_suffix(".threads").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_until_started(second)
     started_second = second.with_suffix(".threads").stat().st_mtime
     results = run.finish()
     assert {o.status for o in results.values()} == {ImageStatus.DONE}
