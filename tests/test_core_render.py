@@ -30,7 +30,7 @@ from pixelmill.core import (
     render_renditions,
     write_manifest,
 )
-from pixelmill.core.encode import TEMP_PREFIX
+from pixelmill.core.encode import TEMP_PREFIX, save_rendition
 from pixelmill.errors import Cancelled, ImageError
 
 SHA = "ab" * 32
@@ -302,3 +302,28 @@ def test_exif_too_long_for_a_jpeg_is_left_out_of_jpegs_only(tmp_path: Path) -> N
         assert not jpeg.getexif()
     with Image.open(tmp_path / "out" / "small.webp") as webp:
         assert webp.getexif()[0x010E] == "x" * 70_000
+
+
+def test_a_tiffs_own_layout_and_payloads_are_not_kept_as_exif(tmp_path: Path) -> None:
+    """Pillow reads a TIFF's first tag directory as its EXIF: its layout (size, strips)
+    and its XMP payload described the source file, not a rendition, and a big XMP left
+    JPEGs without any EXIF. The camera's tags stay."""
+    source = tmp_path / "scan.tif"
+    xmp = b"<x:xmpmeta>" + b"x" * 80_000 + b"</x:xmpmeta>"
+    pattern(400, 300).save(source, "TIFF", tiffinfo={0x010F: "Camera maker", 0x02BC: xmp})
+    spec = RenderSpec(
+        presets=(Preset("small", 200, 200),), formats=(OutputFormat.JPEG,), keep_metadata=True
+    )
+    render_renditions(source, tmp_path / "out", spec, SHA)
+    with Image.open(tmp_path / "out" / "small.jpg") as jpeg:
+        kept = jpeg.getexif()
+    assert kept[0x010F] == "Camera maker"
+    assert not {0x02BC, 0x0100, 0x0101, 0x0103, 0x0111} & set(kept)
+
+
+@pytest.mark.parametrize(("size", "kept"), [(65533, True), (65534, False)])
+def test_exif_is_kept_in_a_jpeg_up_to_one_segment(tmp_path: Path, size: int, kept: bool) -> None:
+    exif = b"Exif\x00\x00" + b"\x00" * (size - 6)
+    save_rendition(pattern(64, 48), tmp_path / "r.jpg", OutputFormat.JPEG, 85, exif)
+    with Image.open(tmp_path / "r.jpg") as jpeg:
+        assert (jpeg.info.get("exif") == exif) is kept

@@ -235,11 +235,23 @@ def _resized(image: Image.Image, size: tuple[int, int], lanes: Lanes) -> Image.I
     return lanes.resize(image, size, imaging.REDUCING_GAP)
 
 
+# What a TIFF's first tag directory (which Pillow reads as its EXIF) holds besides EXIF:
+# how the source's pixels are laid out, and its XMP, IPTC, Photoshop and ICC payloads.
+# None of it describes a rendition; the payloads can be hundreds of KB.
+_NOT_EXIF = frozenset(
+    {0x00FE, 0x00FF, *range(0x0100, 0x0104), 0x0106, 0x0111, *range(0x0115, 0x0118), 0x011C}
+    | {0x013D, 0x0140, *range(0x0142, 0x0146), 0x014A, 0x0152, 0x0153}
+    | {0x02BC, 0x83BB, 0x8649, 0x8773}
+)
+
+
 def _kept_exif(image: Image.Image) -> bytes | None:
-    """The source's EXIF without its orientation (renditions are upright already)."""
+    """The source's EXIF without its orientation (renditions are upright already) and
+    without what only describes the source file (see ``_NOT_EXIF``)."""
     try:
         exif = image.getexif()
-        exif.pop(0x0112, None)
+        for tag in (0x0112, *_NOT_EXIF):
+            exif.pop(tag, None)
         return exif.tobytes() if len(exif) else None
     except DECODER_ERRORS:
         return None  # unreadable EXIF is dropped, as when stripping
